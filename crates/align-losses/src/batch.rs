@@ -1,0 +1,238 @@
+//! The batch-level view that objective terms read.
+//!
+//! A trainer fills a [`BatchView`] with what the terms of its objective asked for (see
+//! [`Need`](crate::Need)); each term takes what it needs and fails with
+//! [`LossError::MissingInput`] when something is absent. All log-prob tensors are float32
+//! (use [`sequence_logps`](crate::sequence_logps) to get them from logits of any dtype).
+
+use crate::check::{check_device, check_float, check_shape};
+use crate::{LossError, Result};
+use std::collections::BTreeMap;
+use tch::{Kind, Tensor};
+
+/// Summed log-probability of the scored tokens of each of `N` sequences, and how many tokens
+/// were scored. `logp(y|x)` in the papers is `sum`; `avg_logp` is `sum / count`.
+#[derive(Debug)]
+pub struct SequenceLogps {
+    /// `[N]` float32: summed log-probabilities of the scored (completion) tokens.
+    pub sum: Tensor,
+    /// `[N]` float32: number of scored tokens of each sequence (> 0).
+    pub count: Tensor,
+}
+
+impl SequenceLogps {
+    /// Checks that `sum` and `count` are 1-D floating tensors of one length and device, and
+    /// converts both to float32.
+    pub fn new(sum: Tensor, count: Tensor) -> Result<Self> {
+        check_float(&sum, "sequence log-probs `sum`")?;
+        check_shape(&sum, "sequence log-probs `sum`", &[None], "[N]")?;
+        let n = sum.size()[0];
+        check_shape(&count, "sequence log-probs `count`", &[Some(n)], "[N], N = len(sum)")?;
+        check_device(&count, "sequence log-probs `count`", sum.device())?;
+        Ok(Self { sum: sum.to_kind(Kind::Float), count: count.to_kind(Kind::Float) })
+    }
+
+    /// Number of sequences `N`.
+    pub fn len(&self) -> i64 {
+        self.sum.size()[0]
+    }
+
+    /// True when there are no sequences.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `[N]`: length-normalised log-probability `sum / count` (SimPO's and MPO's `avg_logp`).
+    pub fn mean(&self) -> Tensor {
+        &self.sum / &self.count
+    }
+
+    /// Token-level mean negative log-likelihood over *all* scored tokens of all sequences,
+    /// `-sum_n sum_n / sum_n count_n` (a scalar): the `NLL` of SFT, CPO and ORPO, as the
+    /// reference Python trainer computes it (not a mean of per-sequence means).
+    pub fn token_mean_nll(&self) -> Tensor {
+        -(self.sum.sum(Kind::Float) / self.count.sum(Kind::Float))
+    }
+
+    /// A shallow copy (the tensors share storage and autograd history).
+    pub fn shallow_clone(&self) -> Self {
+        Self { sum: self.sum.shallow_clone(), count: self.count.shallow_clone() }
+    }
+}
+
+/// Log-probabilities of the chosen and rejected completions of `N` preference pairs.
+#[derive(Debug)]
+pub struct PairLogps {
+    /// The preferred completions.
+    pub chosen: SequenceLogps,
+    /// The dispreferred completions.
+    pub rejected: SequenceLogps,
+}
+
+impl PairLogps {
+    /// Pairs up chosen and rejected log-probs; both must have the same length and device.
+    pub fn new(chosen: SequenceLogps, rejected: SequenceLogps) -> Result<Self> {
+        if chosen.len() != rejected.len() {
+            return Err(LossError::Shape {
+                what: "rejected log-probs".into(),
+                expected: format!("[{}] (as many as chosen)", chosen.len()),
+                got: rejected.sum.size(),
+            });
+        }
+        check_device(&rejected.sum, "rejected log-probs", chosen.sum.device())?;
+        Ok(Self { chosen, rejected })
+    }
+
+    /// Builds pairs from four `[N]` tensors: summed log-probs and token counts.
+    pub fn from_tensors(
+        chosen_sum: Tensor,
+        chosen_count: Tensor,
+        rejected_sum: Tensor,
+        rejected_count: Tensor,
+    ) -> Result<Self> {
+        Self::new(SequenceLogps::new(chosen_sum, chosen_count)?, SequenceLogps::new(rejected_sum, rejected_count)?)
+    }
+
+    /// Number of pairs `N`.
+    pub fn len(&self) -> i64 {
+        self.chosen.len()
+    }
+
+    /// True when there are no pairs.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A shallow copy (the tensors share storage and autograd history).
+    pub fn shallow_clone(&self) -> Self {
+        Self { chosen: self.chosen.shallow_clone(), rejected: self.rejected.shallow_clone() }
+    }
+}
+
+/// Which layer's hidden states a term asks for. Ordered so it can key a map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Layer {
+    /// `hidden_states[i]`: 0 = embeddings, `i` = the output of decoder layer `i`.
+    Index(usize),
+    /// The output of the last decoder layer (before the final norm).
+    Last,
+}
+
+impl std::fmt::Display for Layer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Layer::Index(i) => write!(f, "{i}"),
+            Layer::Last => write!(f, "last"),
+        }
+    }
+}
+
+/// Hidden states of the last prompt token of every language variant of `G` prompt groups at
+/// one layer (what MLC and the pairwise-cosine ablation read).
+#[derive(Debug)]
+pub struct VariantStates {
+    /// `[G, K, D]`: group, language variant, hidden size. Any float dtype.
+    pub states: Tensor,
+    /// `[G, K]` bool: which variants exist (`None`: all of them).
+    pub mask: Option<Tensor>,
+}
+
+/// Hidden states of the policy and of the frozen reference on the same dominant-language
+/// sequences at one layer (what MPO's retain term reads).
+#[derive(Debug)]
+pub struct DominantStates {
+    /// `[B, T, D]`: policy hidden states.
+    pub policy: Tensor,
+    /// `[B, T, D]`: reference hidden states (no gradient).
+    pub reference: Tensor,
+    /// `[B, T]`: 1 for real tokens, 0 for padding (right-padded).
+    pub attention_mask: Tensor,
+}
+
+/// The policy's log-probs on target-language pairs (MPO), with the record each belongs to.
+#[derive(Debug)]
+pub struct TargetPairs {
+    /// `[P]` pairs: one per (record, target language).
+    pub policy: PairLogps,
+    /// `[P]` int64: index of each pair's record among the batch's `B` dominant pairs.
+    pub record: Tensor,
+    /// `P` language tags, one per pair.
+    pub languages: Vec<String>,
+}
+
+/// Log-probs of mismatched prompt/completion pairs (KTO's KL baseline estimate).
+#[derive(Debug)]
+pub struct KlLogps {
+    /// `[B]` float32: policy summed log-probs of each mismatched completion.
+    pub policy: Tensor,
+    /// `[B]` float32: reference summed log-probs of the same.
+    pub reference: Tensor,
+}
+
+/// Everything the objective terms of one batch may read. Fields a run's terms do not need
+/// stay `None`/empty.
+#[derive(Debug, Default)]
+pub struct BatchView {
+    /// `[B]` policy log-probs of the dominant-language chosen/rejected completions.
+    pub policy: Option<PairLogps>,
+    /// `[B]` frozen-reference log-probs of the same completions (no gradient).
+    pub reference: Option<PairLogps>,
+    /// KTO's mismatched pairs.
+    pub kl: Option<KlLogps>,
+    /// MPO's target-language pairs.
+    pub targets: Option<TargetPairs>,
+    /// Last-prompt-token states of the language variants, by the layer that was asked for.
+    pub prompt_variants: BTreeMap<Layer, VariantStates>,
+    /// Policy and reference states on the dominant-language sequences, by layer.
+    pub dominant_states: BTreeMap<Layer, DominantStates>,
+}
+
+impl BatchView {
+    /// A view with only policy and reference log-probs of the dominant pairs: enough for every
+    /// base objective except KTO (which also needs [`BatchView::kl`]).
+    pub fn from_pairs(policy: PairLogps, reference: Option<PairLogps>) -> Self {
+        Self { policy: Some(policy), reference, ..Self::default() }
+    }
+
+    /// The policy pairs, or [`LossError::MissingInput`] naming `term`.
+    pub fn require_policy(&self, term: &str) -> Result<&PairLogps> {
+        self.policy.as_ref().ok_or_else(|| missing(term, "policy log-probs of the chosen/rejected completions"))
+    }
+
+    /// The policy and reference pairs (checked to have equal length), or an error naming `term`.
+    pub fn require_policy_and_reference(&self, term: &str) -> Result<(&PairLogps, &PairLogps)> {
+        let policy = self.require_policy(term)?;
+        let reference = self
+            .reference
+            .as_ref()
+            .ok_or_else(|| missing(term, "reference log-probs of the chosen/rejected completions"))?;
+        if reference.len() != policy.len() {
+            return Err(LossError::Shape {
+                what: "reference log-probs".into(),
+                expected: format!("[{}] (as many pairs as the policy's)", policy.len()),
+                got: reference.chosen.sum.size(),
+            });
+        }
+        check_device(&reference.chosen.sum, "reference log-probs", policy.chosen.sum.device())?;
+        Ok((policy, reference))
+    }
+
+    /// The variant states at `layer`, or an error naming `term`.
+    pub fn require_prompt_variants(&self, term: &str, layer: Layer) -> Result<&VariantStates> {
+        self.prompt_variants.get(&layer).ok_or_else(|| {
+            missing(term, &format!("last-prompt-token states of the language variants at layer {layer}"))
+        })
+    }
+
+    /// The dominant-sequence states at `layer`, or an error naming `term`.
+    pub fn require_dominant_states(&self, term: &str, layer: Layer) -> Result<&DominantStates> {
+        self.dominant_states
+            .get(&layer)
+            .ok_or_else(|| missing(term, &format!("policy and reference hidden states at layer {layer}")))
+    }
+}
+
+/// A [`LossError::MissingInput`] for `term`.
+pub fn missing(term: &str, input: &str) -> LossError {
+    LossError::MissingInput { term: term.to_string(), input: input.to_string() }
+}

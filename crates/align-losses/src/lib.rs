@@ -1,0 +1,49 @@
+//! # align-losses
+//!
+//! Preference-alignment objectives over [`tch`], composable through one trait,
+//! [`PreferenceObjective`]: a base objective (DPO, SimPO, ORPO, …) and any number of
+//! regularisers (MLC, MPO's retain term, …) stack into one weighted sum, [`ObjectiveStack`].
+//!
+//! Every term reads what it needs from a [`BatchView`] (sequence log-probs of policy and
+//! reference, hidden states, language tags), declares those needs with [`Need`] so that a
+//! trainer computes only that, and returns its loss plus named [`Metrics`]. All loss math
+//! is float32, whatever the model's dtype.
+//!
+//! ```
+//! use align_losses::{BatchView, Dpo, ObjectiveStack, PairLogps, PreferenceObjective};
+//! use tch::Tensor;
+//!
+//! // Summed completion log-probs and token counts of 2 pairs, policy and reference.
+//! let pairs = |c: &[f32], r: &[f32]| {
+//!     PairLogps::from_tensors(Tensor::from_slice(c), Tensor::from_slice(&[3f32, 4.]),
+//!                             Tensor::from_slice(r), Tensor::from_slice(&[5f32, 2.]))
+//! };
+//! let batch = BatchView::from_pairs(pairs(&[-5., -7.], &[-9., -3.])?, Some(pairs(&[-6., -7.], &[-8., -3.])?));
+//! let objective = ObjectiveStack::new().with(1.0, Dpo::new(0.1, 0.0)?)?;
+//! let out = objective.compute(&batch)?;
+//! assert!(out.loss.double_value(&[]) < std::f64::consts::LN_2);
+//! assert!(out.metrics.get("loss/dpo").is_some());
+//! # Ok::<(), align_losses::LossError>(())
+//! ```
+//!
+//! Main types: [`PreferenceObjective`], [`BatchView`], [`PairLogps`], [`SequenceLogps`],
+//! [`ObjectiveStack`]; helpers [`sequence_logps`] and [`token_logps`] turn model logits into
+//! the log-probs the objectives read.
+
+mod batch;
+pub mod check;
+mod error;
+mod logps;
+pub mod metrics;
+mod objective;
+pub mod objectives;
+mod stack;
+
+pub use batch::{
+    missing, BatchView, DominantStates, KlLogps, Layer, PairLogps, SequenceLogps, TargetPairs, VariantStates,
+};
+pub use error::{LossError, Result};
+pub use logps::{sequence_logps, token_logps};
+pub use objective::{Metrics, Need, PreferenceObjective, TermOutput};
+pub use objectives::*;
+pub use stack::{ObjectiveStack, WeightedTerm};

@@ -1,0 +1,67 @@
+//! DPO (Rafailov et al., 2023, arXiv 2305.18290) with cDPO label smoothing.
+
+use crate::check::check_parameter;
+use crate::metrics::reward_metrics;
+use crate::{BatchView, LossError, Need, PreferenceObjective, Result, TermOutput};
+use tch::Kind;
+
+/// Direct Preference Optimisation, sigmoid form, with optional conservative label smoothing
+/// (cDPO, Mitchell 2023).
+///
+/// With `s_c = logp_pi(y_c) - logp_ref(y_c)`, `s_r` likewise and `D = s_c - s_r` (summed
+/// log-probs, not length-normalised), the per-pair loss is
+///
+/// `-(1 - eps) log sig(beta D) - eps log sig(-beta D)`
+///
+/// which is plain DPO at `eps = 0`. Averaged over the pairs of the batch. At policy =
+/// reference every pair's loss is `ln 2`.
+#[derive(Debug, Clone)]
+pub struct Dpo {
+    name: String,
+    beta: f64,
+    label_smoothing: f64,
+}
+
+impl Dpo {
+    /// DPO with `beta > 0` and `label_smoothing` (cDPO's `eps`) in `[0, 0.5]`.
+    pub fn new(beta: f64, label_smoothing: f64) -> Result<Self> {
+        check_parameter("dpo", "beta", beta, 0.0, false)?;
+        if !(0.0..=0.5).contains(&label_smoothing) {
+            return Err(LossError::InvalidParameter {
+                term: "dpo".into(),
+                parameter: "label_smoothing".into(),
+                value: label_smoothing,
+                why: "must be in [0, 0.5]".into(),
+            });
+        }
+        Ok(Self { name: "dpo".into(), beta, label_smoothing })
+    }
+
+    /// Renames the term (its metrics are logged as `loss/<name>`).
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+}
+
+impl PreferenceObjective for Dpo {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn needs(&self) -> Vec<Need> {
+        vec![Need::PolicyLogps, Need::ReferenceLogps]
+    }
+
+    fn compute(&self, batch: &BatchView) -> Result<TermOutput> {
+        let (policy, reference) = batch.require_policy_and_reference(&self.name)?;
+        let s_c = &policy.chosen.sum - &reference.chosen.sum; // [B]
+        let s_r = &policy.rejected.sum - &reference.rejected.sum; // [B]
+        let logits = (&s_c - &s_r) * self.beta; // [B]: beta * D
+        let eps = self.label_smoothing;
+        let per_pair = -(logits.log_sigmoid() * (1.0 - eps)) - (-&logits).log_sigmoid() * eps; // [B]
+        let loss = per_pair.mean(Kind::Float);
+        let metrics = reward_metrics(&(s_c * self.beta), &(s_r * self.beta), policy)?;
+        Ok(TermOutput { loss, metrics })
+    }
+}
