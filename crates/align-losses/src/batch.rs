@@ -5,31 +5,32 @@
 //! [`LossError::MissingInput`] when something is absent. All log-prob tensors are float32
 //! (use [`sequence_logps`](crate::sequence_logps) to get them from logits of any dtype).
 
-use crate::check::{check_device, check_float, check_shape};
+use crate::check::{check_device, check_float, check_shape, loss_precision};
 use crate::{LossError, Result};
 use std::collections::BTreeMap;
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 /// Summed log-probability of the scored tokens of each of `N` sequences, and how many tokens
 /// were scored. `logp(y|x)` in the papers is `sum`; `avg_logp` is `sum / count`.
 #[derive(Debug)]
 pub struct SequenceLogps {
-    /// `[N]` float32: summed log-probabilities of the scored (completion) tokens.
+    /// `[N]` float32 (or float64): summed log-probabilities of the scored (completion) tokens.
     pub sum: Tensor,
-    /// `[N]` float32: number of scored tokens of each sequence (> 0).
+    /// `[N]`, same kind as `sum`: number of scored tokens of each sequence (> 0).
     pub count: Tensor,
 }
 
 impl SequenceLogps {
     /// Checks that `sum` and `count` are 1-D floating tensors of one length and device, and
-    /// converts both to float32.
+    /// brings both to loss precision (half types become float32; f32 and f64 are kept).
     pub fn new(sum: Tensor, count: Tensor) -> Result<Self> {
         check_float(&sum, "sequence log-probs `sum`")?;
         check_shape(&sum, "sequence log-probs `sum`", &[None], "[N]")?;
         let n = sum.size()[0];
         check_shape(&count, "sequence log-probs `count`", &[Some(n)], "[N], N = len(sum)")?;
         check_device(&count, "sequence log-probs `count`", sum.device())?;
-        Ok(Self { sum: sum.to_kind(Kind::Float), count: count.to_kind(Kind::Float) })
+        let count = if count.kind() == sum.kind() { count } else { count.to_kind(sum.kind()) };
+        Ok(Self { sum: loss_precision(&sum), count: loss_precision(&count) })
     }
 
     /// Number of sequences `N`.
@@ -51,7 +52,7 @@ impl SequenceLogps {
     /// `-sum_n sum_n / sum_n count_n` (a scalar): the `NLL` of SFT, CPO and ORPO, as the
     /// reference Python trainer computes it (not a mean of per-sequence means).
     pub fn token_mean_nll(&self) -> Tensor {
-        -(self.sum.sum(Kind::Float) / self.count.sum(Kind::Float))
+        -(self.sum.sum(self.sum.kind()) / self.count.sum(self.count.kind()))
     }
 
     /// A shallow copy (the tensors share storage and autograd history).

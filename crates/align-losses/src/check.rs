@@ -50,3 +50,12 @@ pub fn check_parameter(term: &str, parameter: &str, value: f64, min: f64, min_in
         })
     }
 }
+
+/// `t` in loss precision: half types (f16, bf16) become float32; float32 and float64 are kept
+/// as they are (float64 lets tests check gradients against finite differences precisely).
+pub fn loss_precision(t: &Tensor) -> Tensor {
+    match t.kind() {
+        Kind::Half | Kind::BFloat16 => t.to_kind(Kind::Float),
+        _ => t.shallow_clone(),
+    }
+}

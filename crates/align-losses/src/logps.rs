@@ -1,6 +1,6 @@
 //! Per-token and per-sequence log-probabilities from logits, in float32.
 
-use crate::check::{check_device, check_float, check_shape};
+use crate::check::{check_device, check_float, check_shape, loss_precision};
 use crate::{LossError, Result, SequenceLogps};
 use tch::{Kind, Tensor};
 
@@ -18,7 +18,7 @@ pub fn token_logps(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     if targets.kind() != Kind::Int64 {
         return Err(LossError::Kind { what: "targets".into(), expected: "int64".into(), got: targets.kind() });
     }
-    let logits = logits.to_kind(Kind::Float); // [B, T, V] f32 (no copy when already f32)
+    let logits = loss_precision(logits); // [B, T, V] f32 (f64 kept; no copy when already f32)
     let picked = logits.f_gather(2, &targets.unsqueeze(-1), false)?.squeeze_dim(-1); // [B, T]
     let normaliser = logits.f_logsumexp([-1], false)?; // [B, T]
     Ok(picked - normaliser)
@@ -39,7 +39,7 @@ pub fn sequence_logps(logits: &Tensor, input_ids: &Tensor, scored: &Tensor) -> R
     check_shape(input_ids, "input_ids", &[Some(b), Some(t)], "[B, T] matching logits")?;
     check_shape(scored, "scored mask", &[Some(b), Some(t)], "[B, T] matching logits")?;
     check_device(scored, "scored mask", logits.device())?;
-    let scored = scored.to_kind(Kind::Float); // [B, T]
+    let scored = scored.to_kind(loss_precision(logits).kind()); // [B, T]
     if t == 0 || scored.select(1, 0).sum(Kind::Float).double_value(&[]) != 0.0 {
         return Err(LossError::Shape {
             what: "scored mask".into(),
@@ -47,7 +47,7 @@ pub fn sequence_logps(logits: &Tensor, input_ids: &Tensor, scored: &Tensor) -> R
             got: scored.size(),
         });
     }
-    let count = scored.sum_dim_intlist([1i64].as_slice(), false, Kind::Float); // [B]
+    let count = scored.sum_dim_intlist([1i64].as_slice(), false, scored.kind()); // [B]
     if b > 0 && count.min().double_value(&[]) <= 0.0 {
         return Err(LossError::Shape {
             what: "scored mask".into(),
@@ -59,6 +59,6 @@ pub fn sequence_logps(logits: &Tensor, input_ids: &Tensor, scored: &Tensor) -> R
     let targets = input_ids.narrow(1, 1, t - 1); // [B, T-1]
     let per_token = token_logps(&logits, &targets)?; // [B, T-1]
     let mask = scored.narrow(1, 1, t - 1); // [B, T-1]
-    let sum = (per_token * mask).sum_dim_intlist([1i64].as_slice(), false, Kind::Float); // [B]
+    let sum = (per_token * mask).sum_dim_intlist([1i64].as_slice(), false, scored.kind()); // [B]
     SequenceLogps::new(sum, count)
 }

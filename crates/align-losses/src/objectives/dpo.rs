@@ -3,7 +3,6 @@
 use crate::check::check_parameter;
 use crate::metrics::reward_metrics;
 use crate::{BatchView, LossError, Need, PreferenceObjective, Result, TermOutput};
-use tch::Kind;
 
 /// Direct Preference Optimisation, sigmoid form, with optional conservative label smoothing
 /// (cDPO, Mitchell 2023).
@@ -60,7 +59,7 @@ impl PreferenceObjective for Dpo {
         let logits = (&s_c - &s_r) * self.beta; // [B]: beta * D
         let eps = self.label_smoothing;
         let per_pair = -(logits.log_sigmoid() * (1.0 - eps)) - (-&logits).log_sigmoid() * eps; // [B]
-        let loss = per_pair.mean(Kind::Float);
+        let loss = per_pair.mean(per_pair.kind());
         let metrics = reward_metrics(&(s_c * self.beta), &(s_r * self.beta), policy)?;
         Ok(TermOutput { loss, metrics })
     }
