@@ -61,6 +61,15 @@ pub enum LossError {
     /// Two terms of one stack share a name.
     #[error("two objective terms are named `{0}`; give each term of one kind its own `name`")]
     DuplicateName(String),
+    /// An error raised by a term defined in another crate (e.g. `mlc-loss`), kept as its source.
+    #[error("objective `{term}`: {source}")]
+    Term {
+        /// The term's name.
+        term: String,
+        /// The term crate's own error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// An error raised by libtorch.
     #[error("libtorch: {0}")]
     Torch(#[from] TchError),
