@@ -1,0 +1,41 @@
+//! # align-train
+//!
+//! The training side of polyalign: run configs, training data, learning-rate schedules (and,
+//! as they land, the training loop and evaluation). The `align` binary is a thin layer over
+//! this library.
+//!
+//! ```
+//! use align_train::{RunConfig, ScheduleKind};
+//! use std::path::Path;
+//!
+//! let config = RunConfig::parse(r#"
+//!     [model]
+//!     path = "models/base"
+//!     [data]
+//!     train = "data/pairs.jsonl"
+//!     [[objective]]
+//!     kind = "dpo"
+//!     [[objective]]
+//!     kind = "mlc"
+//!     weight = 0.5
+//!     layer = 14
+//! "#, Path::new("runs/run.toml"))?;
+//! assert_eq!(config.objectives.len(), 2);
+//! assert_eq!(config.optim.schedule, ScheduleKind::Cosine);
+//! assert_eq!(config.model.path, Path::new("runs/models/base"));
+//! # Ok::<(), align_train::TrainError>(())
+//! ```
+//!
+//! Main types: [`RunConfig`] (the TOML run file), [`Record`] and [`load_records`] (the JSONL
+//! data), [`LrSchedule`], and [`TrainError`], whose every variant names the file, line or key
+//! at fault.
+
+pub mod config;
+pub mod data;
+mod error;
+pub mod schedule;
+
+pub use config::{ObjectiveConfig, ObjectiveKind, RunConfig, ScheduleKind};
+pub use data::{load_records, Dataset, Message, Origin, Record, Text};
+pub use error::{Result, TrainError};
+pub use schedule::LrSchedule;

@@ -1,0 +1,140 @@
+//! Run-config parsing: defaults, and an error naming the key and table for every bad input.
+
+use align_train::config::{Dtype, MpoVariant, OnNonFinite, RetainForm};
+use align_train::{ObjectiveKind, RunConfig, ScheduleKind, TrainError};
+use std::path::Path;
+
+const MINIMAL: &str = "[model]\npath = \"m\"\n[data]\ntrain = \"d.jsonl\"\n[[objective]]\nkind = \"dpo\"\n";
+
+fn parse(text: &str) -> Result<RunConfig, TrainError> {
+    RunConfig::parse(text, Path::new("/runs/exp/run.toml"))
+}
+
+fn err(text: &str) -> String {
+    parse(text).expect_err("config should be rejected").to_string()
+}
+
+#[test]
+fn minimal_config_gets_documented_defaults() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.model.path, Path::new("/runs/exp/m"), "relative to the config file");
+    assert_eq!((c.model.dtype, c.model.device.as_str(), c.model.reference.clone()), (Dtype::F32, "cpu", None));
+    assert_eq!(c.data.train, vec![Path::new("/runs/exp/d.jsonl").to_path_buf()]);
+    assert_eq!(
+        (c.data.languages.clone(), c.data.max_length, c.data.skip_bad_lines),
+        (vec!["en".to_string()], 1024, false)
+    );
+    assert_eq!(c.objectives[0].kind, ObjectiveKind::Dpo { beta: 0.1, label_smoothing: 0.0 });
+    assert_eq!((c.objectives[0].weight, c.objectives[0].name.as_str()), (1.0, "dpo"));
+    assert_eq!((c.optim.lr, c.optim.weight_decay, c.optim.betas, c.optim.eps), (5e-7, 0.0, [0.9, 0.999], 1e-8));
+    assert_eq!((c.optim.max_grad_norm, c.optim.schedule, c.optim.warmup_ratio), (1.0, ScheduleKind::Cosine, 0.1));
+    let t = &c.train;
+    assert_eq!((t.batch_size, t.grad_accum, t.epochs, t.max_steps, t.seed, t.save_every), (8, 1, 1, 0, 42, 0));
+    assert_eq!(t.on_nonfinite, OnNonFinite::Stop);
+}
+
+#[test]
+fn every_kind_parses_with_its_defaults() {
+    let cases = [
+        ("robust_dpo", ObjectiveKind::RobustDpo { beta: 0.1, label_smoothing: 0.1 }),
+        ("hinge", ObjectiveKind::Hinge { beta: 0.1 }),
+        ("ipo", ObjectiveKind::Ipo { beta: 0.1 }),
+        ("r_dpo", ObjectiveKind::RDpo { beta: 0.1, alpha: 0.01 }),
+        ("simpo", ObjectiveKind::Simpo { beta: 2.0, gamma: 1.0 }),
+        ("cpo", ObjectiveKind::Cpo { beta: 0.1, alpha: 1.0 }),
+        ("orpo", ObjectiveKind::Orpo { beta: 0.1 }),
+        ("kto", ObjectiveKind::Kto { beta: 0.1, desirable_weight: 1.0, undesirable_weight: 1.0 }),
+        ("sft", ObjectiveKind::Sft),
+        (
+            "mpo",
+            ObjectiveKind::Mpo {
+                beta: 1.0,
+                retain: RetainForm::LastToken,
+                retain_layer: None,
+                retain_weight: 1.0,
+                variant: MpoVariant::Paper,
+                target_gap: 1.0,
+            },
+        ),
+    ];
+    for (kind, expected) in cases {
+        let text = MINIMAL.replace("kind = \"dpo\"", &format!("kind = \"{kind}\""));
+        let c = parse(&text).unwrap_or_else(|e| panic!("{kind}: {e}"));
+        assert_eq!(c.objectives[0].kind, expected, "{kind}");
+        assert_eq!(c.objectives[0].kind.kind_name(), kind);
+    }
+}
+
+#[test]
+fn stacked_terms_with_parameters() {
+    let text = format!(
+        "{MINIMAL}beta = 0.25\nlabel_smoothing = 0.1\n[[objective]]\nkind = \"mlc\"\nweight = 0.5\nlayer = 3\ntau = 0.5\nhead_dim = 16\n\
+         [[objective]]\nkind = \"sft\"\nweight = 1\n"
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(c.objectives.len(), 3);
+    assert_eq!(c.objectives[0].kind, ObjectiveKind::Dpo { beta: 0.25, label_smoothing: 0.1 });
+    assert_eq!(c.objectives[1].kind, ObjectiveKind::Mlc { layer: 3, tau: 0.5, head_dim: 16 });
+    assert_eq!(c.objectives[1].weight, 0.5);
+    assert_eq!(c.objectives[2].weight, 1.0, "integer weights are accepted");
+}
+
+#[test]
+fn unknown_keys_name_key_and_table() {
+    let e = err(&format!("{MINIMAL}[optim]\nlrr = 1e-5\n"));
+    assert!(e.contains("unknown key `lrr` in [optim]") && e.contains("lr, weight_decay"), "{e}");
+    let e = err(&format!("{MINIMAL}gamma = 1.0\n"));
+    assert!(e.contains("unknown key `gamma` in [[objective]] #1 (kind = \"dpo\")"), "{e}");
+    let e = err(&MINIMAL.replace("[data]", "[data]\nlanguage = [\"en\"]"));
+    assert!(e.contains("unknown key `language` in [data]"), "{e}");
+    let e = err(&format!("{MINIMAL}[trian]\nseed = 1\n"));
+    assert!(e.contains("unknown key `trian` in the top level"), "{e}");
+    assert!(err(&MINIMAL.replace("[model]", "[model]\ndtyp = \"bf16\"")).contains("`dtyp` in [model]"));
+}
+
+#[test]
+fn missing_required_parts_are_named() {
+    assert!(err("[data]\ntrain = \"d\"\n[[objective]]\nkind = \"dpo\"\n").contains("missing key `[model]`"));
+    assert!(err(&MINIMAL.replace("path = \"m\"", "device = \"cpu\"")).contains("missing key `path` in [model]"));
+    assert!(err(&MINIMAL.replace("train = \"d.jsonl\"", "")).contains("missing key `train` in [data]"));
+    let no_objective = MINIMAL.replace("[[objective]]\nkind = \"dpo\"\n", "");
+    assert!(err(&no_objective).contains("[[objective]]"), "{}", err(&no_objective));
+    assert!(err(&MINIMAL.replace("kind = \"dpo\"", "weight = 1.0")).contains("missing key `kind` in [[objective]] #1"));
+    assert!(err(&MINIMAL.replace("kind = \"dpo\"", "kind = \"mlc\"")).contains("missing key `layer`"));
+}
+
+#[test]
+fn invalid_values_are_explained() {
+    let e = err(&MINIMAL.replace("kind = \"dpo\"", "kind = \"dop\""));
+    assert!(e.contains("\"dop\" is not one of dpo, robust_dpo"), "{e}");
+    let e = err(&format!("{MINIMAL}[[objective]]\nkind = \"dpo\"\n"));
+    assert!(e.contains("`dpo` is also the name of term #1"), "{e}");
+    assert!(err(&format!("{MINIMAL}[optim]\nlr = 0\n")).contains("`lr`: must be a finite number > 0"));
+    assert!(err(&format!("{MINIMAL}[optim]\nwarmup_ratio = 1.5\n")).contains("warmup_ratio"));
+    assert!(err(&format!("{MINIMAL}[train]\nbatch_size = 0\n")).contains("batch_size"));
+    assert!(err(&MINIMAL.replace("path = \"m\"", "path = \"m\"\ndevice = \"gpu\"")).contains("\"cuda:N\""));
+    let e = err(&format!("{MINIMAL}[optim]\nschedule = \"step\"\n"));
+    assert!(e.contains("[optim]") && e.contains("step"), "{e}");
+    let e = err(&format!("{MINIMAL}[train]\nseed = \"x\"\n"));
+    assert!(e.contains("[train]") && e.contains("run.toml"), "{e}");
+    assert!(err("[model\npath=1").contains("run.toml"), "syntax errors name the file");
+}
+
+#[test]
+fn two_named_terms_of_one_kind_and_a_file_list() {
+    let text = MINIMAL.replace("train = \"d.jsonl\"", "train = [\"a.jsonl\", \"/abs/b.jsonl\"]")
+        + "name = \"dpo_a\"\n[[objective]]\nkind = \"dpo\"\nname = \"dpo_b\"\nbeta = 0.5\n";
+    let c = parse(&text).unwrap();
+    assert_eq!(c.objectives[1].name, "dpo_b");
+    assert_eq!(c.data.train[1], Path::new("/abs/b.jsonl"), "absolute paths stay");
+}
+
+#[test]
+fn reads_from_a_file_and_names_a_missing_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.toml");
+    std::fs::write(&path, MINIMAL).unwrap();
+    assert_eq!(RunConfig::from_file(&path).unwrap().model.path, dir.path().join("m"));
+    let e = RunConfig::from_file(&dir.path().join("nope.toml")).unwrap_err().to_string();
+    assert!(e.contains("nope.toml"), "{e}");
+}
