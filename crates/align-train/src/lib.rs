@@ -30,12 +30,15 @@
 //! data), [`LrSchedule`], and [`TrainError`], whose every variant names the file, line or key
 //! at fault.
 
+pub mod atomic;
 pub mod config;
 pub mod data;
 mod error;
+pub mod order;
 pub mod schedule;
 
 pub use config::{ObjectiveConfig, ObjectiveKind, RunConfig, ScheduleKind};
 pub use data::{load_records, Dataset, Message, Origin, Record, Text};
 pub use error::{Result, TrainError};
+pub use order::DataOrder;
 pub use schedule::LrSchedule;
