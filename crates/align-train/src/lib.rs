@@ -34,11 +34,13 @@ pub mod atomic;
 pub mod config;
 pub mod data;
 mod error;
+pub mod metrics_log;
 pub mod order;
 pub mod schedule;
 
 pub use config::{ObjectiveConfig, ObjectiveKind, RunConfig, ScheduleKind};
 pub use data::{load_records, Dataset, Message, Origin, Record, Text};
 pub use error::{Result, TrainError};
+pub use metrics_log::MetricsLog;
 pub use order::DataOrder;
 pub use schedule::LrSchedule;
