@@ -33,6 +33,7 @@
 pub mod atomic;
 pub mod config;
 pub mod data;
+pub mod encode;
 mod error;
 pub mod metrics_log;
 pub mod order;
@@ -40,6 +41,7 @@ pub mod schedule;
 
 pub use config::{ObjectiveConfig, ObjectiveKind, RunConfig, ScheduleKind};
 pub use data::{load_records, Dataset, Message, Origin, Record, Text};
+pub use encode::{encode_pair, encode_prompt, Encoded, TextEncoder};
 pub use error::{Result, TrainError};
 pub use metrics_log::MetricsLog;
 pub use order::DataOrder;
