@@ -90,3 +90,21 @@ impl MpoError {
 
 /// Shorthand for results of this crate.
 pub type Result<T, E = MpoError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_errors_keep_their_kind() {
+        let missing = MpoError::Loss(align_losses::missing("mpo", "x")).into_loss_error("mpo");
+        assert!(matches!(missing, LossError::MissingInput { .. }));
+        let invalid = MpoError::InvalidParameter { parameter: "beta".into(), value: 0.0, why: "w".into() };
+        assert!(
+            matches!(invalid.into_loss_error("mpo_zh"), LossError::InvalidParameter { ref term, .. } if term == "mpo_zh")
+        );
+        let term = MpoError::NoTargetPairs.into_loss_error("mpo");
+        assert!(matches!(&term, LossError::Term { term, .. } if term == "mpo"));
+        assert!(term.to_string().contains("no target-language pairs"), "{term}");
+    }
+}

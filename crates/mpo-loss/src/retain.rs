@@ -173,3 +173,32 @@ fn dims(t: &Tensor) -> (i64, i64, i64) {
     let s = t.size();
     (s[0], s[1], s[2])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retain_form_parses_its_config_names() {
+        for form in [RetainForm::LastToken, RetainForm::MeanPool] {
+            assert_eq!(form.config_name().parse::<RetainForm>().unwrap(), form);
+            assert_eq!(form.to_string(), form.config_name());
+        }
+        assert_eq!(RetainForm::default(), RetainForm::LastToken);
+        let err = "last".parse::<RetainForm>().unwrap_err();
+        assert!(matches!(err, MpoError::UnknownOption { ref key, .. } if key == "retain"));
+    }
+
+    #[test]
+    fn mask_checks() {
+        let nan = Tensor::from_slice(&[1.0f32, f32::NAN]).view([1, 2]);
+        assert!(matches!(checked_mask(&nan, Kind::Float), Err(MpoError::MaskValue { .. })));
+        let ok = Tensor::from_slice(&[true, false, true, true]).view([2, 2]);
+        let mask = checked_mask(&ok, Kind::Double).unwrap();
+        assert_eq!(mask.kind(), Kind::Double);
+        assert_eq!(
+            Vec::<f64>::try_from(&last_positions_unchecked(&mask).unwrap().to_kind(Kind::Double)).unwrap(),
+            [0.0, 1.0]
+        );
+    }
+}

@@ -69,3 +69,44 @@ pub(crate) fn gap_loss(policy_target_gap: &Tensor, dominant_gap: &Tensor, beta: 
     let per_pair = residual.square(); // [P]
     Ok(per_pair.mean(per_pair.kind()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MpoError;
+    use align_losses::LossError;
+    use tch::Kind;
+
+    fn t(v: &[f64]) -> Tensor {
+        Tensor::from_slice(v)
+    }
+
+    #[test]
+    fn value_by_hand() {
+        // beta = 2: residuals [2 * 1 - 3, 2 * -0.5 - 0] = [-1, -1]; mean of squares 1.
+        let loss = gap_matching_loss(&t(&[1.0, -0.5]), &t(&[3.0, 0.0]), 2.0).unwrap();
+        assert_eq!(loss.double_value(&[]), 1.0);
+        assert_eq!(loss.kind(), Kind::Double);
+        let half = gap_matching_loss(&t(&[1.0, -0.5]).to_kind(Kind::Half), &t(&[3.0, 0.0]), 2.0).unwrap();
+        assert_eq!(half.kind(), Kind::Float);
+        assert_eq!(half.double_value(&[]), 1.0);
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        let gap = t(&[1.0, 2.0]);
+        for beta in [0.0, -1.0, f64::NAN] {
+            let err = gap_matching_loss(&gap, &gap, beta).unwrap_err();
+            assert!(matches!(err, MpoError::InvalidParameter { ref parameter, .. } if parameter == "beta"));
+        }
+        assert!(matches!(gap_matching_loss(&gap, &t(&[1.0]), 1.0), Err(MpoError::Loss(LossError::Shape { .. }))));
+        assert!(matches!(
+            gap_matching_loss(&gap.view([1, 2]), &gap.view([1, 2]), 1.0),
+            Err(MpoError::Loss(LossError::Shape { .. }))
+        ));
+        assert!(matches!(gap_matching_loss(&t(&[]), &t(&[]), 1.0), Err(MpoError::NoTargetPairs)));
+        let ints = Tensor::from_slice(&[1i64, 2]);
+        assert!(matches!(gap_matching_loss(&ints, &gap, 1.0), Err(MpoError::Loss(LossError::Kind { .. }))));
+        assert!(matches!(gap_matching_loss(&gap, &ints, 1.0), Err(MpoError::Loss(LossError::Kind { .. }))));
+    }
+}

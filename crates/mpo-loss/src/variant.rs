@@ -106,3 +106,45 @@ impl std::fmt::Display for Variant {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_names_round_trip() {
+        for v in [Variant::Paper, Variant::ConstantTarget(1.58), Variant::PolicyDominant, Variant::NoLengthNorm] {
+            let target_gap = match v {
+                Variant::ConstantTarget(c) => Some(c),
+                _ => None,
+            };
+            assert_eq!(Variant::from_config(v.config_name(), target_gap).unwrap(), v);
+        }
+        assert_eq!(Variant::default(), Variant::Paper);
+        assert_eq!(Variant::ConstantTarget(2.0).to_string(), "constant_target(2)");
+    }
+
+    #[test]
+    fn bad_config_is_an_error() {
+        assert!(matches!(
+            Variant::from_config("constant", None),
+            Err(MpoError::UnknownOption { ref key, .. }) if key == "variant"
+        ));
+        let missing = Variant::from_config("constant_target", None);
+        assert!(matches!(missing, Err(MpoError::InvalidParameter { ref parameter, .. }) if parameter == "target_gap"));
+        assert!(matches!(Variant::from_config("paper", Some(1.0)), Err(MpoError::InvalidParameter { .. })));
+        assert!(matches!(
+            Variant::from_config("constant_target", Some(f64::INFINITY)),
+            Err(MpoError::InvalidParameter { .. })
+        ));
+    }
+
+    #[test]
+    fn what_each_variant_reads() {
+        assert!(Variant::Paper.reads_reference() && !Variant::Paper.reads_policy());
+        assert!(Variant::NoLengthNorm.reads_reference() && !Variant::NoLengthNorm.length_normalised());
+        assert!(Variant::PolicyDominant.reads_policy() && !Variant::PolicyDominant.reads_reference());
+        let constant = Variant::ConstantTarget(1.0);
+        assert!(!constant.reads_policy() && !constant.reads_reference() && constant.length_normalised());
+    }
+}
