@@ -11,7 +11,23 @@ use std::collections::BTreeMap;
 use tch::{Kind, Tensor};
 
 /// The settings of an [`Mpo`] term: the config keys of an `[[objective]]` table with
-/// `kind = "mpo"` (docs/mpo.md).
+/// `kind = "mpo"` (docs/mpo.md). The defaults are the paper's method.
+///
+/// ```
+/// use align_losses::{Layer, Need, PreferenceObjective};
+/// use mpo_loss::{Mpo, MpoConfig, RetainForm, Variant};
+///
+/// // From the config values `retain = "mean_pool"`, `variant = "constant_target"`, `target_gap = 1.58`.
+/// let mpo = Mpo::new(MpoConfig {
+///     beta: 1.5,
+///     retain: "mean_pool".parse::<RetainForm>()?,
+///     retain_layer: Layer::Index(20),
+///     retain_weight: 1.0,
+///     variant: Variant::from_config("constant_target", Some(1.58))?,
+/// })?;
+/// assert_eq!(mpo.needs(), vec![Need::TargetPairLogps, Need::DominantStates { layer: Layer::Index(20) }]);
+/// # Ok::<(), mpo_loss::MpoError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct MpoConfig {
     /// `beta` (1.0): multiplies the policy's target gap in eq. (5); the paper's best values are

@@ -78,6 +78,19 @@ pub fn retain_loss(form: RetainForm, states: &DominantStates) -> Result<Tensor> 
 ///   token), at least one real token per sequence.
 ///
 /// Computed in float32 (half states are promoted; float64 is kept).
+///
+/// ```
+/// use mpo_loss::retain_last_token;
+/// use tch::Tensor;
+///
+/// // One sequence of 3 positions, the last one padding; D = 2.
+/// let reference = Tensor::zeros([1, 3, 2], tch::kind::FLOAT_CPU);
+/// let policy = Tensor::from_slice(&[9f32, 9., 3., 4., 7., 7.]).view([1, 3, 2]);
+/// let mask = Tensor::from_slice(&[1i64, 1, 0]).view([1, 3]);
+/// // Last real token is position 1: ||(3, 4)||^2 = 25.
+/// assert_eq!(retain_last_token(&policy, &reference, &mask)?.double_value(&[]), 25.0);
+/// # Ok::<(), mpo_loss::MpoError>(())
+/// ```
 pub fn retain_last_token(policy: &Tensor, reference: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
     let (policy, reference, mask) = checked_states(policy, reference, attention_mask)?;
     let (b, _, d) = dims(&policy);

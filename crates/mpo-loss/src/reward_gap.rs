@@ -39,6 +39,19 @@ pub fn reward_gap(pairs: &PairLogps, length_normalised: bool) -> Tensor {
 ///
 /// Computed in float32 (half inputs are promoted; float64 is kept). Errors on empty or
 /// mismatched inputs and on a `beta` that is not finite and positive.
+///
+/// ```
+/// use mpo_loss::gap_matching_loss;
+/// use tch::Tensor;
+///
+/// let target = Tensor::from_slice(&[0.5f64, 1.0]).set_requires_grad(true); // RG^t of 2 pairs
+/// let dominant = Tensor::from_slice(&[1.5f64, 1.5]); // RG^d of their records
+/// let loss = gap_matching_loss(&target, &dominant, 1.0)?; // ((-1)^2 + (-0.5)^2) / 2
+/// assert_eq!(loss.double_value(&[]), 0.625);
+/// loss.backward(); // eq. (10): 2 beta (beta RG^t - RG^d) / P
+/// assert_eq!(Vec::<f64>::try_from(&target.grad())?, [-1.0, -0.5]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn gap_matching_loss(policy_target_gap: &Tensor, dominant_gap: &Tensor, beta: f64) -> Result<Tensor> {
     gap_loss(policy_target_gap, &dominant_gap.detach(), beta)
 }
