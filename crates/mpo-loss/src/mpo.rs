@@ -122,6 +122,7 @@ impl Mpo {
         metrics.push_tensor(format!("{}/gap_loss", self.name), &gap)?;
         let loss = if self.config.retain_weight > 0.0 {
             let states = batch.require_dominant_states(&self.name, self.config.retain_layer)?;
+            check_device(&states.policy, "dominant-language hidden states", target_gap.device())?;
             let retain = retain_loss(self.config.retain, states)?;
             metrics.push_tensor(format!("{}/retain_loss", self.name), &retain)?;
             gap + retain * self.config.retain_weight
@@ -221,13 +222,13 @@ fn checked_records(targets: &TargetPairs) -> Result<Vec<i64>> {
         .into());
     }
     check_device(&targets.record, "target pairs' `record`", targets.policy.chosen.sum.device())?;
-    Ok(Vec::<i64>::try_from(&targets.record)?)
+    Ok(Vec::<i64>::try_from(&targets.record.contiguous())?)
 }
 
 /// Pushes `reward_gap/<lang>`: the mean of `target_gap` (`[P]`) over the pairs of each
 /// language, in the order of the tags' first appearance.
 fn push_language_gaps(metrics: &mut Metrics, target_gap: &Tensor, languages: &[String]) -> Result<()> {
-    let values = Vec::<f64>::try_from(&target_gap.detach().f_to_kind(Kind::Double)?)?;
+    let values = Vec::<f64>::try_from(&target_gap.detach().f_to_kind(Kind::Double)?.contiguous())?;
     let mut order: Vec<&str> = Vec::new();
     let mut sums: BTreeMap<&str, (f64, usize)> = BTreeMap::new();
     for (lang, value) in languages.iter().zip(values) {

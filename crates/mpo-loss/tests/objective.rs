@@ -183,6 +183,11 @@ fn small_case_by_hand() {
     assert_eq!(out.metrics.get("reward_gap/sw"), Some(2.0));
     assert_eq!(out.metrics.get("reward_gap/dominant"), Some(1.5));
     assert_eq!(target_f64(&case, Variant::Paper, 2), 2.0);
+    // A strided (non-contiguous) `record` view reads the same records.
+    let (mut strided, _) = batch(&case, false);
+    strided.targets.as_mut().unwrap().record = Tensor::from_slice(&[0i64, 9, 1, 9, 0, 9]).slice(0, 0, 6, 2);
+    let again = mpo(MpoConfig { beta: 1.5, retain_weight: 0.0, ..MpoConfig::default() }).compute(&strided).unwrap();
+    assert_eq!(again.loss.double_value(&[]), out.loss.double_value(&[]));
     let named = mpo(MpoConfig { retain_weight: 0.0, ..MpoConfig::default() }).named("mpo_zh");
     assert!(named.compute(&view).unwrap().metrics.get("mpo_zh/gap_loss").is_some());
 }
