@@ -39,6 +39,12 @@ fn retain(c: &mut Criterion) {
     let reference = Tensor::randn([b, t, d], tch::kind::FLOAT_CPU);
     let lengths = Tensor::randint_low(1, t + 1, [b, 1], tch::kind::INT64_CPU);
     let mask = Tensor::arange(t, (Kind::Int64, tch::Device::Cpu)).unsqueeze(0).lt_tensor(&lengths);
+    c.bench_function("retain last_token fwd, [8, 512, 2048] f32", |bench| {
+        bench.iter(|| retain_last_token(&policy, &reference, &mask).unwrap())
+    });
+    c.bench_function("retain mean_pool fwd, [8, 512, 2048] f32", |bench| {
+        bench.iter(|| retain_mean_pool(&policy, &reference, &mask).unwrap())
+    });
     c.bench_function("retain last_token fwd+bwd, [8, 512, 2048] f32", |bench| {
         bench.iter(|| retain_last_token(&policy, &reference, &mask).unwrap().backward())
     });

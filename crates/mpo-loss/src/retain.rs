@@ -115,10 +115,11 @@ pub fn retain_last_token(policy: &Tensor, reference: &Tensor, attention_mask: &T
 /// [`retain_last_token`].
 pub fn retain_mean_pool(policy: &Tensor, reference: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
     let (policy, reference, mask) = checked_states(policy, reference, attention_mask)?;
-    let weights = mask.unsqueeze(-1); // [B, T, 1]
+    let weights = mask.unsqueeze(1); // [B, 1, T]
     let counts = mask.sum_dim_intlist([1i64].as_slice(), true, None::<Kind>); // [B, 1]
-    let pool = |h: &Tensor| (h * &weights).sum_dim_intlist([1i64].as_slice(), false, None::<Kind>) / &counts; // [B, D]
-    let diff = pool(&policy) - pool(&reference); // [B, D]
+                                                                              // A batched product sums the real positions without a [B, T, D] temporary.
+    let pool = |h: &Tensor| -> Result<Tensor> { Ok(weights.f_bmm(h)?.squeeze_dim(1) / &counts) }; // [B, D]
+    let diff = pool(&policy)? - pool(&reference)?; // [B, D]
     Ok(diff.square().mean(None::<Kind>))
 }
 
