@@ -176,7 +176,7 @@ pub enum RetainForm {
 pub enum MpoVariant {
     /// Reference dominant gap, length-normalised (the paper).
     Paper,
-    /// A constant target gap (`target_gap`) instead of the dominant gap.
+    /// A constant target gap (`target_gap`, required with this variant) instead of the dominant gap.
     ConstantTarget,
     /// The dominant gap computed by the policy instead of the reference.
     PolicyDominant,
@@ -240,7 +240,7 @@ pub enum ObjectiveKind {
         retain_layer: Option<usize>,
         retain_weight: f64,
         variant: MpoVariant,
-        target_gap: f64,
+        target_gap: Option<f64>,
     },
     Mlc {
         layer: usize,
@@ -560,13 +560,26 @@ impl Ctx<'_> {
                     target_gap: Option<f64>,
                 }
                 let p: P = self.deserialize(params, table)?;
+                let variant = p.variant.unwrap_or(MpoVariant::Paper);
+                let target_gap = match (variant, p.target_gap) {
+                    (MpoVariant::ConstantTarget, Some(c)) => Some(c),
+                    (MpoVariant::ConstantTarget, None) => return Err(self.missing(table, "target_gap")),
+                    (_, Some(_)) => {
+                        return Err(self.invalid(
+                            table,
+                            "target_gap",
+                            "is only used with variant = \"constant_target\"",
+                        ))
+                    }
+                    (_, None) => None,
+                };
                 ObjectiveKind::Mpo {
                     beta: p.beta.unwrap_or(1.0),
                     retain: p.retain.unwrap_or(RetainForm::LastToken),
                     retain_layer: p.retain_layer,
                     retain_weight: p.retain_weight.unwrap_or(1.0),
-                    variant: p.variant.unwrap_or(MpoVariant::Paper),
-                    target_gap: p.target_gap.unwrap_or(1.0),
+                    variant,
+                    target_gap,
                 }
             }
             "mlc" => {

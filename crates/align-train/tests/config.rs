@@ -53,7 +53,7 @@ fn every_kind_parses_with_its_defaults() {
                 retain_layer: None,
                 retain_weight: 1.0,
                 variant: MpoVariant::Paper,
-                target_gap: 1.0,
+                target_gap: None,
             },
         ),
     ];
@@ -118,6 +118,16 @@ fn invalid_values_are_explained() {
     let e = err(&format!("{MINIMAL}[train]\nseed = \"x\"\n"));
     assert!(e.contains("[train]") && e.contains("run.toml"), "{e}");
     assert!(err("[model\npath=1").contains("run.toml"), "syntax errors name the file");
+}
+
+#[test]
+fn mpo_constant_target_needs_its_gap() {
+    let mpo = MINIMAL.replace("kind = \"dpo\"", "kind = \"mpo\"");
+    let c = parse(&format!("{mpo}variant = \"constant_target\"\ntarget_gap = 1.58\n")).unwrap();
+    assert!(matches!(c.objectives[0].kind, ObjectiveKind::Mpo { target_gap: Some(g), .. } if g == 1.58));
+    assert!(err(&format!("{mpo}variant = \"constant_target\"\n")).contains("missing key `target_gap`"));
+    assert!(err(&format!("{mpo}target_gap = 2.0\n")).contains("only used with variant = \"constant_target\""));
+    assert!(err(&format!("{mpo}variant = \"fancy\"\n")).contains("fancy"));
 }
 
 #[test]
