@@ -1,6 +1,8 @@
 //! Properties every implementation must have (methods.md §3): values at policy = reference,
 //! symmetries, length-normalisation invariances, and finite losses and gradients at extreme
 //! log-probs in f32 and f64.
+// Index loops mirror the formulas' subscripts (pair i), which reads closer to the math.
+#![allow(clippy::needless_range_loop)]
 
 mod common;
 

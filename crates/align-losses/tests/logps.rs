@@ -1,5 +1,7 @@
 //! `token_logps` and `sequence_logps` against an independent f64 loop, in f32, f64 and bf16,
 //! and their errors for malformed inputs.
+// Index loops mirror the formulas' subscripts (pair i), which reads closer to the math.
+#![allow(clippy::needless_range_loop)]
 
 use align_losses::{sequence_logps, token_logps, LossError};
 use proptest::prelude::*;
