@@ -136,7 +136,11 @@ proptest! {
     }
 
     #[test]
-    fn r_dpo_with_equal_lengths_or_zero_alpha_is_dpo(x in common::inputs_strategy(), beta in 0.01..2.0f64, alpha in 0.0..0.5f64) {
+    fn r_dpo_with_equal_lengths_or_zero_alpha_is_dpo(
+        x in common::inputs_strategy(),
+        beta in 0.01..2.0f64,
+        alpha in 0.0..0.5f64,
+    ) {
         let dpo = loss_value(&Dpo::new(beta, 0.0).unwrap(), &x);
         prop_assert!((loss_value(&RDpo::new(beta, 0.0).unwrap(), &x) - dpo).abs() < 1e-12);
         let mut equal = x.clone();
@@ -171,7 +175,9 @@ proptest! {
             scaled.rr[i] *= k_rejected[i];
             scaled.nr[i] *= k_rejected[i];
         }
-        for objective in [Box::new(Ipo::new(0.1).unwrap()) as Box<dyn PreferenceObjective>, Box::new(SimPo::new(2.0, 1.0).unwrap())] {
+        let normalised: [Box<dyn PreferenceObjective>; 2] =
+            [Box::new(Ipo::new(0.1).unwrap()), Box::new(SimPo::new(2.0, 1.0).unwrap())];
+        for objective in normalised {
             let (a, b) = (loss_value(objective.as_ref(), &x), loss_value(objective.as_ref(), &scaled));
             prop_assert!((a - b).abs() < 1e-9 * (1.0 + a.abs()), "{}: {} vs {}", objective.name(), a, b);
         }

@@ -62,7 +62,8 @@ proptest! {
                 for t in 0..T {
                     let expected = log_prob(row(&logits, b, t), ids[b * T + t] as usize);
                     let value = got.double_value(&[b as i64, t as i64]);
-                    prop_assert!((value - expected).abs() < tol * (1.0 + expected.abs()), "{:?} [{}, {}]: {} vs {}", kind, b, t, value, expected);
+                    let ok = (value - expected).abs() < tol * (1.0 + expected.abs());
+                    prop_assert!(ok, "{:?} [{}, {}]: {} vs {}", kind, b, t, value, expected);
                 }
             }
         }

@@ -6,7 +6,7 @@ use crate::{BatchView, Need, PreferenceObjective, Result, TermOutput};
 
 /// Contrastive Preference Optimisation, reference-free (Xu et al. 2024, *Contrastive
 /// Preference Optimization: Pushing the Boundaries of LLM Performance in Machine
-/// Translation*, arXiv 2401.08417, eq. (7)–(8)).
+/// Translation*, arXiv 2401.08417: its preference loss plus the NLL regulariser).
 ///
 /// With summed completion log-probs `logp(y)` (not length-normalised), the loss is
 ///

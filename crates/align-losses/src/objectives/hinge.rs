@@ -5,8 +5,9 @@ use crate::metrics::reward_metrics;
 use crate::{BatchView, Need, PreferenceObjective, Result, TermOutput};
 
 /// The hinge (SLiC-HF calibration) loss on the DPO log-ratio margin (Zhao et al. 2023,
-/// *SLiC-HF: Sequence Likelihood Calibration with Human Feedback*, arXiv 2305.10425, eq. (1)
-/// with the reference log-ratio as in the DPO paper's discussion).
+/// *SLiC-HF: Sequence Likelihood Calibration with Human Feedback*, arXiv 2305.10425: the
+/// rank-calibration hinge, here on the policy/reference log-ratio margin as the Python
+/// trainers apply it).
 ///
 /// With `s_c = logp_pi(y_c) - logp_ref(y_c)`, `s_r` likewise and `D = s_c - s_r` (summed
 /// log-probs), the per-pair loss is

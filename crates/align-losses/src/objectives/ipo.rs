@@ -5,7 +5,7 @@ use crate::metrics::reward_metrics;
 use crate::{BatchView, Need, PreferenceObjective, Result, TermOutput};
 
 /// Identity Preference Optimisation (Azar et al. 2023, *A General Theoretical Paradigm to
-/// Understand Learning from Human Preferences*, arXiv 2310.12036, eq. (17)).
+/// Understand Learning from Human Preferences*, arXiv 2310.12036: the sampled IPO loss).
 ///
 /// Length-normalised, as the reference Python trainer (TRL) computes it: with the per-token
 /// log-ratios `h_c = (logp_pi(y_c) - logp_ref(y_c)) / |y_c|` and `h_r` likewise (`|y|` is the

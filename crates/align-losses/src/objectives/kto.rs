@@ -6,8 +6,9 @@ use crate::{missing, BatchView, KlLogps, LossError, Need, PreferenceObjective, R
 use tch::{Kind, Tensor};
 
 /// Kahneman-Tversky Optimisation (Ethayarajh et al. 2024, *KTO: Model Alignment as Prospect
-/// Theoretic Optimization*, arXiv 2402.01306, eq. (7)–(8)), applied to the chosen completions
-/// as desirable and the rejected ones as undesirable examples.
+/// Theoretic Optimization*, arXiv 2402.01306: the KTO loss with its value function and
+/// reference point), applied to the chosen completions as desirable and the rejected ones as
+/// undesirable examples.
 ///
 /// With `s = logp_pi(y) - logp_ref(y)` (summed log-probs) and the reference point
 ///
@@ -84,7 +85,8 @@ impl PreferenceObjective for Kto {
         let z = Self::reference_point(kl, policy.chosen.sum.device())?; // []
         let s_c = &policy.chosen.sum - &reference.chosen.sum; // [B]
         let s_r = &policy.rejected.sum - &reference.rejected.sum; // [B]
-                                                                  // 1 - sig(u) written as sig(-u), which keeps its precision when sig(u) is close to 1.
+
+        // 1 - sig(u) is written as sig(-u), which keeps its precision when sig(u) is near 1.
         let chosen = ((&z - &s_c) * self.beta).sigmoid() * self.desirable_weight; // [B]
         let rejected = ((&s_r - &z) * self.beta).sigmoid() * self.undesirable_weight; // [B]
         let examples = Tensor::cat(&[chosen, rejected], 0); // [2B]

@@ -42,7 +42,8 @@ pub fn log1mexp(x: &Tensor) -> Result<Tensor> {
 }
 
 /// Odds Ratio Preference Optimisation, reference-free (Hong, Lee & Thorne 2024, *ORPO:
-/// Monolithic Preference Optimization without Reference Model*, arXiv 2403.07691, eq. (6)–(7)).
+/// Monolithic Preference Optimization without Reference Model*, arXiv 2403.07691: the ORPO
+/// objective, `L_SFT + lambda L_OR`).
 ///
 /// With `a = avg_logp(y) = logp_pi(y) / |y|` (length-normalised, clamped to at most
 /// [`ORPO_AVG_LOGP_CEILING`]) and `odds(y) = p / (1 - p)` for `p = exp(a)`, the log odds ratio is

@@ -5,8 +5,8 @@ use crate::metrics::reward_metrics;
 use crate::{BatchView, LossError, Need, PreferenceObjective, Result, TermOutput};
 
 /// Provably robust DPO for noisy preference labels (rDPO; Chowdhury, Kini & Natarajan 2024,
-/// *Provably Robust DPO: Aligning Language Models with Noisy Feedback*, arXiv 2403.00409,
-/// eq. (9)).
+/// *Provably Robust DPO: Aligning Language Models with Noisy Feedback*, arXiv 2403.00409:
+/// the rDPO loss).
 ///
 /// With `s_c = logp_pi(y_c) - logp_ref(y_c)`, `s_r` likewise and `D = s_c - s_r` (summed
 /// log-probs), and `eps` the assumed rate at which preference labels are flipped, the per-pair
@@ -60,7 +60,8 @@ impl PreferenceObjective for RobustDpo {
         let s_r = &policy.rejected.sum - &reference.rejected.sum; // [B]
         let logits = (&s_c - &s_r) * self.beta; // [B]: beta * D
         let eps = self.label_smoothing;
-        let per_pair = (-(logits.log_sigmoid() * (1.0 - eps)) + (-&logits).log_sigmoid() * eps) / (1.0 - 2.0 * eps); // [B]
+        let unnormalised = -(logits.log_sigmoid() * (1.0 - eps)) + (-&logits).log_sigmoid() * eps; // [B]
+        let per_pair = unnormalised / (1.0 - 2.0 * eps); // [B]
         let loss = per_pair.mean(per_pair.kind());
         let metrics = reward_metrics(&(s_c * self.beta), &(s_r * self.beta), policy)?;
         Ok(TermOutput { loss, metrics })

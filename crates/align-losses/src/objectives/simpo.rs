@@ -5,7 +5,7 @@ use crate::metrics::reward_metrics;
 use crate::{BatchView, Need, PreferenceObjective, Result, TermOutput};
 
 /// Simple Preference Optimisation, reference-free (Meng, Xia & Chen 2024, *SimPO: Simple
-/// Preference Optimization with a Reference-Free Reward*, arXiv 2405.14734, eq. (6)).
+/// Preference Optimization with a Reference-Free Reward*, arXiv 2405.14734: the SimPO objective).
 ///
 /// Length-normalised: with `avg_logp(y) = logp_pi(y) / |y|` (summed log-prob of the scored
 /// completion tokens over their count), the per-pair loss is
