@@ -29,6 +29,11 @@
 //! Main types: [`PreferenceObjective`], [`BatchView`], [`PairLogps`], [`SequenceLogps`],
 //! [`ObjectiveStack`]; helpers [`sequence_logps`] and [`token_logps`] turn model logits into
 //! the log-probs the objectives read.
+//!
+//! Objectives (one file each in [`objectives`], formulas in their docs): [`Dpo`] (and cDPO),
+//! [`RobustDpo`], [`Hinge`], [`Ipo`], [`RDpo`], [`SimPo`], [`Cpo`], [`Orpo`] (with the
+//! stable [`log1mexp`]), [`Kto`] and [`Sft`]. Each has a `new(...)` that validates its
+//! parameters and a `named(...)` to give two terms of one kind distinct names.
 
 mod batch;
 pub mod check;
