@@ -34,7 +34,9 @@ fn expected(stem: &str) -> Vec<(String, String, Vec<usize>, Vec<f32>)> {
 #[test]
 fn fixture_covers_every_required_type() {
     let types: BTreeSet<String> = expected("quant_types").into_iter().map(|(_, t, _, _)| t).collect();
-    for required in ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q5_K"] {
+    for required in
+        ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q5_K"]
+    {
         assert!(types.contains(required), "fixture lacks {required}: {types:?}");
     }
 }

@@ -34,7 +34,9 @@ pub enum GgufError {
         hint: &'static str,
     },
     /// The file ends before a value that the header promised.
-    #[error("GGUF file truncated while reading {what} at byte offset {offset}: needs {needed} bytes, {available} left")]
+    #[error(
+        "GGUF file truncated while reading {what} at byte offset {offset}: needs {needed} bytes, {available} left"
+    )]
     Truncated {
         /// What was being read (e.g. `value of key "general.name"`).
         what: String,

@@ -98,13 +98,21 @@ pub struct ConvertReport {
 ///
 /// The folder appears atomically: everything is written into a temporary folder beside
 /// `out_dir`, which is then renamed.
-pub fn convert_to_hf(gguf_path: impl AsRef<Path>, out_dir: impl AsRef<Path>, options: &ConvertOptions) -> Result<ConvertReport> {
+pub fn convert_to_hf(
+    gguf_path: impl AsRef<Path>,
+    out_dir: impl AsRef<Path>,
+    options: &ConvertOptions,
+) -> Result<ConvertReport> {
     let file = GgufFile::open(gguf_path)?;
     convert_file_to_hf(&file, out_dir, options)
 }
 
 /// [`convert_to_hf`] for an already opened file.
-pub fn convert_file_to_hf(file: &GgufFile, out_dir: impl AsRef<Path>, options: &ConvertOptions) -> Result<ConvertReport> {
+pub fn convert_file_to_hf(
+    file: &GgufFile,
+    out_dir: impl AsRef<Path>,
+    options: &ConvertOptions,
+) -> Result<ConvertReport> {
     let out_dir = out_dir.as_ref();
     if out_dir.exists() && !options.overwrite {
         return Err(GgufError::OutputExists(out_dir.to_path_buf()));
@@ -128,13 +136,8 @@ pub fn convert_file_to_hf(file: &GgufFile, out_dir: impl AsRef<Path>, options: &
         warnings: plan.warnings.clone(),
     };
 
-    let config = hparams.config_json(
-        tied,
-        options.dtype.torch_name(),
-        tokenizer.bos_id,
-        tokenizer.eos_id,
-        tokenizer.pad_id,
-    );
+    let config =
+        hparams.config_json(tied, options.dtype.torch_name(), tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id);
     let generation_config = serde_json::json!({
         "bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id, "pad_token_id": tokenizer.pad_id,
     });
@@ -181,7 +184,8 @@ fn plan_tensors(file: &GgufFile, hp: &LlamaHparams) -> Result<Plan> {
             );
             continue;
         }
-        let (hf_name, order) = hf_tensor_name(&info.name).ok_or_else(|| GgufError::UnmappedTensor(info.name.clone()))?;
+        let (hf_name, order) =
+            hf_tensor_name(&info.name).ok_or_else(|| GgufError::UnmappedTensor(info.name.clone()))?;
         // An empty slice is a whole number of blocks: this only asks whether the type is handled.
         dequantize(&info.name, info.ggml_type, &[])?;
         let shape = info.shape();
@@ -199,7 +203,13 @@ fn plan_tensors(file: &GgufFile, hp: &LlamaHparams) -> Result<Plan> {
                 });
             }
         }
-        tensors.push(PlannedTensor { gguf_name: info.name.clone(), hf_name, source_type: info.ggml_type, shape, rotary_heads });
+        tensors.push(PlannedTensor {
+            gguf_name: info.name.clone(),
+            hf_name,
+            source_type: info.ggml_type,
+            shape,
+            rotary_heads,
+        });
     }
     Ok(Plan { tensors, warnings })
 }

@@ -139,7 +139,8 @@ impl LlamaHparams {
             None => hidden_size / heads,
             Some(_) => required_u64(file, "llama.attention.key_length")?,
         };
-        let embd = file.tensor("token_embd.weight").ok_or_else(|| GgufError::MissingTensor("token_embd.weight".into()))?;
+        let embd =
+            file.tensor("token_embd.weight").ok_or_else(|| GgufError::MissingTensor("token_embd.weight".into()))?;
         let shape = embd.shape();
         if shape.len() != 2 || shape[1] as u64 != hidden_size {
             return Err(GgufError::Shape {

@@ -13,12 +13,20 @@
 //! - [`GgufTokenizer`]: byte-level BPE `tokenizer.json` and `tokenizer_config.json`.
 //! - [`convert_to_hf`]: all of the above, written atomically into a folder.
 //!
-//! ```no_run
-//! use lm_backend::gguf::{convert_to_hf, ConvertOptions, ExportDtype};
+//! ```
+//! use lm_backend::gguf::{convert_to_hf, ConvertOptions, ExportDtype, GgufFile};
 //!
+//! let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gguf/tiny_llama.gguf");
+//! let file = GgufFile::open(path)?;
+//! assert_eq!(file.get("general.architecture").and_then(|v| v.as_str()), Some("llama"));
+//! let q = file.tensor_f32("blk.0.attn_q.weight")?; // dequantised, row-major [32, 32]
+//! assert_eq!(q.len(), 32 * 32);
+//!
+//! let out = std::env::temp_dir().join(format!("gguf-doc-{}", std::process::id()));
 //! let options = ConvertOptions { dtype: ExportDtype::F32, overwrite: true };
-//! let report = convert_to_hf(".models/SmolLM2-135M-Instruct.Q4_1.gguf", "runs/smollm2-hf", &options)?;
-//! println!("{} tensors, {} parameters, source types {:?}", report.tensors, report.parameters, report.source_types);
+//! let report = convert_to_hf(path, &out, &options)?; // config.json, model.safetensors, tokenizer*.json
+//! assert!(out.join("model.safetensors").exists() && !report.tied_embeddings);
+//! # std::fs::remove_dir_all(&out).unwrap();
 //! # Ok::<(), lm_backend::gguf::GgufError>(())
 //! ```
 //!

@@ -57,13 +57,7 @@ pub fn permute_rotary_rows(tensor: &str, data: &[f32], rows: usize, cols: usize,
 }
 
 /// The inverse of [`permute_rotary_rows`] (GGUF → Hugging Face), used when exporting.
-pub fn unpermute_rotary_rows(
-    tensor: &str,
-    data: &[f32],
-    rows: usize,
-    cols: usize,
-    n_heads: usize,
-) -> Result<Vec<f32>> {
+pub fn unpermute_rotary_rows(tensor: &str, data: &[f32], rows: usize, cols: usize, n_heads: usize) -> Result<Vec<f32>> {
     let d = head_dim(tensor, data.len(), rows, cols, n_heads)?;
     Ok(reorder_rows(data, rows, cols, d, false))
 }

@@ -458,7 +458,13 @@ impl Cursor<'_> {
                 match self.array::<1>(&what())?[0] {
                     0 => MetadataValue::Bool(false),
                     1 => MetadataValue::Bool(true),
-                    b => return Err(self.malformed(at, format!("key \"{key}\""), format!("bool byte {b} is not 0 or 1"))),
+                    b => {
+                        return Err(self.malformed(
+                            at,
+                            format!("key \"{key}\""),
+                            format!("bool byte {b} is not 0 or 1"),
+                        ))
+                    }
                 }
             }
             8 => MetadataValue::String(self.string(&what())?),
@@ -530,7 +536,8 @@ impl Cursor<'_> {
             Some((block, block_bytes)) => {
                 let row = dims.first().copied().unwrap_or(1);
                 if row % block as u64 != 0 {
-                    let message = format!("first dimension {row} is not a multiple of the {ggml_type} block size {block}");
+                    let message =
+                        format!("first dimension {row} is not a multiple of the {ggml_type} block size {block}");
                     return Err(self.malformed(type_at, ctx, message));
                 }
                 let bytes = (n_elements / block as u64).checked_mul(block_bytes as u64);

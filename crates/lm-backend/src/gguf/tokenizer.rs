@@ -16,7 +16,8 @@ pub const TOKEN_TYPE_CONTROL: i32 = 3;
 pub const TOKEN_TYPE_USER_DEFINED: i32 = 4;
 
 /// Values of `tokenizer.ggml.pre` that the export can express, for messages and docs.
-pub const SUPPORTED_PRE_TOKENIZERS: &str = "default, gpt-2, gpt2, smollm, starcoder, refact, llama-bpe, llama3, llama-v3";
+pub const SUPPORTED_PRE_TOKENIZERS: &str =
+    "default, gpt-2, gpt2, smollm, starcoder, refact, llama-bpe, llama3, llama-v3";
 
 /// The GPT-2 split pattern is built into the `ByteLevel` pre-tokenizer (`use_regex: true`);
 /// Llama 3's pattern, as in its `tokenizer.json` and llama.cpp's `LLAMA_VOCAB_PRE_TYPE_LLAMA3`.
@@ -54,7 +55,8 @@ pub struct GgufTokenizer {
 fn strings(file: &GgufFile, key: &str) -> Result<Option<Vec<String>>> {
     let Some(value) = file.get(key) else { return Ok(None) };
     let bad = |message: String| GgufError::BadValue { key: key.to_string(), message };
-    let items = value.as_array().ok_or_else(|| bad(format!("expected an array of strings, found {}", value.type_name())))?;
+    let items =
+        value.as_array().ok_or_else(|| bad(format!("expected an array of strings, found {}", value.type_name())))?;
     items
         .iter()
         .enumerate()
@@ -92,8 +94,8 @@ impl GgufTokenizer {
             key: model_key.into(),
             message: format!("expected a string, found {}", model.type_name()),
         })?;
-        let tokens =
-            strings(file, "tokenizer.ggml.tokens")?.ok_or_else(|| GgufError::MissingKey("tokenizer.ggml.tokens".into()))?;
+        let tokens = strings(file, "tokenizer.ggml.tokens")?
+            .ok_or_else(|| GgufError::MissingKey("tokenizer.ggml.tokens".into()))?;
         let n = tokens.len();
         let token_types = match file.get("tokenizer.ggml.token_type") {
             None => vec![1; n],
@@ -145,9 +147,7 @@ impl GgufTokenizer {
 
     /// `(pre_tokenizer JSON, ignore_merges)` for `self.pre`.
     fn pre_tokenizer(&self) -> Result<(Value, bool)> {
-        let byte_level = |use_regex: bool| {
-            json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex})
-        };
+        let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
         Ok(match self.pre.as_str() {
             "default" | "gpt-2" | "gpt2" => (byte_level(true), false),
             // llama.cpp splits every digit on its own first ("\p{N}"), then applies the GPT-2 split.
@@ -165,7 +165,9 @@ impl GgufTokenizer {
             other => {
                 return Err(GgufError::BadValue {
                     key: "tokenizer.ggml.pre".into(),
-                    message: format!("pre-tokenizer \"{other}\" is not supported (supported: {SUPPORTED_PRE_TOKENIZERS})"),
+                    message: format!(
+                        "pre-tokenizer \"{other}\" is not supported (supported: {SUPPORTED_PRE_TOKENIZERS})"
+                    ),
                 })
             }
         })
@@ -173,7 +175,8 @@ impl GgufTokenizer {
 
     /// The post-processor: byte-level offsets, plus BOS/EOS when the file asks for them.
     fn post_processor(&self) -> Value {
-        let byte_level = json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true});
+        let byte_level =
+            json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true});
         let bos = self.token(self.bos_id).filter(|_| self.add_bos);
         let eos = self.token(self.eos_id).filter(|_| self.add_eos);
         if bos.is_none() && eos.is_none() {
