@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use half::bf16;
 use lm_backend::gguf::{convert_to_hf, ConvertOptions, ExportDtype, GgufError, GgufFile};
 use safetensors::{Dtype, SafeTensors};
+use proptest::prelude::*;
 use serde_json::Value;
 
 fn fixture(name: &str) -> PathBuf {
@@ -193,4 +194,28 @@ fn failed_conversion_leaves_nothing_behind() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     let err = convert_to_hf(fixture("missing.gguf"), &out, &ConvertOptions::default()).unwrap_err();
     assert!(err.to_string().contains("missing.gguf"), "{err}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Damaged model files give an error or a folder, never a panic, and never leave a
+    /// temporary folder behind.
+    #[test]
+    fn corrupted_models_never_panic(flips in proptest::collection::vec((0usize..44_480, any::<u8>()), 1..6)) {
+        let mut bytes = std::fs::read(fixture("tiny_llama.gguf")).unwrap();
+        for (at, value) in flips {
+            let at = at % bytes.len();
+            bytes[at] = value;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let damaged = dir.path().join("damaged.gguf");
+        std::fs::write(&damaged, bytes).unwrap();
+        let out = dir.path().join("hf");
+        let result = convert_to_hf(&damaged, &out, &ConvertOptions::default());
+        let names: Vec<String> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let want = if result.is_ok() { 2 } else { 1 };
+        prop_assert_eq!(names.len(), want, "{:?}", names);
+    }
 }

@@ -505,7 +505,8 @@ impl Cursor<'_> {
                 available: self.remaining(),
             });
         }
-        let mut items = Vec::with_capacity(count as usize);
+        // Values are larger than their encoding: cap the preallocation, not the count.
+        let mut items = Vec::with_capacity(count.min(1 << 16) as usize);
         for _ in 0..count {
             items.push(self.value(elem_type, key, depth + 1)?);
         }
