@@ -29,7 +29,8 @@ fn blocks(ty: GgmlType) -> Vec<u8> {
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("dequantize");
     group.throughput(Throughput::Elements(ELEMENTS as u64));
-    for ty in [GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q4K, GgmlType::Q6K]
+    for ty in
+        [GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q4K, GgmlType::Q6K]
     {
         let data = blocks(ty);
         group.bench_with_input(BenchmarkId::from_parameter(ty), &data, |b, data| {

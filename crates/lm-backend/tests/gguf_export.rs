@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use half::bf16;
 use lm_backend::gguf::{convert_to_hf, ConvertOptions, ExportDtype, GgufError, GgufFile};
-use safetensors::{Dtype, SafeTensors};
 use proptest::prelude::*;
+use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 
 fn fixture(name: &str) -> PathBuf {
