@@ -186,6 +186,17 @@ fn output_folder_is_replaced_only_when_asked_and_no_temp_folder_remains() {
 }
 
 #[test]
+fn an_output_path_holding_a_file_is_replaced_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("hf");
+    std::fs::write(&out, "not a folder").unwrap();
+    let options = ConvertOptions { overwrite: true, ..ConvertOptions::default() };
+    convert_to_hf(fixture("tiny_llama_tied.gguf"), &out, &options).unwrap();
+    assert!(out.join("config.json").exists());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[test]
 fn failed_conversion_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("hf");

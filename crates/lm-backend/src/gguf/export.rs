@@ -304,7 +304,8 @@ fn write_atomically(out_dir: &Path, write: impl FnOnce(&Path) -> Result<()>) -> 
                 let _ = fs::rename(&old, out_dir);
                 return Err(io("rename into place", out_dir, e));
             }
-            fs::remove_dir_all(&old).map_err(|e| io("remove old folder", &old, e))
+            let removed = if old.is_dir() { fs::remove_dir_all(&old) } else { fs::remove_file(&old) };
+            removed.map_err(|e| io("remove the replaced output", &old, e))
         } else {
             fs::rename(&tmp, out_dir).map_err(|e| io("rename into place", out_dir, e))
         }

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use super::error::{GgufError, Result};
 use super::reader::GgufFile;
 
-/// How a tensor's rows must be reordered on export (see [`super::permute`]).
+/// How a tensor's rows must be reordered on export (see [`super::unpermute_rotary_rows`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RowOrder {
     /// Rows are kept as stored.
