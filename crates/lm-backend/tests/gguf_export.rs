@@ -5,7 +5,6 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use half::bf16;
 use lm_backend::gguf::{convert_to_hf, ConvertOptions, ExportDtype, GgufError, GgufFile};
 use proptest::prelude::*;
 use safetensors::{Dtype, SafeTensors};
@@ -78,11 +77,10 @@ fn bf16_export_rounds_the_f32_values() {
         // Round to nearest even on the upper 16 bits, written out independently of `half`.
         let rne = |x: f32| {
             let bits = x.to_bits();
-            ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) as u16
+            (bits.wrapping_add(0x7FFF + ((bits >> 16) & 1)) >> 16) as u16
         };
         let want: Vec<u16> = want.iter().map(|&x| rne(x)).collect();
         assert_eq!(got, want, "{name}");
-        assert_eq!(bf16::from_bits(got[0]).to_f32(), bf16::from_f32(f32::from_bits(u32::from(got[0]) << 16)).to_f32());
     }
     assert_eq!(read_json(&out.join("config.json"))["torch_dtype"], "bfloat16");
 }
