@@ -134,3 +134,61 @@ impl Groups {
         Ok(values.f_where_self(&self.counted()?, &nan)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    fn states(shape: &[i64], kind: Kind) -> Tensor {
+        Tensor::ones(shape, (kind, Device::Cpu))
+    }
+
+    #[test]
+    fn rejects_wrong_rank_and_empty_dimensions() {
+        for shape in [&[3, 4][..], &[2, 3, 4, 5], &[2, 0, 4], &[2, 3, 0]] {
+            let err = Groups::new(&states(shape, Kind::Float), None).unwrap_err();
+            assert!(matches!(err, MlcError::Shape { ref what, .. } if what == "states"), "{shape:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn rejects_integer_states() {
+        let err = Groups::new(&states(&[2, 3, 4], Kind::Int64), None).unwrap_err();
+        assert!(matches!(err, MlcError::Kind { .. }), "{err}");
+    }
+
+    #[test]
+    fn rejects_masks_of_the_wrong_shape_or_kind() {
+        let x = states(&[2, 3, 4], Kind::Float);
+        for shape in [&[3, 2][..], &[2, 3, 1], &[2]] {
+            let mask = Tensor::ones(shape, (Kind::Bool, Device::Cpu));
+            let err = Groups::new(&x, Some(&mask)).unwrap_err();
+            assert!(matches!(err, MlcError::Shape { ref what, .. } if what == "mask"), "{shape:?}: {err}");
+        }
+        let mask = Tensor::ones([2, 3], (Kind::Float, Device::Cpu));
+        assert!(matches!(Groups::new(&x, Some(&mask)).unwrap_err(), MlcError::Kind { .. }));
+    }
+
+    #[test]
+    fn keeps_f64_and_lifts_half_types_to_f32() {
+        for (kind, expected) in [
+            (Kind::Double, Kind::Double),
+            (Kind::Float, Kind::Float),
+            (Kind::BFloat16, Kind::Float),
+            (Kind::Half, Kind::Float),
+        ] {
+            assert_eq!(Groups::new(&states(&[1, 2, 3], kind), None).unwrap().z.kind(), expected);
+        }
+    }
+
+    #[test]
+    fn rows_are_unit_or_zero_and_counts_follow_the_mask() {
+        let x = Tensor::from_slice(&[3.0f64, 4.0, 0.0, 0.0, 1.0, 1.0]).reshape([1, 3, 2]);
+        let mask = Tensor::from_slice(&[true, true, false]).reshape([1, 3]);
+        let groups = Groups::new(&x, Some(&mask)).unwrap();
+        let z = Vec::<f64>::try_from(&groups.z.flatten(0, -1)).unwrap();
+        assert_eq!(z, vec![0.6, 0.8, 0.0, 0.0, 0.0, 0.0]);
+        assert_eq!(groups.counts.int64_value(&[0]), 2);
+    }
+}

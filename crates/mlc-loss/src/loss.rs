@@ -102,3 +102,29 @@ pub(crate) fn check_tau(tau: f64) -> Result<()> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    #[test]
+    fn tau_must_be_finite_and_positive() {
+        let x = Tensor::randn([2, 3, 4], (Kind::Float, Device::Cpu));
+        for tau in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let err = mlc_loss(&x, None, tau).unwrap_err();
+            assert!(matches!(err, MlcError::InvalidParameter { ref parameter, .. } if parameter == "tau"), "{tau}");
+        }
+        assert!(mlc_loss(&x, None, 1e-3).is_ok());
+    }
+
+    #[test]
+    fn small_tau_saturates_without_overflow() {
+        // With tau = 1e-3 the logits s/tau reach thousands; the stable form stays finite.
+        let x = Tensor::randn([4, 5, 8], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let loss = mlc_loss(&x, None, 1e-3).unwrap();
+        assert!(loss.double_value(&[]).is_finite());
+        loss.backward();
+        assert!(bool::try_from(x.grad().isfinite().all()).unwrap());
+    }
+}
