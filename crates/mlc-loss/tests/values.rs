@@ -57,10 +57,10 @@ fn diagnostics_match_reference() {
     let ratio = collinearity_ratio(&x, Some(&m)).unwrap();
     let cosine = mean_pairwise_cosine(&x, Some(&m)).unwrap();
     let groups = present_groups(&values, shape, Some(&mask));
-    for g in 0..2 {
-        assert!((ratio.double_value(&[g as i64]) - group_collinearity(&groups[g])).abs() < 1e-10);
-        assert!((cosine.double_value(&[g as i64]) - group_cosine(&groups[g])).abs() < 1e-10);
-        let k = groups[g].len() as f64;
+    for (g, group) in groups.iter().enumerate().take(2) {
+        assert!((ratio.double_value(&[g as i64]) - group_collinearity(group)).abs() < 1e-10);
+        assert!((cosine.double_value(&[g as i64]) - group_cosine(group)).abs() < 1e-10);
+        let k = group.len() as f64;
         let r = ratio.double_value(&[g as i64]);
         assert!((1.0 / k..=1.0).contains(&r));
     }
@@ -176,8 +176,8 @@ fn masked_out_rows_may_hold_anything() {
     let mut values = random_values(24, 21);
     let mask = [true, true, false, true, false, true];
     let clean = mlc_loss(&tensor(&values, shape, Kind::Double), Some(&mask_tensor(&mask, 2, 3)), 1.0).unwrap();
-    for i in 8..12 {
-        values[i] = f64::NAN;
+    for v in &mut values[8..12] {
+        *v = f64::NAN;
     }
     values[16] = f64::INFINITY;
     let x = tensor(&values, shape, Kind::Double).set_requires_grad(true);

@@ -4,6 +4,7 @@
 use tch::{Device, Kind, Tensor};
 
 /// Eigenvalues of the symmetric matrix `a` by cyclic Jacobi rotations (unsorted).
+#[allow(clippy::needless_range_loop)] // rows p and q are updated together
 pub fn symmetric_eigenvalues(mut a: Vec<Vec<f64>>) -> Vec<f64> {
     let n = a.len();
     for _sweep in 0..100 {
