@@ -102,7 +102,9 @@ impl Groups {
     pub fn singular_values(&self) -> Result<Tensor> {
         let size = self.z.size();
         let (g, k, d) = (size[0], size[1], size[2]);
-        let (_, s, _) = self.z.f_svd(true, true)?; // [G, min(K, D)]
+        // The SVD of the tall `D x K` matrices (the transposed view is already column-major,
+        // as LAPACK wants it) is about 5x faster than that of the wide `K x D` ones.
+        let (_, s, _) = self.z.f_transpose(1, 2)?.f_svd(true, true)?; // [G, min(K, D)]
         if d >= k {
             Ok(s)
         } else {
