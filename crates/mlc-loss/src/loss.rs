@@ -28,7 +28,7 @@ use tch::Tensor;
 /// The minimum, `log(1 + (k-1) exp(-sqrt(k)/tau))`, is reached exactly when all variants of
 /// a group are parallel *or antiparallel*: the rank-1 form cannot tell `z` from `-z`.
 ///
-/// Cost: one SVD of a `K x D` matrix per group (`O(K^2 D)`), tiny next to the model.
+/// Cost: one SVD of a `D x K` matrix per group (`O(K^2 D)`), tiny next to the model.
 ///
 /// ```
 /// use tch::{Kind, Tensor};
