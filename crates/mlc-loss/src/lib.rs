@@ -37,7 +37,8 @@
 //!
 //! Cost: one SVD of a `D x K` matrix per group, `O(K^2 D)`, tiny next to the model: for 8
 //! groups of 10 languages at hidden size 4096 (f32, one CPU thread) the forward pass took
-//! 4.8 ms and forward + backward 15 ms (criterion bench `benches/mlc.rs`; `docs/mlc.md`).
+//! 3 to 5 ms and forward + backward 9 to 15 ms on a busy shared machine (criterion bench
+//! `benches/mlc.rs`; `docs/mlc.md`).
 //!
 //! Degenerate inputs are safe: gradients come from the SVD's backward through the singular
 //! values alone (`U diag(dL/ds) V^T`), finite at identical, opposite and orthogonal vectors
