@@ -11,7 +11,7 @@ use tch::{Device, Kind, Tensor};
 /// The first CUDA device, or `None` (and a note on stderr) when the build has none: these
 /// tests then check nothing, and say so.
 fn cuda() -> Option<Device> {
-    let device = tch::Cuda::is_available().then_some(Device::Cuda(0));
+    let device = torch_device::cuda_if_available();
     if device.is_none() {
         eprintln!("no CUDA device: skipped");
     }
