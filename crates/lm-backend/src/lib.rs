@@ -33,6 +33,7 @@ pub mod attention;
 pub mod config;
 mod error;
 mod gemma2;
+pub mod generate;
 pub mod linear;
 mod llama;
 pub mod mlp;
@@ -45,6 +46,7 @@ pub mod weights;
 
 pub use config::{Activation, Architecture, LayerAttention, ModelConfig, RopeConfig, RopeScaling};
 pub use error::{LmError, Result};
+pub use generate::{GenerationConfig, Sampling};
 pub use model::{tensor_specs, CausalLm, HfCausalLm, LmOutput};
 pub use tokenizer::{ChatMessage, Tokenizer};
 pub use weights::{Checkpoint, LoadOptions, TensorSpec};

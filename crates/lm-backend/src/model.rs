@@ -168,6 +168,10 @@ impl HfCausalLm {
         self.config.num_layers
     }
 
+    pub(crate) fn rope(&self) -> &Rope {
+        &self.rope
+    }
+
     /// Checks `input_ids` `[B, T]` and `attention_mask` `[B, T]`; returns the mask as bool.
     pub(crate) fn check_inputs(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
         let size = input_ids.size();
