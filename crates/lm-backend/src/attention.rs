@@ -8,6 +8,7 @@ use tch::{Kind, Tensor};
 
 use crate::config::{LayerAttention, ModelConfig};
 use crate::linear::Linear;
+use crate::norm::accumulation_kind;
 use crate::rope::{apply_rotary, Rope};
 use crate::weights::{TensorSpec, WeightSet};
 
@@ -158,7 +159,7 @@ impl Attention {
             _ => f32::MIN as f64,
         };
         let scores = scores.masked_fill(&ctx.mask(self.span).logical_not(), min);
-        let probs = scores.softmax(-1, Kind::Float).to_kind(v.kind());
+        let probs = scores.softmax(-1, accumulation_kind(v.kind())).to_kind(v.kind());
         let out = probs.matmul(&v).transpose(1, 2).reshape([b, t, self.num_heads * self.head_dim]);
         self.o.forward(&out)
     }

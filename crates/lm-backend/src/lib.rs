@@ -41,6 +41,7 @@ pub mod model;
 pub mod norm;
 mod qwen2;
 pub mod rope;
+mod save;
 pub mod tokenizer;
 pub mod weights;
 

@@ -74,6 +74,7 @@ pub trait CausalLm {
 #[derive(Debug)]
 pub struct HfCausalLm {
     config: ModelConfig,
+    source_config: serde_json::Value,
     options: LoadOptions,
     parameters: BTreeMap<String, Tensor>,
     embed: Tensor, // [V, D]
@@ -106,17 +107,26 @@ impl HfCausalLm {
     /// Loads `dir/config.json` and the weights of `dir` (single file or sharded).
     pub fn load(dir: impl AsRef<Path>, options: LoadOptions) -> Result<Self> {
         let dir = dir.as_ref();
-        let config = ModelConfig::from_dir(dir)?;
+        let config_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&config_path).map_err(|e| LmError::io(&config_path, e))?;
+        let config = ModelConfig::from_json_str(&text, &config_path)?;
+        let source_config: serde_json::Value =
+            serde_json::from_str(&text).map_err(|source| LmError::Json { path: config_path.clone(), source })?;
         let specs = tensor_specs(&config);
         let tied = config.tie_word_embeddings;
         // Skipped when present: a redundant output projection of a tied model (transformers
         // ignores it too) and rotary tables some old checkpoints saved.
         let ignorable = |name: &str| (tied && name == LM_HEAD) || name.ends_with("rotary_emb.inv_freq");
         let tensors = Checkpoint::open(dir)?.load(&specs, ignorable, options)?;
-        Ok(Self::from_tensors(config, tensors, options))
+        Ok(Self::from_tensors(config, source_config, tensors, options))
     }
 
-    fn from_tensors(config: ModelConfig, tensors: BTreeMap<String, Tensor>, options: LoadOptions) -> Self {
+    fn from_tensors(
+        config: ModelConfig,
+        source_config: serde_json::Value,
+        tensors: BTreeMap<String, Tensor>,
+        options: LoadOptions,
+    ) -> Self {
         let w = WeightSet::new(tensors);
         let c = &config;
         let gemma = c.architecture == Architecture::Gemma2;
@@ -146,6 +156,7 @@ impl HfCausalLm {
             parameters: w.into_inner(),
             options,
             config,
+            source_config,
         }
     }
 
@@ -166,6 +177,11 @@ impl HfCausalLm {
     /// The number of decoder layers `L` (the last hidden-state index).
     pub fn num_layers(&self) -> usize {
         self.config.num_layers
+    }
+
+    /// The `config.json` the model was loaded from, as JSON (all keys kept).
+    pub fn source_config(&self) -> &serde_json::Value {
+        &self.source_config
     }
 
     pub(crate) fn rope(&self) -> &Rope {

@@ -2,6 +2,16 @@
 
 use tch::{Kind, Tensor};
 
+/// The dtype reductions run in: f32 for half types and f32, f64 for f64 (so gradient checks
+/// in f64 stay precise).
+pub fn accumulation_kind(kind: Kind) -> Kind {
+    if kind == Kind::Double {
+        Kind::Double
+    } else {
+        Kind::Float
+    }
+}
+
 /// How the stored weight becomes the scale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NormScale {
@@ -28,11 +38,12 @@ impl RmsNorm {
     /// Normalises `x` `[.., D]`; the result has `x`'s dtype.
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let kind = x.kind();
-        let x32 = x.to_kind(Kind::Float);
-        let normed = &x32 * (x32.square().mean_dim(-1, true, Kind::Float) + self.eps).rsqrt();
+        let wide = accumulation_kind(kind);
+        let x32 = x.to_kind(wide);
+        let normed = &x32 * (x32.square().mean_dim(-1, true, wide) + self.eps).rsqrt();
         match self.scale {
             NormScale::Weight => &self.weight * normed.to_kind(kind),
-            NormScale::OnePlusWeight => (normed * (self.weight.to_kind(Kind::Float) + 1.0)).to_kind(kind),
+            NormScale::OnePlusWeight => (normed * (self.weight.to_kind(wide) + 1.0)).to_kind(kind),
         }
     }
 }
