@@ -7,7 +7,7 @@ use tch::{Kind, Tensor};
 
 use crate::attention::{AttentionContext, LayerCache};
 use crate::error::{LmError, Result};
-use crate::model::{CausalLm, HfCausalLm};
+use crate::model::{CausalLm, HfCausalLm, HiddenRequest};
 
 /// How the next token is chosen.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -153,7 +153,7 @@ impl HfCausalLm {
             let first_new_position = positions.select(1, p - 1).unsqueeze(1) + 1; // [B, 1]
             let layers = &self.config().layers;
             let ctx = AttentionContext::new(self.rope(), self.kind(), layers, &positions, &key_positions, &key_valid);
-            let (logits, _) = self.run(&input_ids, &ctx, Some(&mut caches), last, &[], true);
+            let (logits, _) = self.run(&input_ids, &ctx, Some(&mut caches), last, &HiddenRequest::none(), true);
             let mut step_logits = logits.map(|l| l.select(1, p - 1)); // [B, V]
             let mut outputs: Vec<Vec<i64>> = vec![vec![]; prompts.len()];
             let mut finished = vec![false; prompts.len()];
@@ -177,7 +177,7 @@ impl HfCausalLm {
                 key_valid = Tensor::cat(&[&key_valid, &Tensor::ones([b, 1], (Kind::Bool, device))], 1);
                 let ctx =
                     AttentionContext::new(self.rope(), self.kind(), layers, &next_position, &key_positions, &key_valid);
-                let (logits, _) = self.run(&step_ids, &ctx, Some(&mut caches), last, &[], true);
+                let (logits, _) = self.run(&step_ids, &ctx, Some(&mut caches), last, &HiddenRequest::none(), true);
                 step_logits = logits.map(|l| l.select(1, 0));
             }
             Ok(outputs)

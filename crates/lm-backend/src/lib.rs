@@ -10,7 +10,7 @@
 //! prompt-only pass ([`CausalLm::hidden_states`]) stops at the deepest layer asked for.
 //!
 //! ```
-//! use lm_backend::{CausalLm, HfCausalLm, LoadOptions, Tokenizer};
+//! use lm_backend::{CausalLm, HfCausalLm, HiddenRequest, LoadOptions, Tokenizer};
 //! use tch::Tensor;
 //!
 //! let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
@@ -18,9 +18,9 @@
 //! let tokenizer = Tokenizer::from_dir(format!("{fixtures}/tokenizer"))?;
 //! let ids: Vec<i64> = tokenizer.encode("Hello world!", true)?.iter().map(|&i| i as i64).collect();
 //! let input_ids = Tensor::from_slice(&ids).unsqueeze(0); // [1, T]
-//! let out = model.forward(&input_ids, &input_ids.ones_like(), &[0, 2])?;
+//! let out = model.forward(&input_ids, &input_ids.ones_like(), &HiddenRequest::layers([0, 2]))?;
 //! assert_eq!(out.logits.size(), [1, ids.len() as i64, model.config().vocab_size as i64]);
-//! assert_eq!(out.hidden_states[&2].size(), [1, ids.len() as i64, 32]);
+//! assert_eq!(out.hidden.layers[&2].size(), [1, ids.len() as i64, 32]);
 //! # Ok::<(), lm_backend::LmError>(())
 //! ```
 //!
@@ -48,6 +48,6 @@ pub mod weights;
 pub use config::{Activation, Architecture, LayerAttention, ModelConfig, RopeConfig, RopeScaling};
 pub use error::{LmError, Result};
 pub use generate::{GenerationConfig, Sampling};
-pub use model::{tensor_specs, CausalLm, HfCausalLm, LmOutput};
+pub use model::{tensor_specs, CausalLm, HfCausalLm, HiddenRequest, HiddenStates, LmOutput};
 pub use tokenizer::{ChatMessage, Tokenizer};
 pub use weights::{Checkpoint, LoadOptions, TensorSpec};

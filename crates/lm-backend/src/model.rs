@@ -28,25 +28,67 @@ pub(crate) trait DecoderBlock: Debug + Send {
     fn forward(&self, x: &Tensor, ctx: &AttentionContext, cache: Option<&mut LayerCache>) -> Tensor;
 }
 
+/// Which hidden states a pass should return.
+///
+/// Indices follow `transformers`' `output_hidden_states`: 0 is the embedding output (for
+/// Gemma2 already multiplied by `sqrt(D)`), `i` in `1..L` the output of decoder layer `i`,
+/// and `L` (the last) the output of the last layer **after the final norm**, as
+/// `transformers` returns it. The last layer's output *before* the final norm is available
+/// separately ([`HiddenRequest::with_last_pre_norm`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HiddenRequest {
+    /// Hidden-state indices, each `<= L`.
+    pub layers: Vec<usize>,
+    /// Also return the last decoder layer's output before the final norm.
+    pub last_pre_norm: bool,
+}
+
+impl HiddenRequest {
+    /// No hidden states (logits only).
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// The hidden states at these indices.
+    pub fn layers(layers: impl IntoIterator<Item = usize>) -> Self {
+        HiddenRequest { layers: layers.into_iter().collect(), last_pre_norm: false }
+    }
+
+    /// This request plus the last layer's output before the final norm.
+    pub fn with_last_pre_norm(mut self) -> Self {
+        self.last_pre_norm = true;
+        self
+    }
+
+    fn wants(&self, index: usize) -> bool {
+        self.layers.contains(&index)
+    }
+}
+
+/// Hidden states returned by a pass, each `[B, T, D]`.
+#[derive(Debug, Default)]
+pub struct HiddenStates {
+    /// By hidden-state index (see [`HiddenRequest`]).
+    pub layers: BTreeMap<usize, Tensor>,
+    /// The last decoder layer's output before the final norm, when requested.
+    pub last_pre_norm: Option<Tensor>,
+}
+
 /// Output of a full forward pass.
 #[derive(Debug)]
 pub struct LmOutput {
     /// Next-token logits at every position, `[B, T, V]`, in the model's dtype.
     pub logits: Tensor,
-    /// The requested hidden states by index, each `[B, T, D]` (see [`CausalLm`]).
-    pub hidden_states: BTreeMap<usize, Tensor>,
+    /// The requested hidden states.
+    pub hidden: HiddenStates,
 }
 
 /// A causal language model over right-padded batches.
 ///
-/// Hidden-state indices follow `transformers`' `output_hidden_states`: index 0 is the
-/// embedding output (for Gemma2 already multiplied by `sqrt(D)`), index `i` in `1..L` the
-/// output of decoder layer `i`, and index `L` (the last) the output of the last layer
-/// **after the final norm**, as `transformers` returns it.
-///
 /// Inputs: `input_ids` `[B, T]` int64 on the model's device, `attention_mask` `[B, T]`
 /// (int or bool, 1 = token, 0 = padding) with padding only on the right. Outputs at padding
-/// positions are computed but meaningless (they do not affect real positions).
+/// positions are computed but meaningless (they do not affect real positions). Hidden-state
+/// indices are those of [`HiddenRequest`].
 pub trait CausalLm {
     /// The model's configuration.
     fn config(&self) -> &ModelConfig;
@@ -57,17 +99,17 @@ pub trait CausalLm {
     /// The dtype of the weights and activations.
     fn kind(&self) -> Kind;
 
-    /// Logits at every position and the hidden states at `hidden_layers` (each `<= L`).
-    fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor, hidden_layers: &[usize]) -> Result<LmOutput>;
+    /// Logits at every position and the requested hidden states.
+    fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor, hidden: &HiddenRequest) -> Result<LmOutput>;
 
-    /// The hidden states at `layers` only, running the decoder layers no further than the
+    /// The requested hidden states only, running the decoder layers no further than the
     /// deepest one requested (no logits are computed).
     fn hidden_states(
         &self,
         input_ids: &Tensor,
         attention_mask: &Tensor,
-        layers: &[usize],
-    ) -> Result<BTreeMap<usize, Tensor>>;
+        hidden: &HiddenRequest,
+    ) -> Result<HiddenStates>;
 }
 
 /// A Hugging Face causal LM (Llama, Qwen2 or Gemma2) loaded from a checkpoint folder.
@@ -220,10 +262,10 @@ impl HfCausalLm {
         Ok(attention_mask.ne(0))
     }
 
-    fn check_layers(&self, layers: &[usize]) -> Result<()> {
-        match layers.iter().find(|&&l| l > self.config.num_layers) {
+    fn check_request(&self, hidden: &HiddenRequest) -> Result<()> {
+        match hidden.layers.iter().find(|&&l| l > self.config.num_layers) {
             Some(l) => Err(LmError::input(
-                "layers",
+                "hidden.layers",
                 format!("hidden-state index {l} exceeds the number of layers {}", self.config.num_layers),
             )),
             None => Ok(()),
@@ -239,44 +281,51 @@ impl HfCausalLm {
         }
     }
 
-    /// Runs the decoder layers `0..depth` on `input_ids` `[B, T]`, recording hidden states at
-    /// `keep` and, when `logits`, returning `[B, T, V]` logits (needs `depth == L`).
+    /// Runs the decoder layers `0..depth` on `input_ids` `[B, T]`, recording the requested
+    /// hidden states and, when `logits`, returning `[B, T, V]` logits (needs `depth == L`).
     pub(crate) fn run(
         &self,
         input_ids: &Tensor,
         ctx: &AttentionContext,
         mut caches: Option<&mut [LayerCache]>,
         depth: usize,
-        keep: &[usize],
+        hidden: &HiddenRequest,
         logits: bool,
-    ) -> (Option<Tensor>, BTreeMap<usize, Tensor>) {
+    ) -> (Option<Tensor>, HiddenStates) {
         let last = self.config.num_layers;
-        let mut states = BTreeMap::new();
+        let mut states = HiddenStates::default();
         let mut h = self.embed(input_ids); // [B, T, D]
-        if keep.contains(&0) && last > 0 {
-            states.insert(0, h.shallow_clone());
+        if hidden.wants(0) && last > 0 {
+            states.layers.insert(0, h.shallow_clone());
         }
         for (i, block) in self.blocks.iter().enumerate().take(depth) {
             let cache = caches.as_mut().map(|c| &mut c[i]);
             h = block.forward(&h, ctx, cache);
-            if keep.contains(&(i + 1)) && i + 1 < last {
-                states.insert(i + 1, h.shallow_clone());
+            if hidden.wants(i + 1) && i + 1 < last {
+                states.layers.insert(i + 1, h.shallow_clone());
             }
         }
-        if depth == last && (logits || keep.contains(&last)) {
-            let normed = self.norm.forward(&h);
-            if keep.contains(&last) {
-                states.insert(last, normed.shallow_clone());
-            }
-            if logits {
-                let mut out = normed.matmul(&self.lm_head.tr()); // [B, T, V]
-                if let Some(cap) = self.config.final_logit_softcap {
-                    out = (out / cap).tanh() * cap;
-                }
-                return (Some(out), states);
-            }
+        if depth < last {
+            return (None, states);
         }
-        (None, states)
+        if hidden.last_pre_norm {
+            states.last_pre_norm = Some(h.shallow_clone());
+        }
+        if !logits && !hidden.wants(last) {
+            return (None, states);
+        }
+        let normed = self.norm.forward(&h);
+        if hidden.wants(last) {
+            states.layers.insert(last, normed.shallow_clone());
+        }
+        if !logits {
+            return (None, states);
+        }
+        let mut out = normed.matmul(&self.lm_head.tr()); // [B, T, V]
+        if let Some(cap) = self.config.final_logit_softcap {
+            out = (out / cap).tanh() * cap;
+        }
+        (Some(out), states)
     }
 
     /// The attention context of a full (uncached) pass over right-padded inputs.
@@ -300,25 +349,26 @@ impl CausalLm for HfCausalLm {
         self.options.dtype
     }
 
-    fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor, hidden_layers: &[usize]) -> Result<LmOutput> {
+    fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor, hidden: &HiddenRequest) -> Result<LmOutput> {
         let mask = self.check_inputs(input_ids, attention_mask)?;
-        self.check_layers(hidden_layers)?;
+        self.check_request(hidden)?;
         let ctx = self.full_context(&mask);
-        let (logits, hidden_states) = self.run(input_ids, &ctx, None, self.config.num_layers, hidden_layers, true);
+        let (logits, hidden) = self.run(input_ids, &ctx, None, self.config.num_layers, hidden, true);
         let logits = logits.ok_or_else(|| LmError::input("model", "a model without layers has no logits"))?;
-        Ok(LmOutput { logits, hidden_states })
+        Ok(LmOutput { logits, hidden })
     }
 
     fn hidden_states(
         &self,
         input_ids: &Tensor,
         attention_mask: &Tensor,
-        layers: &[usize],
-    ) -> Result<BTreeMap<usize, Tensor>> {
+        hidden: &HiddenRequest,
+    ) -> Result<HiddenStates> {
         let mask = self.check_inputs(input_ids, attention_mask)?;
-        self.check_layers(layers)?;
-        let depth = layers.iter().copied().max().unwrap_or(0);
+        self.check_request(hidden)?;
+        let deepest = hidden.layers.iter().copied().max().unwrap_or(0);
+        let depth = if hidden.last_pre_norm { self.config.num_layers } else { deepest };
         let ctx = self.full_context(&mask);
-        Ok(self.run(input_ids, &ctx, None, depth, layers, false).1)
+        Ok(self.run(input_ids, &ctx, None, depth, hidden, false).1)
     }
 }

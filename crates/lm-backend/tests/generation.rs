@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use lm_backend::{CausalLm, GenerationConfig, HfCausalLm, LoadOptions, Sampling};
+use lm_backend::{CausalLm, GenerationConfig, HfCausalLm, HiddenRequest, LoadOptions, Sampling};
 use tch::{Kind, Tensor};
 
 const MODELS: [&str; 3] = ["llama", "qwen2", "gemma2"];
@@ -68,7 +68,7 @@ fn cached_generation_equals_uncached_recomputation() {
         let mut seq = prompt;
         for _ in 0..8 {
             let input = Tensor::from_slice(&seq).unsqueeze(0);
-            let logits = model.forward(&input, &input.ones_like(), &[]).unwrap().logits;
+            let logits = model.forward(&input, &input.ones_like(), &HiddenRequest::none()).unwrap().logits;
             seq.push(logits.get(0).get(seq.len() as i64 - 1).argmax(-1, false).int64_value(&[]));
         }
         assert_eq!(got, seq[seq.len() - 8..].to_vec(), "{name}");

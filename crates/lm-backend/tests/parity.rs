@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use lm_backend::{CausalLm, HfCausalLm, LmError, LoadOptions};
+use lm_backend::{CausalLm, HfCausalLm, HiddenRequest, LmError, LoadOptions};
 use tch::{Kind, Tensor};
 
 const TOLERANCE: f64 = 1e-4;
@@ -33,14 +33,14 @@ fn check_parity(model_dir: &str, reference: &str) -> (f64, f64) {
     let (ids, mask) = (&e["input_ids"], &e["attention_mask"]);
     assert!(mask.eq(0).any().int64_value(&[]) == 1, "the fixture batch must contain padding");
     let layers: Vec<usize> = (0..=model.num_layers()).collect();
-    let out = model.forward(ids, mask, &layers).unwrap();
+    let out = model.forward(ids, mask, &HiddenRequest::layers(layers.clone()).with_last_pre_norm()).unwrap();
     let logits_diff = max_diff_at_real_positions(&out.logits, &e["logits"], mask);
     assert!(logits_diff < TOLERANCE, "{model_dir}: logits differ by {logits_diff}");
     let reference_states = &e["hidden_states"]; // [L+1, B, T, D]
     assert_eq!(reference_states.size()[0] as usize, layers.len());
     let mut states_diff: f64 = 0.0;
     for &l in &layers {
-        let d = max_diff_at_real_positions(&out.hidden_states[&l], &reference_states.get(l as i64), mask);
+        let d = max_diff_at_real_positions(&out.hidden.layers[&l], &reference_states.get(l as i64), mask);
         assert!(d < TOLERANCE, "{model_dir}: hidden state {l} differs by {d}");
         states_diff = states_diff.max(d);
     }
@@ -78,7 +78,7 @@ fn completion_log_probs_match() {
         let model = HfCausalLm::load(fixture(name), LoadOptions::cpu_f32()).unwrap();
         let e = expected(name);
         let (ids, mask) = (&e["input_ids"], &e["attention_mask"]);
-        let logp = model.forward(ids, mask, &[]).unwrap().logits.log_softmax(-1, Kind::Double);
+        let logp = model.forward(ids, mask, &HiddenRequest::none()).unwrap().logits.log_softmax(-1, Kind::Double);
         let lengths = Vec::<i64>::try_from(mask.sum_dim_intlist(1, false, Kind::Int64)).unwrap();
         let prompts = Vec::<i64>::try_from(&e["prompt_lengths"]).unwrap();
         let sums = Vec::<f64>::try_from(&e["completion_logp_sum"]).unwrap();
@@ -103,11 +103,11 @@ fn padding_does_not_change_real_positions() {
         let model = HfCausalLm::load(fixture(name), LoadOptions::cpu_f32()).unwrap();
         let e = expected(name);
         let (ids, mask) = (&e["input_ids"], &e["attention_mask"]);
-        let batched = model.forward(ids, mask, &[]).unwrap().logits;
+        let batched = model.forward(ids, mask, &HiddenRequest::none()).unwrap().logits;
         for b in 0..ids.size()[0] {
             let n = mask.get(b).sum(Kind::Int64).int64_value(&[]);
             let single = ids.get(b).narrow(0, 0, n).unsqueeze(0);
-            let alone = model.forward(&single, &single.ones_like(), &[]).unwrap().logits;
+            let alone = model.forward(&single, &single.ones_like(), &HiddenRequest::none()).unwrap().logits;
             let diff = (alone.get(0) - batched.get(b).narrow(0, 0, n)).abs().max().double_value(&[]);
             assert!(diff < 1e-5, "{name}[{b}]: {diff}");
         }
@@ -120,15 +120,48 @@ fn hidden_states_stop_early_and_agree_with_forward() {
     let model = HfCausalLm::load(fixture("gemma2"), LoadOptions::cpu_f32()).unwrap();
     let e = expected("gemma2");
     let (ids, mask) = (&e["input_ids"], &e["attention_mask"]);
-    let full = model.forward(ids, mask, &[0, 1, 2, 3]).unwrap();
-    let early = model.hidden_states(ids, mask, &[2, 1]).unwrap();
-    assert_eq!(early.keys().copied().collect::<Vec<_>>(), vec![1, 2]);
-    for (l, h) in &early {
-        let d = max_diff_at_real_positions(h, &full.hidden_states[l], mask);
+    let full = model.forward(ids, mask, &HiddenRequest::layers(0..=3).with_last_pre_norm()).unwrap();
+    let early = model.hidden_states(ids, mask, &HiddenRequest::layers([2, 1])).unwrap();
+    assert_eq!(early.layers.keys().copied().collect::<Vec<_>>(), vec![1, 2]);
+    assert!(early.last_pre_norm.is_none());
+    for (l, h) in &early.layers {
+        let d = max_diff_at_real_positions(h, &full.hidden.layers[l], mask);
         assert!(d == 0.0, "layer {l}: {d}");
     }
-    let last = model.hidden_states(ids, mask, &[3]).unwrap();
-    assert_eq!(max_diff_at_real_positions(&last[&3], &full.hidden_states[&3], mask), 0.0);
+    let last = model.hidden_states(ids, mask, &HiddenRequest::layers([3]).with_last_pre_norm()).unwrap();
+    assert_eq!(max_diff_at_real_positions(&last.layers[&3], &full.hidden.layers[&3], mask), 0.0);
+    // The pre-norm last state differs from the normed index L and is what index L normalises.
+    let pre = last.last_pre_norm.unwrap();
+    assert!(max_diff_at_real_positions(&pre, &last.layers[&3], mask) > 1e-2);
+    let pre_full = full.hidden.last_pre_norm.unwrap();
+    assert_eq!(max_diff_at_real_positions(&pre, &pre_full, mask), 0.0);
+}
+
+/// The pre-norm output of the last layer, normalised by hand with the checkpoint's final norm
+/// (Llama: `w * x / rms(x)`, f64 loops), equals transformers' hidden state L.
+#[test]
+fn last_pre_norm_state_normalises_to_the_reference() {
+    let model = HfCausalLm::load(fixture("llama"), LoadOptions::cpu_f32()).unwrap();
+    let e = expected("llama");
+    let (ids, mask) = (&e["input_ids"], &e["attention_mask"]);
+    let pre = model.hidden_states(ids, mask, &HiddenRequest::none().with_last_pre_norm()).unwrap();
+    let pre = pre.last_pre_norm.unwrap(); // [B, T, D]
+    let w = Vec::<f64>::try_from(model.parameters()["model.norm.weight"].to_kind(Kind::Double)).unwrap();
+    let reference = e["hidden_states"].get(3);
+    let (b, t, d) = (pre.size()[0], pre.size()[1], pre.size()[2]);
+    for bi in 0..b {
+        for ti in 0..t {
+            if mask.int64_value(&[bi, ti]) == 0 {
+                continue;
+            }
+            let x: Vec<f64> = (0..d).map(|k| pre.double_value(&[bi, ti, k])).collect();
+            let rms = (x.iter().map(|v| v * v).sum::<f64>() / d as f64 + 1e-6).sqrt();
+            for k in 0..d as usize {
+                let want = reference.double_value(&[bi, ti, k as i64]);
+                assert!((w[k] * x[k] / rms - want).abs() < 1e-4, "[{bi}, {ti}, {k}]");
+            }
+        }
+    }
 }
 
 #[test]
@@ -137,7 +170,7 @@ fn bf16_weights_stay_close() {
     assert_eq!(model.kind(), Kind::BFloat16);
     assert!(model.parameters().values().all(|p| p.kind() == Kind::BFloat16));
     let e = expected("qwen2");
-    let out = model.forward(&e["input_ids"], &e["attention_mask"], &[]).unwrap();
+    let out = model.forward(&e["input_ids"], &e["attention_mask"], &HiddenRequest::none()).unwrap();
     assert_eq!(out.logits.kind(), Kind::BFloat16);
     let diff = max_diff_at_real_positions(&out.logits, &e["logits"], &e["attention_mask"]);
     let scale = e["logits"].abs().max().double_value(&[]);
@@ -161,8 +194,8 @@ fn legacy_config_form_gives_the_same_outputs() {
     let new = HfCausalLm::load(fixture("llama"), LoadOptions::cpu_f32()).unwrap();
     assert_eq!(legacy.config(), new.config());
     let e = expected("llama");
-    let a = legacy.forward(&e["input_ids"], &e["attention_mask"], &[]).unwrap().logits;
-    let b = new.forward(&e["input_ids"], &e["attention_mask"], &[]).unwrap().logits;
+    let a = legacy.forward(&e["input_ids"], &e["attention_mask"], &HiddenRequest::none()).unwrap().logits;
+    let b = new.forward(&e["input_ids"], &e["attention_mask"], &HiddenRequest::none()).unwrap().logits;
     assert_eq!((a - b).abs().max().double_value(&[]), 0.0);
 }
 
@@ -221,11 +254,13 @@ fn bad_inputs_are_errors() {
     let ids = Tensor::from_slice(&[1i64, 5, 9]).unsqueeze(0);
     let too_big = Tensor::from_slice(&[1i64, 5, 640]).unsqueeze(0);
     let msg = |r: lm_backend::Result<_>| r.map(|_: lm_backend::LmOutput| ()).unwrap_err().to_string();
-    assert!(msg(model.forward(&too_big, &too_big.ones_like(), &[])).contains("input_ids"));
-    assert!(msg(model.forward(&ids, &ids.ones_like().narrow(1, 0, 2), &[])).contains("attention_mask"));
-    assert!(msg(model.forward(&ids.to_kind(Kind::Int), &ids.ones_like(), &[])).contains("int64"));
-    assert!(msg(model.forward(&ids, &ids.ones_like(), &[3])).contains("layers"));
-    assert!(model.hidden_states(&ids, &ids.ones_like(), &[4]).is_err());
+    assert!(msg(model.forward(&too_big, &too_big.ones_like(), &HiddenRequest::none())).contains("input_ids"));
+    assert!(
+        msg(model.forward(&ids, &ids.ones_like().narrow(1, 0, 2), &HiddenRequest::none())).contains("attention_mask")
+    );
+    assert!(msg(model.forward(&ids.to_kind(Kind::Int), &ids.ones_like(), &HiddenRequest::none())).contains("int64"));
+    assert!(msg(model.forward(&ids, &ids.ones_like(), &HiddenRequest::layers([3]))).contains("layers"));
+    assert!(model.hidden_states(&ids, &ids.ones_like(), &HiddenRequest::layers([4])).is_err());
 }
 
 /// The fixtures exercise each architecture feature: turning one off in the config moves the
@@ -259,7 +294,7 @@ fn fixtures_are_sensitive_to_each_feature() {
         std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
         let model = HfCausalLm::load(dir.path(), LoadOptions::cpu_f32()).unwrap();
         let e = expected(name);
-        let logits = model.forward(&e["input_ids"], &e["attention_mask"], &[]).unwrap().logits;
+        let logits = model.forward(&e["input_ids"], &e["attention_mask"], &HiddenRequest::none()).unwrap().logits;
         let diff = max_diff_at_real_positions(&logits, &e["logits"], &e["attention_mask"]);
         assert!(diff > 100.0 * TOLERANCE, "variant {i} of {name}: only {diff}");
     }

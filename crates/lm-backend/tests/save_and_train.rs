@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use lm_backend::{CausalLm, HfCausalLm, LoadOptions};
+use lm_backend::{CausalLm, HfCausalLm, HiddenRequest, LoadOptions};
 use tch::{Kind, Tensor};
 
 fn fixture(name: &str) -> PathBuf {
@@ -35,8 +35,8 @@ fn saved_folder_reloads_identically() {
             Tensor::read_safetensors(target.join("model.safetensors")).unwrap().into_iter().map(|(n, _)| n).collect();
         assert_eq!(names.contains(&"lm_head.weight".to_string()), name == "llama");
         let (ids, mask) = batch(name);
-        let a = model.forward(&ids, &mask, &[]).unwrap().logits;
-        let b = reloaded.forward(&ids, &mask, &[]).unwrap().logits;
+        let a = model.forward(&ids, &mask, &HiddenRequest::none()).unwrap().logits;
+        let b = reloaded.forward(&ids, &mask, &HiddenRequest::none()).unwrap().logits;
         assert!(a.equal(&b));
         assert!(target.join("tokenizer.json").is_file() && target.join("tokenizer_config.json").is_file());
     }
@@ -70,7 +70,7 @@ fn gradients_match_finite_differences() {
         let (ids, mask) = (ids.narrow(1, 0, 12), mask.narrow(1, 0, 12));
         let weights = Tensor::randn([3, 12, model.config().vocab_size as i64], (Kind::Double, tch::Device::Cpu));
         let objective = |m: &HfCausalLm| {
-            let logits = m.forward(&ids, &mask, &[]).unwrap().logits;
+            let logits = m.forward(&ids, &mask, &HiddenRequest::none()).unwrap().logits;
             (logits * &weights * mask.unsqueeze(-1)).sum(Kind::Double)
         };
         model.set_trainable(true);
