@@ -163,6 +163,39 @@ impl HfCausalLm {
         Ok(Self::from_tensors(config, source_config, tensors, options))
     }
 
+    /// A model from a `config.json` value and named tensors (e.g. built in memory or
+    /// converted from another format). Names and shapes are checked as when loading a
+    /// checkpoint; the tensors are converted to `options`' dtype and device.
+    pub fn from_parameters(
+        source_config: serde_json::Value,
+        tensors: BTreeMap<String, Tensor>,
+        options: LoadOptions,
+    ) -> Result<Self> {
+        let path = Path::new("<config>");
+        let config = ModelConfig::from_json_str(&source_config.to_string(), path)?;
+        let specs = tensor_specs(&config);
+        if let Some(name) = tensors.keys().find(|n| !specs.iter().any(|s| &s.name == *n)) {
+            return Err(LmError::UnexpectedTensor { path: path.into(), name: name.clone() });
+        }
+        let mut converted = BTreeMap::new();
+        for spec in &specs {
+            let t = tensors
+                .get(&spec.name)
+                .ok_or_else(|| LmError::MissingTensor { path: path.into(), name: spec.name.clone() })?;
+            if t.size() != spec.shape {
+                return Err(LmError::TensorShape {
+                    path: path.into(),
+                    name: spec.name.clone(),
+                    expected: spec.shape.clone(),
+                    found: t.size(),
+                });
+            }
+            let t = t.f_detach()?.f_to_kind(options.dtype)?.f_to_device(options.device)?;
+            converted.insert(spec.name.clone(), t);
+        }
+        Ok(Self::from_tensors(config, source_config, converted, options))
+    }
+
     fn from_tensors(
         config: ModelConfig,
         source_config: serde_json::Value,

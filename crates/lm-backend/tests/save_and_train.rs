@@ -107,3 +107,27 @@ fn gradients_match_finite_differences() {
         }
     }
 }
+
+/// A model built in memory from named tensors equals the loaded one; its names and shapes
+/// are checked like a checkpoint's.
+#[test]
+fn from_parameters_checks_names_and_shapes() {
+    let loaded = HfCausalLm::load(fixture("qwen2"), LoadOptions::cpu_f32()).unwrap();
+    let config = loaded.source_config().clone();
+    let tensors = || -> std::collections::BTreeMap<String, Tensor> {
+        loaded.parameters().iter().map(|(n, t)| (n.clone(), t.copy())).collect()
+    };
+    let built = HfCausalLm::from_parameters(config.clone(), tensors(), LoadOptions::cpu_f32()).unwrap();
+    let (ids, mask) = batch("qwen2");
+    let a = loaded.forward(&ids, &mask, &lm_backend::HiddenRequest::none()).unwrap().logits;
+    let b = built.forward(&ids, &mask, &lm_backend::HiddenRequest::none()).unwrap().logits;
+    assert!(a.equal(&b));
+    let mut missing = tensors();
+    missing.remove("model.norm.weight");
+    let err = HfCausalLm::from_parameters(config.clone(), missing, LoadOptions::cpu_f32()).unwrap_err();
+    assert!(err.to_string().contains("missing tensor `model.norm.weight`"), "{err}");
+    let mut wrong = tensors();
+    wrong.insert("model.layers.0.self_attn.q_proj.bias".into(), Tensor::zeros([3], tch::kind::FLOAT_CPU));
+    let err = HfCausalLm::from_parameters(config, wrong, LoadOptions::cpu_f32()).unwrap_err();
+    assert!(err.to_string().contains("model.layers.0.self_attn.q_proj.bias"), "{err}");
+}
