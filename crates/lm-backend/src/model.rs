@@ -86,8 +86,10 @@ pub struct LmOutput {
 /// A causal language model over right-padded batches.
 ///
 /// Inputs: `input_ids` `[B, T]` int64 on the model's device, `attention_mask` `[B, T]`
-/// (int or bool, 1 = token, 0 = padding) with padding only on the right. Outputs at padding
-/// positions are computed but meaningless (they do not affect real positions). Hidden-state
+/// (int or bool, 1 = token, 0 = padding). Right padding is the convention (it is what
+/// `transformers` assumes for training); left padding gives the same values at real
+/// positions, because positions count real tokens only. Outputs at padding positions are
+/// computed but meaningless (they do not affect real positions). Hidden-state
 /// indices are those of [`HiddenRequest`].
 pub trait CausalLm {
     /// The model's configuration.
@@ -361,10 +363,11 @@ impl HfCausalLm {
         (Some(out), states)
     }
 
-    /// The attention context of a full (uncached) pass over right-padded inputs.
+    /// The attention context of a full (uncached) pass. Positions count real tokens
+    /// (`cumsum(mask) - 1`), so with right padding they are `0..T` as in `transformers`, and
+    /// a left-padded row computes what it computes alone.
     fn full_context(&self, mask: &Tensor) -> AttentionContext {
-        let (b, t) = (mask.size()[0], mask.size()[1]);
-        let positions = Tensor::arange(t, (Kind::Int64, self.options.device)).unsqueeze(0).expand([b, t], true);
+        let positions = (mask.to_kind(Kind::Int64).cumsum(1, Kind::Int64) - 1).clamp_min(0); // [B, T]
         AttentionContext::new(&self.rope, self.options.dtype, &self.config.layers, &positions, &positions, mask)
     }
 }

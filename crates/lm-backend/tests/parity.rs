@@ -299,3 +299,28 @@ fn fixtures_are_sensitive_to_each_feature() {
         assert!(diff > 100.0 * TOLERANCE, "variant {i} of {name}: only {diff}");
     }
 }
+
+/// The same batch left-padded gives the right-padded values at every real position.
+#[test]
+fn left_padding_gives_the_same_real_positions() {
+    for name in ["qwen2", "gemma2"] {
+        let model = HfCausalLm::load(fixture(name), LoadOptions::cpu_f32()).unwrap();
+        let e = expected(name);
+        let (ids, mask) = (&e["input_ids"], &e["attention_mask"]);
+        let t = ids.size()[1];
+        let right = model.forward(ids, mask, &HiddenRequest::none()).unwrap().logits;
+        // Shift each row so that its padding comes first.
+        let lengths = Vec::<i64>::try_from(mask.sum_dim_intlist(1, false, Kind::Int64)).unwrap();
+        let shift = |x: &Tensor, b: usize| x.get(b as i64).roll([t - lengths[b]], [0]);
+        let left_ids = Tensor::stack(&(0..lengths.len()).map(|b| shift(ids, b)).collect::<Vec<_>>(), 0);
+        let left_mask = Tensor::stack(&(0..lengths.len()).map(|b| shift(mask, b)).collect::<Vec<_>>(), 0);
+        assert_eq!(left_mask.get(1).int64_value(&[0]), 0, "row 1 must start with padding");
+        let left = model.forward(&left_ids, &left_mask, &HiddenRequest::none()).unwrap().logits;
+        for (b, &n) in lengths.iter().enumerate() {
+            let r = right.get(b as i64).narrow(0, 0, n);
+            let l = left.get(b as i64).narrow(0, t - n, n);
+            let d = (r - l).abs().max().double_value(&[]);
+            assert!(d < 1e-5, "{name}[{b}]: {d}");
+        }
+    }
+}
