@@ -1,7 +1,55 @@
 //! # lm-backend
 //!
-//! Causal language models for polyalign. The [`gguf`] module imports llama.cpp GGUF files:
-//! it reads them (memory-mapped), dequantises their tensors to f32 and exports a Hugging Face
-//! folder (`config.json`, `model.safetensors`, `tokenizer.json`, `tokenizer_config.json`).
+//! Hugging Face causal language models over [`tch`] (libtorch): Llama (incl. Llama 3 rope
+//! scaling), Qwen2 and Gemma2, loaded from a model folder (`config.json`, one or several
+//! `*.safetensors`, tokenizer files) and checked against the Python `transformers` library
+//! with committed fixtures (logits and every hidden state within 1e-4 in float32).
+//!
+//! A forward pass takes a right-padded batch `[B, T]` with its attention mask and returns
+//! logits at every position `[B, T, V]` plus the hidden states a caller asks for; a
+//! prompt-only pass ([`CausalLm::hidden_states`]) stops at the deepest layer asked for.
+//!
+//! ```
+//! use lm_backend::{CausalLm, HfCausalLm, HiddenRequest, LoadOptions, Tokenizer};
+//! use tch::Tensor;
+//!
+//! let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+//! let model = HfCausalLm::load(format!("{fixtures}/llama"), LoadOptions::cpu_f32())?;
+//! let tokenizer = Tokenizer::from_dir(format!("{fixtures}/tokenizer"))?;
+//! let ids: Vec<i64> = tokenizer.encode("Hello world!", true)?.iter().map(|&i| i as i64).collect();
+//! let input_ids = Tensor::from_slice(&ids).unsqueeze(0); // [1, T]
+//! let out = model.forward(&input_ids, &input_ids.ones_like(), &HiddenRequest::layers([0, 2]))?;
+//! assert_eq!(out.logits.size(), [1, ids.len() as i64, model.config().vocab_size as i64]);
+//! assert_eq!(out.hidden.layers[&2].size(), [1, ids.len() as i64, 32]);
+//! # Ok::<(), lm_backend::LmError>(())
+//! ```
+//!
+//! Main types: [`HfCausalLm`] (a loaded model) behind the [`CausalLm`] trait,
+//! [`ModelConfig`] (a normalised `config.json`), [`LoadOptions`] (dtype and device, chosen at
+//! run time), [`Checkpoint`] (single or sharded safetensors), [`Tokenizer`] (with chat
+//! templates) and [`LmError`]. The [`gguf`] module imports llama.cpp GGUF files: it reads
+//! them (memory-mapped), dequantises their tensors and exports a Hugging Face folder.
 
+pub mod attention;
+pub mod config;
+mod error;
+mod gemma2;
+pub mod generate;
 pub mod gguf;
+pub mod linear;
+mod llama;
+pub mod mlp;
+pub mod model;
+pub mod norm;
+mod qwen2;
+pub mod rope;
+mod save;
+pub mod tokenizer;
+pub mod weights;
+
+pub use config::{Activation, Architecture, LayerAttention, ModelConfig, RopeConfig, RopeScaling};
+pub use error::{LmError, Result};
+pub use generate::{GenerationConfig, Sampling};
+pub use model::{tensor_specs, CausalLm, HfCausalLm, HiddenRequest, HiddenStates, LmOutput};
+pub use tokenizer::{ChatMessage, Tokenizer};
+pub use weights::{Checkpoint, LoadOptions, TensorSpec};

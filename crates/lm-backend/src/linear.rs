@@ -1,0 +1,22 @@
+//! A dense projection `y = x W^T + b` with a Hugging Face `[out, in]` weight.
+
+use tch::Tensor;
+
+/// A linear layer.
+#[derive(Debug)]
+pub struct Linear {
+    weight: Tensor,       // [out, in]
+    bias: Option<Tensor>, // [out]
+}
+
+impl Linear {
+    /// A layer with this weight `[out, in]` and optional bias `[out]`.
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Linear { weight, bias }
+    }
+
+    /// `[.., in]` -> `[.., out]`.
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        x.linear(&self.weight, self.bias.as_ref())
+    }
+}

@@ -1,0 +1,127 @@
+//! Saving a model as a Hugging Face folder (`config.json`, `model.safetensors`, plus any
+//! extra files such as the tokenizer's) that `transformers` loads unchanged.
+//!
+//! The folder is written under a temporary name beside the target and renamed into place
+//! when complete, so a reader (or a crash) never sees a half-written model.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, View};
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{LmError, Result};
+use crate::model::{CausalLm, HfCausalLm};
+use crate::weights::SINGLE_FILE;
+
+/// One tensor, copied to contiguous CPU memory when the writer asks for its bytes.
+struct TensorBytes {
+    tensor: Tensor,
+    dtype: Dtype,
+    shape: Vec<usize>,
+}
+
+impl View for TensorBytes {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    fn data(&self) -> Cow<'_, [u8]> {
+        let mut bytes = vec![0u8; self.data_len()];
+        self.tensor.copy_data_u8(&mut bytes, self.tensor.numel());
+        Cow::Owned(bytes)
+    }
+
+    fn data_len(&self) -> usize {
+        self.tensor.numel() * self.dtype.bitsize() / 8
+    }
+}
+
+fn safetensors_dtype(kind: Kind) -> Result<(Dtype, &'static str)> {
+    match kind {
+        Kind::Float => Ok((Dtype::F32, "float32")),
+        Kind::BFloat16 => Ok((Dtype::BF16, "bfloat16")),
+        Kind::Half => Ok((Dtype::F16, "float16")),
+        Kind::Double => Ok((Dtype::F64, "float64")),
+        other => Err(LmError::input("model", format!("cannot save weights of dtype {other:?}"))),
+    }
+}
+
+fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T> {
+    r.map_err(|e| LmError::io(path, e))
+}
+
+impl HfCausalLm {
+    /// Writes the model to `dir` as a Hugging Face folder: the `config.json` it was loaded
+    /// with (its `dtype`/`torch_dtype` set to the weights' dtype), `model.safetensors`
+    /// (a tied output projection stored once, as the embedding, with metadata
+    /// `format = pt`) and copies of `extra_files` (e.g. `tokenizer.json`,
+    /// `tokenizer_config.json`). An existing `dir` is replaced.
+    pub fn save(&self, dir: impl AsRef<Path>, extra_files: &[PathBuf]) -> Result<()> {
+        let dir = dir.as_ref();
+        let name = dir
+            .file_name()
+            .ok_or_else(|| LmError::input("dir", format!("{} has no folder name", dir.display())))?
+            .to_string_lossy()
+            .into_owned();
+        let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        io(parent, std::fs::create_dir_all(parent))?;
+        let tmp = parent.join(format!(".{name}.partial-{}", std::process::id()));
+        if tmp.exists() {
+            io(&tmp, std::fs::remove_dir_all(&tmp))?;
+        }
+        io(&tmp, std::fs::create_dir(&tmp))?;
+        let written = self.write_files(&tmp, extra_files);
+        if let Err(e) = written {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        if dir.exists() {
+            let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+            io(dir, std::fs::rename(dir, &old))?;
+            io(dir, std::fs::rename(&tmp, dir))?;
+            io(&old, std::fs::remove_dir_all(&old))?;
+        } else {
+            io(dir, std::fs::rename(&tmp, dir))?;
+        }
+        Ok(())
+    }
+
+    fn write_files(&self, dir: &Path, extra_files: &[PathBuf]) -> Result<()> {
+        let (dtype, dtype_name) = safetensors_dtype(self.kind())?;
+        let mut config = self.source_config().clone();
+        if let Some(obj) = config.as_object_mut() {
+            obj.insert("dtype".into(), dtype_name.into());
+            if obj.contains_key("torch_dtype") {
+                obj.insert("torch_dtype".into(), dtype_name.into());
+            }
+        }
+        let config_path = dir.join("config.json");
+        let text = serde_json::to_string_pretty(&config)
+            .map_err(|source| LmError::Json { path: config_path.clone(), source })?;
+        io(&config_path, std::fs::write(&config_path, text + "\n"))?;
+        let tensors: Vec<(String, TensorBytes)> = self
+            .parameters()
+            .iter()
+            .map(|(name, t)| {
+                let tensor = t.detach().to_device(Device::Cpu).contiguous();
+                let shape = tensor.size().iter().map(|&d| d as usize).collect();
+                (name.clone(), TensorBytes { tensor, dtype, shape })
+            })
+            .collect();
+        let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+        let weights_path = dir.join(SINGLE_FILE);
+        safetensors::serialize_to_file(tensors, Some(metadata), &weights_path)
+            .map_err(|e| LmError::Safetensors { path: weights_path.clone(), message: e.to_string() })?;
+        for file in extra_files {
+            let target = dir.join(file.file_name().unwrap_or_default());
+            io(file, std::fs::copy(file, &target))?;
+        }
+        Ok(())
+    }
+}

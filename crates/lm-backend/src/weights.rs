@@ -1,0 +1,204 @@
+//! Checkpoint loading: one `model.safetensors` or several shards listed by
+//! `model.safetensors.index.json`, memory-mapped and copied into [`tch::Tensor`]s of the
+//! requested dtype on the requested device.
+//!
+//! Every tensor the config implies is checked by name and shape; a missing, misshaped or
+//! unexpected tensor is an error naming it. `nn::VarStore::load` is not used: it reads one
+//! file only, fails on tied embeddings and changes dtypes to the file's.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, SafeTensors};
+use serde::Deserialize;
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{LmError, Result};
+
+/// Name of a single-file checkpoint.
+pub const SINGLE_FILE: &str = "model.safetensors";
+/// Name of the index of a sharded checkpoint.
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+
+/// Where and in which dtype the weights live.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoadOptions {
+    /// Weight (and activation) dtype: `Kind::Float` (default) or `Kind::BFloat16`
+    /// (`Kind::Half` and `Kind::Double` work too).
+    pub dtype: Kind,
+    /// The device the weights are copied to.
+    pub device: Device,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { dtype: Kind::Float, device: Device::Cpu }
+    }
+}
+
+impl LoadOptions {
+    /// Float32 on the CPU.
+    pub fn cpu_f32() -> Self {
+        Self::default()
+    }
+
+    /// Options with this dtype.
+    pub fn with_dtype(mut self, dtype: Kind) -> Self {
+        self.dtype = dtype;
+        self
+    }
+
+    /// Options with this device.
+    pub fn with_device(mut self, device: Device) -> Self {
+        self.device = device;
+        self
+    }
+}
+
+/// A tensor a model expects: its Hugging Face name and shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSpec {
+    /// e.g. `model.layers.0.self_attn.q_proj.weight`.
+    pub name: String,
+    /// e.g. `[num_heads * head_dim, hidden_size]`.
+    pub shape: Vec<i64>,
+}
+
+impl TensorSpec {
+    /// A spec from a name and a shape.
+    pub fn new(name: impl Into<String>, shape: &[usize]) -> Self {
+        TensorSpec { name: name.into(), shape: shape.iter().map(|&d| d as i64).collect() }
+    }
+}
+
+/// The safetensors files of one checkpoint folder.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    dir: PathBuf,
+    files: Vec<PathBuf>,
+}
+
+#[derive(Deserialize)]
+struct Index {
+    weight_map: BTreeMap<String, String>,
+}
+
+impl Checkpoint {
+    /// Finds `model.safetensors.index.json` (sharded) or `model.safetensors` in `dir`.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        let index_path = dir.join(INDEX_FILE);
+        let files = if index_path.is_file() {
+            let text = std::fs::read_to_string(&index_path).map_err(|e| LmError::io(&index_path, e))?;
+            let index: Index =
+                serde_json::from_str(&text).map_err(|source| LmError::Json { path: index_path.clone(), source })?;
+            let mut files: Vec<PathBuf> = index.weight_map.values().map(|f| dir.join(f)).collect();
+            files.sort();
+            files.dedup();
+            files
+        } else {
+            vec![dir.join(SINGLE_FILE)]
+        };
+        for f in &files {
+            if !f.is_file() {
+                return Err(LmError::io(
+                    f,
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "weights file not found"),
+                ));
+            }
+        }
+        Ok(Checkpoint { dir, files })
+    }
+
+    /// The safetensors files, sorted.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    /// Loads exactly the tensors in `specs`, checking their shapes, converted to `options`.
+    ///
+    /// Tensors in the files that are not in `specs` are errors unless `ignorable(name)`
+    /// says they may be skipped (e.g. an `lm_head.weight` of a tied model, old rotary
+    /// buffers).
+    pub fn load(
+        &self,
+        specs: &[TensorSpec],
+        ignorable: impl Fn(&str) -> bool,
+        options: LoadOptions,
+    ) -> Result<BTreeMap<String, Tensor>> {
+        let wanted: HashMap<&str, &TensorSpec> = specs.iter().map(|s| (s.name.as_str(), s)).collect();
+        let mut out = BTreeMap::new();
+        for path in &self.files {
+            let file = File::open(path).map_err(|e| LmError::io(path, e))?;
+            // SAFETY: the map is read-only and lives only while this function copies from it;
+            // the checkpoint files are not expected to change while they are being loaded.
+            let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| LmError::io(path, e))?;
+            let st = SafeTensors::deserialize(&mmap)
+                .map_err(|e| LmError::Safetensors { path: path.clone(), message: e.to_string() })?;
+            for (name, view) in st.iter() {
+                let Some(spec) = wanted.get(name) else {
+                    if ignorable(name) {
+                        continue;
+                    }
+                    return Err(LmError::UnexpectedTensor { path: path.clone(), name: name.to_string() });
+                };
+                let found: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+                if found != spec.shape {
+                    return Err(LmError::TensorShape {
+                        path: path.clone(),
+                        name: name.to_string(),
+                        expected: spec.shape.clone(),
+                        found,
+                    });
+                }
+                let kind = match view.dtype() {
+                    Dtype::F32 => Kind::Float,
+                    Dtype::BF16 => Kind::BFloat16,
+                    Dtype::F16 => Kind::Half,
+                    Dtype::F64 => Kind::Double,
+                    other => {
+                        return Err(LmError::TensorDtype {
+                            path: path.clone(),
+                            name: name.to_string(),
+                            dtype: format!("{other:?}"),
+                        })
+                    }
+                };
+                let tensor = Tensor::f_from_data_size(view.data(), &found, kind)?
+                    .f_to_kind(options.dtype)?
+                    .f_to_device(options.device)?;
+                out.insert(name.to_string(), tensor);
+            }
+        }
+        if let Some(missing) = specs.iter().find(|s| !out.contains_key(&s.name)) {
+            return Err(LmError::MissingTensor { path: self.dir.clone(), name: missing.name.clone() });
+        }
+        Ok(out)
+    }
+}
+
+/// Named tensors being assembled into a model; each is taken once.
+pub(crate) struct WeightSet {
+    tensors: BTreeMap<String, Tensor>,
+}
+
+impl WeightSet {
+    pub(crate) fn new(tensors: BTreeMap<String, Tensor>) -> Self {
+        WeightSet { tensors }
+    }
+
+    /// A handle sharing storage (and gradient) with the stored tensor.
+    pub(crate) fn get(&self, name: &str) -> Tensor {
+        // Every name comes from the same spec list the checkpoint was checked against.
+        self.tensors.get(name).unwrap_or_else(|| panic!("tensor `{name}` was checked at load time")).shallow_clone()
+    }
+
+    pub(crate) fn get_opt(&self, name: &str) -> Option<Tensor> {
+        self.tensors.get(name).map(Tensor::shallow_clone)
+    }
+
+    pub(crate) fn into_inner(self) -> BTreeMap<String, Tensor> {
+        self.tensors
+    }
+}

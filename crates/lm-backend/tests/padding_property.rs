@@ -1,0 +1,40 @@
+//! Property: appending any amount of right padding, with any token ids in the padded slots,
+//! leaves logits and hidden states at the real positions unchanged (up to float rounding).
+
+use std::path::Path;
+
+use lm_backend::{CausalLm, HfCausalLm, HiddenRequest, LoadOptions};
+use proptest::prelude::*;
+use tch::{Kind, Tensor};
+
+fn model(name: &str) -> HfCausalLm {
+    HfCausalLm::load(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name), LoadOptions::cpu_f32())
+        .unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn right_padding_is_invisible(
+        tokens in prop::collection::vec(4i64..640, 1..12),
+        padding in prop::collection::vec(0i64..640, 1..8),
+        gemma in any::<bool>(),
+    ) {
+        let m = model(if gemma { "gemma2" } else { "llama" });
+        let n = tokens.len() as i64;
+        let alone = Tensor::from_slice(&tokens).unsqueeze(0);
+        let request = HiddenRequest::layers(0..=m.num_layers());
+        let reference = m.forward(&alone, &alone.ones_like(), &request).unwrap();
+        let padded: Vec<i64> = tokens.iter().chain(&padding).copied().collect();
+        let ids = Tensor::from_slice(&padded).unsqueeze(0);
+        let mask = Tensor::cat(&[alone.ones_like(), Tensor::zeros([1, padding.len() as i64], (Kind::Int64, tch::Device::Cpu))], 1);
+        let out = m.forward(&ids, &mask, &request).unwrap();
+        let diff = (out.logits.narrow(1, 0, n) - &reference.logits).abs().max().double_value(&[]);
+        prop_assert!(diff < 1e-5, "logits differ by {}", diff);
+        for (l, h) in &out.hidden.layers {
+            let d = (h.narrow(1, 0, n) - &reference.hidden.layers[l]).abs().max().double_value(&[]);
+            prop_assert!(d < 1e-5, "layer {} differs by {}", l, d);
+        }
+    }
+}
