@@ -24,10 +24,14 @@
 //! # Ok::<(), lm_backend::LmError>(())
 //! ```
 //!
-//! Main types: [`HfCausalLm`] (a loaded model) behind the [`CausalLm`] trait,
-//! [`ModelConfig`] (a normalised `config.json`), [`LoadOptions`] (dtype and device, chosen at
-//! run time), [`Checkpoint`] (single or sharded safetensors), [`Tokenizer`] (with chat
-//! templates) and [`LmError`].
+//! Main types: [`HfCausalLm`] (a loaded model: forward, [`HfCausalLm::generate`],
+//! [`HfCausalLm::save`]) behind the [`CausalLm`] trait, [`HiddenRequest`] /
+//! [`HiddenStates`] (which hidden states a pass returns), [`ModelConfig`] (a normalised
+//! `config.json`), [`LoadOptions`] (dtype and device, chosen at run time), [`Checkpoint`]
+//! (single or sharded safetensors), [`GenerationConfig`], [`Tokenizer`] (with chat
+//! templates) and [`LmError`]. The user guide is `docs/lm-backend.md`.
+
+#![warn(missing_docs)]
 
 pub mod attention;
 pub mod config;
