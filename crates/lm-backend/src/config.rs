@@ -443,4 +443,21 @@ mod tests {
         let e = ModelConfig::from_json_str(&text, "c.json").unwrap_err().to_string();
         assert!(e.contains("hidden_size"), "{e}");
     }
+
+    #[test]
+    fn qwen2_sliding_layers_follow_max_window_layers_and_layer_types_are_checked() {
+        let base = r#"{"model_type": "qwen2", "vocab_size": 8, "hidden_size": 8, "intermediate_size": 8,
+            "num_hidden_layers": 3, "num_attention_heads": 2, "num_key_value_heads": 1,
+            "sliding_window": 32, "max_window_layers": 1, "use_sliding_window": USE, "rope_scaling": null}"#;
+        let off = ModelConfig::from_json_str(&base.replace("USE", "false"), "c.json").unwrap();
+        assert_eq!(off.layers, vec![LayerAttention::Full; 3]);
+        assert!(off.qkv_bias && !off.o_bias && !off.tie_word_embeddings);
+        let on = ModelConfig::from_json_str(&base.replace("USE", "true"), "c.json").unwrap();
+        let s = LayerAttention::Sliding { window: 32 };
+        assert_eq!(on.layers, vec![LayerAttention::Full, s, s]);
+        let short =
+            base.replace("USE", "false").replace("\"rope_scaling\": null", "\"layer_types\": [\"full_attention\"]");
+        let e = ModelConfig::from_json_str(&short, "c.json").unwrap_err().to_string();
+        assert!(e.contains("layer_types") && e.contains("1 entries for 3 layers"), "{e}");
+    }
 }

@@ -24,11 +24,16 @@
 //! # Ok::<(), lm_backend::LmError>(())
 //! ```
 //!
-//! Main types: [`HfCausalLm`] (a loaded model) behind the [`CausalLm`] trait,
-//! [`ModelConfig`] (a normalised `config.json`), [`LoadOptions`] (dtype and device, chosen at
-//! run time), [`Checkpoint`] (single or sharded safetensors), [`Tokenizer`] (with chat
+//! Main types: [`HfCausalLm`] (a loaded model: forward, [`HfCausalLm::generate`],
+//! [`HfCausalLm::save`]) behind the [`CausalLm`] trait, [`HiddenRequest`] /
+//! [`HiddenStates`] (which hidden states a pass returns), [`ModelConfig`] (a normalised
+//! `config.json`), [`LoadOptions`] (dtype and device, chosen at run time), [`Checkpoint`]
+//! (single or sharded safetensors), [`GenerationConfig`], [`Tokenizer`] (with chat
 //! templates) and [`LmError`]. The [`gguf`] module imports llama.cpp GGUF files: it reads
-//! them (memory-mapped), dequantises their tensors and exports a Hugging Face folder.
+//! them (memory-mapped), dequantises their tensors and exports a Hugging Face folder. The user
+//! guides are `docs/lm-backend.md` and `docs/gguf.md`.
+
+#![warn(missing_docs)]
 
 pub mod attention;
 pub mod config;
