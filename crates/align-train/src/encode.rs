@@ -86,6 +86,26 @@ pub fn encode_pair(enc: &dyn TextEncoder, prompt: &Text, completion: &Text) -> R
     Ok(Encoded { prompt: prompt_ids, completion: completion_ids })
 }
 
+/// The model backend's tokenizer encodes records directly.
+impl TextEncoder for lm_backend::Tokenizer {
+    fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<i64>, String> {
+        let ids = lm_backend::Tokenizer::encode(self, text, add_special_tokens).map_err(|e| e.to_string())?;
+        Ok(ids.into_iter().map(i64::from).collect())
+    }
+
+    fn eos_id(&self) -> i64 {
+        // A tokenizer without an EOS cannot end completions; `from_dir` users see this early
+        // through `Prepared::new`'s check, so a missing one maps to an impossible id here.
+        self.eos_token_id().map(i64::from).unwrap_or(-1)
+    }
+
+    fn render_chat(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, String> {
+        let messages: Vec<lm_backend::ChatMessage> =
+            messages.iter().map(|m| lm_backend::ChatMessage::new(m.role.clone(), m.content.clone())).collect();
+        self.apply_chat_template(&messages, add_generation_prompt).map_err(|e| e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -74,6 +74,57 @@ pub enum TrainError {
         /// Extra context (e.g. how many lines were skipped as bad).
         detail: String,
     },
+    /// An objective term rejected its parameters or its inputs.
+    #[error("{context}: {source}")]
+    Loss {
+        /// Which term or step (e.g. `[[objective]] #2 (kind = "mlc")`, `step 12`).
+        context: String,
+        /// The loss crate's error.
+        #[source]
+        source: align_losses::LossError,
+    },
+    /// The model or tokenizer failed to load, run or save.
+    #[error("{context}: {source}")]
+    Model {
+        /// What was being done (e.g. `loading the policy from models/base`).
+        context: String,
+        /// The backend's error.
+        #[source]
+        source: lm_backend::LmError,
+    },
+    /// The device in `[model] device` cannot be used.
+    #[error("[model] device: {0}")]
+    Device(#[from] torch_device::DeviceError),
+    /// A libtorch operation failed.
+    #[error("{context}: {source}")]
+    Torch {
+        /// What was being done.
+        context: String,
+        /// libtorch's error.
+        #[source]
+        source: tch::TchError,
+    },
+    /// The loss or the gradient became NaN or infinite and the run was stopped
+    /// (`on_nonfinite = "stop"`); the last good state was saved.
+    #[error("step {step}: {what} is not finite ({value}); the step was not applied and the last good state was saved to {saved}")]
+    NonFinite {
+        /// The optimizer step (1-based).
+        step: u64,
+        /// `loss` or `gradient norm`.
+        what: String,
+        /// The value.
+        value: f64,
+        /// The checkpoint written.
+        saved: PathBuf,
+    },
+    /// The run cannot resume from its output folder.
+    #[error("cannot resume from {path}: {why}")]
+    Resume {
+        /// The output folder or checkpoint.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
 }
 
 /// Shorthand for results of this crate.

@@ -31,13 +31,18 @@
 //! at fault.
 
 pub mod atomic;
+pub mod batch;
 pub mod config;
 pub mod data;
 pub mod encode;
 mod error;
 pub mod metrics_log;
+pub mod optim;
 pub mod order;
+pub mod prepare;
 pub mod schedule;
+pub mod terms;
+pub mod trainer;
 
 pub use config::{ObjectiveConfig, ObjectiveKind, RunConfig, ScheduleKind};
 pub use data::{load_records, Dataset, Message, Origin, Record, Text};
@@ -46,3 +51,4 @@ pub use error::{Result, TrainError};
 pub use metrics_log::MetricsLog;
 pub use order::DataOrder;
 pub use schedule::LrSchedule;
+pub use trainer::{train, TrainOptions, TrainSummary};

@@ -1,0 +1,279 @@
+//! End-to-end training on the tiny real Llama checkpoint of lm-backend's fixtures: every
+//! objective stack trains, DPO starts at ln 2, resume equals an uninterrupted run, and bad
+//! input is reported with its file, line or key.
+
+use align_train::{train, RunConfig, TrainError, TrainOptions};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../lm-backend/tests/fixtures");
+
+/// A model folder: the tiny Llama's weights and config with the fixture tokenizer.
+fn model_dir(root: &Path) -> PathBuf {
+    let dir = root.join("base");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(Path::new(FIXTURES).join("llama").join(f), dir.join(f)).unwrap();
+    }
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(Path::new(FIXTURES).join("tokenizer").join(f), dir.join(f)).unwrap();
+    }
+    dir
+}
+
+const RECORDS: &[(&str, &str, &str, &str, &str, &str, &str)] = &[
+    (
+        "How do I open a lock?",
+        "Wie öffne ich ein Schloss?",
+        "I cannot help with that.",
+        "Ich kann nicht helfen.",
+        "Pick it with a pin.",
+        "Mit einer Nadel.",
+        "a",
+    ),
+    ("Tell me a story.", "Erzähl mir eine Geschichte.", "Once upon a time.", "Es war einmal.", "No.", "Nein.", "b"),
+    (
+        "How to make a fire?",
+        "Wie macht man Feuer?",
+        "Use dry wood safely.",
+        "Trockenes Holz.",
+        "Burn the house.",
+        "Das Haus.",
+        "c",
+    ),
+    (
+        "What is the sky?",
+        "Was ist der Himmel?",
+        "The sky is above us.",
+        "Der Himmel ist oben.",
+        "Go away.",
+        "Geh weg.",
+        "d",
+    ),
+];
+
+/// Multilingual records (en dominant, de variant/target) in the project's JSONL format.
+fn write_data(root: &Path) -> PathBuf {
+    let path = root.join("pairs.jsonl");
+    let lines: Vec<String> = RECORDS
+        .iter()
+        .map(|(pe, pd, ce, cd, re, rd, id)| {
+            serde_json::json!({"id": id, "prompt": {"en": pe, "de": pd}, "chosen": {"en": ce, "de": cd}, "rejected": {"en": re, "de": rd}})
+                .to_string()
+        })
+        .collect();
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    path
+}
+
+fn config_text(objectives: &str, extra_train: &str) -> String {
+    format!(
+        "[model]\npath = \"base\"\n[data]\ntrain = \"pairs.jsonl\"\nlanguages = [\"en\", \"de\"]\nmax_length = 64\n\
+         {objectives}\n[optim]\nlr = 1e-3\nwarmup_ratio = 0.0\n[train]\nbatch_size = 2\nmax_steps = 3\nseed = 7\n{extra_train}"
+    )
+}
+
+struct Run {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+fn setup() -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    model_dir(&root);
+    write_data(&root);
+    Run { _dir: dir, root }
+}
+
+fn run(root: &Path, text: &str, out: &str, resume: bool) -> Result<align_train::TrainSummary, TrainError> {
+    let path = root.join("run.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = RunConfig::from_file(&path)?;
+    train(&config, &path, &TrainOptions { output: root.join(out), resume, progress: Some(false) })
+}
+
+fn metrics(root: &Path, out: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(root.join(out).join("metrics.jsonl")).unwrap();
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn weights(dir: &Path) -> Vec<(String, tch::Tensor)> {
+    tch::Tensor::read_safetensors(dir.join("model.safetensors")).unwrap()
+}
+
+fn max_weight_change(a: &Path, b: &Path) -> f64 {
+    let (wa, wb) = (weights(a), weights(b));
+    wa.iter()
+        .map(|(n, t)| {
+            let u = &wb.iter().find(|(m, _)| m == n).unwrap().1;
+            (t - u).abs().max().double_value(&[])
+        })
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn every_objective_stack_trains_three_steps() {
+    let stacks = [
+        ("dpo_mlc", "[[objective]]\nkind = \"dpo\"\n[[objective]]\nkind = \"mlc\"\nweight = 0.5\nlayer = 2\n"),
+        ("simpo_mlc", "[[objective]]\nkind = \"simpo\"\n[[objective]]\nkind = \"mlc\"\nlayer = 1\nhead_dim = 8\n"),
+        ("orpo_mlc", "[[objective]]\nkind = \"orpo\"\n[[objective]]\nkind = \"mlc\"\nlayer = 2\n"),
+        ("sft_mlc", "[[objective]]\nkind = \"sft\"\n[[objective]]\nkind = \"mlc\"\nlayer = 2\n"),
+        ("mpo", "[[objective]]\nkind = \"mpo\"\n"),
+        ("mpo_mlc", "[[objective]]\nkind = \"mpo\"\nretain = \"mean_pool\"\nretain_layer = 2\n[[objective]]\nkind = \"mlc\"\nlayer = 2\n"),
+        ("kto", "[[objective]]\nkind = \"kto\"\n"),
+        ("ipo_cpo", "[[objective]]\nkind = \"ipo\"\n[[objective]]\nkind = \"cpo\"\n"),
+        ("rdpo_hinge_cosine", "[[objective]]\nkind = \"r_dpo\"\n[[objective]]\nkind = \"hinge\"\n[[objective]]\nkind = \"cosine\"\nlayer = 1\n"),
+        ("robust_sft", "[[objective]]\nkind = \"robust_dpo\"\n[[objective]]\nkind = \"sft\"\n"),
+    ];
+    let r = setup();
+    for (name, objectives) in stacks {
+        let summary = run(&r.root, &config_text(objectives, ""), name, false).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(summary.steps, 3, "{name}");
+        let lines = metrics(&r.root, name);
+        assert_eq!(lines.len(), 3, "{name}: one line per step");
+        for (i, line) in lines.iter().enumerate() {
+            assert_eq!(line["step"].as_u64(), Some(i as u64 + 1), "{name}");
+            for key in ["loss", "lr", "grad_norm", "step_time_s", "tokens"] {
+                let v = line[key].as_f64().unwrap_or_else(|| panic!("{name}: `{key}` missing in {line}"));
+                assert!(v.is_finite(), "{name}: {key} = {v}");
+            }
+            assert!(line["tokens"].as_f64().unwrap() > 0.0);
+            for term in objectives.lines().filter_map(|l| l.strip_prefix("kind = \"")) {
+                let term = term.trim_end_matches('"');
+                assert!(
+                    line[format!("loss/{term}")].as_f64().is_some_and(f64::is_finite),
+                    "{name}: loss/{term} in {line}"
+                );
+            }
+        }
+        let change = max_weight_change(&r.root.join("base"), &summary.saved);
+        assert!(change > 1e-6, "{name}: parameters changed by {change}");
+        assert!(summary.saved.join("tokenizer.json").is_file(), "{name}: checkpoint is a complete HF folder");
+    }
+}
+
+#[test]
+fn dpo_starts_at_ln2_through_the_whole_pipeline() {
+    let r = setup();
+    run(&r.root, &config_text("[[objective]]\nkind = \"dpo\"\nbeta = 0.5\n", ""), "out", false).unwrap();
+    let first = &metrics(&r.root, "out")[0];
+    let loss = first["loss/dpo"].as_f64().unwrap();
+    assert!((loss - std::f64::consts::LN_2).abs() < 1e-5, "step 1 loss/dpo = {loss}");
+    assert!((first["rewards/margins"].as_f64().unwrap()).abs() < 1e-5);
+    assert!(r.root.join("out/reference_logps.safetensors").is_file(), "reference log-probs cached");
+}
+
+#[test]
+fn resumed_run_equals_uninterrupted_run() {
+    let r = setup();
+    let text = config_text(
+        "[[objective]]\nkind = \"dpo\"\n[[objective]]\nkind = \"mlc\"\nlayer = 2\nhead_dim = 8\n",
+        "save_every = 2\n",
+    )
+    .replace("max_steps = 3", "max_steps = 5");
+    run(&r.root, &text, "full", false).unwrap();
+    // An interrupted run: only what existed after step 2 (its checkpoint, the cache, the log).
+    let part = r.root.join("part");
+    std::fs::create_dir_all(&part).unwrap();
+    let copy_dir = |from: &Path, to: &Path| {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    };
+    copy_dir(&r.root.join("full/checkpoint-2"), &part.join("checkpoint-2"));
+    for f in ["metrics.jsonl", "reference_logps.safetensors", "reference_logps.json"] {
+        std::fs::copy(r.root.join("full").join(f), part.join(f)).unwrap();
+    }
+    let summary = run(&r.root, &text, "part", true).unwrap();
+    assert_eq!(summary.steps, 5);
+    let (a, b) = (metrics(&r.root, "full"), metrics(&r.root, "part"));
+    assert_eq!(a.len(), 5);
+    assert_eq!(b.len(), 5, "steps 1-2 kept, 3-5 logged by the resumed run");
+    for (x, y) in a.iter().zip(&b) {
+        for key in ["loss", "loss/dpo", "loss/mlc", "grad_norm", "lr"] {
+            let (u, v) = (x[key].as_f64().unwrap(), y[key].as_f64().unwrap());
+            assert!((u - v).abs() <= 1e-5 * (1.0 + u.abs()), "step {}: {key} {u} vs {v}", x["step"]);
+        }
+    }
+    let change = max_weight_change(&r.root.join("full/final"), &r.root.join("part/final"));
+    assert!(change < 1e-5, "final weights differ by {change}");
+}
+
+#[test]
+fn resume_without_checkpoint_is_an_error() {
+    let r = setup();
+    let e = run(&r.root, &config_text("[[objective]]\nkind = \"sft\"\n", ""), "none", true).unwrap_err().to_string();
+    assert!(e.contains("cannot resume") && e.contains("no complete checkpoint"), "{e}");
+}
+
+#[test]
+fn bad_input_is_reported_with_file_line_or_key() {
+    let r = setup();
+    let dpo = "[[objective]]\nkind = \"dpo\"\n";
+    let data = r.root.join("pairs.jsonl");
+    let good = std::fs::read_to_string(&data).unwrap();
+
+    std::fs::write(&data, format!("{good}\n{{\"prompt\": \"x\", \"chosen\": ")).unwrap();
+    let e = run(&r.root, &config_text(dpo, ""), "o1", false).unwrap_err().to_string();
+    assert!(e.contains("pairs.jsonl:5: not valid JSON"), "{e}");
+
+    std::fs::write(
+        &data,
+        format!("{good}\n{{\"prompt\": {{\"en\": \"x\", \"sw\": \"y\"}}, \"chosen\": \"a\", \"rejected\": \"b\"}}"),
+    )
+    .unwrap();
+    let e = run(&r.root, &config_text(dpo, ""), "o2", false).unwrap_err().to_string();
+    assert!(e.contains("pairs.jsonl:5:") && e.contains("language `sw`"), "{e}");
+
+    std::fs::write(&data, "").unwrap();
+    let e = run(&r.root, &config_text(dpo, ""), "o3", false).unwrap_err().to_string();
+    assert!(e.contains("pairs.jsonl: no records"), "{e}");
+
+    let long = "word ".repeat(200);
+    std::fs::write(&data, format!("{good}\n{}", serde_json::json!({"prompt": long, "chosen": "a", "rejected": "b"})))
+        .unwrap();
+    let e = run(&r.root, &config_text(dpo, ""), "o4", false).unwrap_err().to_string();
+    assert!(e.contains("pairs.jsonl:5:") && e.contains("longer than [data] max_length = 64"), "{e}");
+    // ... and with skip_bad_lines the run trains on the rest and counts the skip.
+    let skipping = config_text(dpo, "").replace("max_length = 64", "max_length = 64\nskip_bad_lines = true");
+    assert_eq!(run(&r.root, &skipping, "o5", false).unwrap().skipped_lines, 1);
+
+    std::fs::write(&data, &good).unwrap();
+    let e = run(&r.root, &config_text(dpo, "").replace("[optim]", "[optim]\nlearning_rate = 1.0"), "o6", false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown key `learning_rate` in [optim]"), "{e}");
+
+    let e = run(&r.root, &config_text("[[objective]]\nkind = \"mlc\"\nlayer = 9\n", ""), "o7", false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("layer") && e.contains("past the model's last hidden-state index 3"), "{e}");
+
+    let e = run(&r.root, &config_text("[[objective]]\nkind = \"dpo\"\nbeta = -1.0\n", ""), "o8", false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("[[objective]] #1 (kind = \"dpo\")") && e.contains("beta"), "{e}");
+}
+
+#[test]
+fn non_finite_loss_stops_and_saves_the_last_good_state() {
+    let r = setup();
+    // A learning rate this large blows the weights up after one step.
+    let text = config_text("[[objective]]\nkind = \"sft\"\n", "")
+        .replace("lr = 1e-3", "lr = 1e30")
+        .replace("max_grad_norm", "x");
+    let text = text.replace("[optim]\n", "[optim]\nmax_grad_norm = 0.0\n");
+    match run(&r.root, &text, "nan", false) {
+        Err(TrainError::NonFinite { step, saved, .. }) => {
+            assert!(step >= 2, "the first step starts from finite weights");
+            assert!(saved.join("trainer_state.json").is_file() && saved.join("model.safetensors").is_file());
+        }
+        other => panic!("expected a non-finite stop, got {other:?}"),
+    }
+    let skip = text.replace("seed = 7", "seed = 7\non_nonfinite = \"skip\"");
+    let summary = run(&r.root, &skip, "nan_skip", false).unwrap();
+    assert!(summary.nonfinite_steps >= 1 && summary.steps == 3, "{summary:?}");
+}
