@@ -148,3 +148,19 @@ fn reads_from_a_file_and_names_a_missing_one() {
     let e = RunConfig::from_file(&dir.path().join("nope.toml")).unwrap_err().to_string();
     assert!(e.contains("nope.toml"), "{e}");
 }
+
+#[test]
+fn every_example_config_parses() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/configs");
+    let mut seen = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let c = RunConfig::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!c.objectives.is_empty());
+            seen.push(path.file_stem().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, ["dpo_mlc", "mpo", "mpo_mlc", "orpo_mlc", "sft_mlc", "simpo_mlc"]);
+}
