@@ -277,3 +277,25 @@ fn non_finite_loss_stops_and_saves_the_last_good_state() {
     let summary = run(&r.root, &skip, "nan_skip", false).unwrap();
     assert!(summary.nonfinite_steps >= 1 && summary.steps == 3, "{summary:?}");
 }
+
+#[test]
+fn trains_on_cuda_in_f32_and_bf16_when_a_gpu_is_present() {
+    if torch_device::cuda_if_available().is_none() {
+        eprintln!("no CUDA device: skipped");
+        return;
+    }
+    let r = setup();
+    let stack = "[[objective]]\nkind = \"dpo\"\n[[objective]]\nkind = \"mlc\"\nlayer = 2\n";
+    for dtype in ["f32", "bf16"] {
+        let text = config_text(stack, "")
+            .replace("path = \"base\"", &format!("path = \"base\"\ndevice = \"cuda\"\ndtype = \"{dtype}\""));
+        let out = format!("cuda_{dtype}");
+        let summary = run(&r.root, &text, &out, false).unwrap_or_else(|e| panic!("{dtype}: {e}"));
+        let lines = metrics(&r.root, &out);
+        assert_eq!(lines.len(), 3);
+        let first = lines[0]["loss/dpo"].as_f64().unwrap();
+        assert!((first - std::f64::consts::LN_2).abs() < 1e-4, "{dtype}: step 1 loss/dpo = {first}");
+        assert!(lines.iter().all(|l| l["loss"].as_f64().is_some_and(f64::is_finite)));
+        assert!(max_weight_change(&r.root.join("base"), &summary.saved) > 1e-6);
+    }
+}
