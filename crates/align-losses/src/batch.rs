@@ -108,6 +108,13 @@ impl PairLogps {
     pub fn shallow_clone(&self) -> Self {
         Self { chosen: self.chosen.shallow_clone(), rejected: self.rejected.shallow_clone() }
     }
+
+    /// `[N]` each: the log-ratios `s_c = logp(y_c) - logp_ref(y_c)` and `s_r` likewise of these
+    /// (policy) pairs against `reference` (summed log-probs; the DPO family's implicit rewards
+    /// divided by beta).
+    pub fn log_ratios(&self, reference: &PairLogps) -> (Tensor, Tensor) {
+        (&self.chosen.sum - &reference.chosen.sum, &self.rejected.sum - &reference.rejected.sum)
+    }
 }
 
 /// Which layer's hidden states a term asks for. Ordered so it can key a map.

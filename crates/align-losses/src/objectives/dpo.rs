@@ -54,8 +54,7 @@ impl PreferenceObjective for Dpo {
 
     fn compute(&self, batch: &BatchView) -> Result<TermOutput> {
         let (policy, reference) = batch.require_policy_and_reference(&self.name)?;
-        let s_c = &policy.chosen.sum - &reference.chosen.sum; // [B]
-        let s_r = &policy.rejected.sum - &reference.rejected.sum; // [B]
+        let (s_c, s_r) = policy.log_ratios(reference); // [B] each
         let logits = (&s_c - &s_r) * self.beta; // [B]: beta * D
         let eps = self.label_smoothing;
         let per_pair = -(logits.log_sigmoid() * (1.0 - eps)) - (-&logits).log_sigmoid() * eps; // [B]

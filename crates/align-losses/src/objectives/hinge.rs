@@ -47,8 +47,7 @@ impl PreferenceObjective for Hinge {
 
     fn compute(&self, batch: &BatchView) -> Result<TermOutput> {
         let (policy, reference) = batch.require_policy_and_reference(&self.name)?;
-        let s_c = &policy.chosen.sum - &reference.chosen.sum; // [B]
-        let s_r = &policy.rejected.sum - &reference.rejected.sum; // [B]
+        let (s_c, s_r) = policy.log_ratios(reference); // [B] each
         let per_pair = ((&s_r - &s_c) * self.beta + 1.0).relu(); // [B]: relu(1 - beta D)
         let loss = per_pair.mean(per_pair.kind());
         let metrics = reward_metrics(&(s_c * self.beta), &(s_r * self.beta), policy)?;

@@ -83,8 +83,7 @@ impl PreferenceObjective for Kto {
             missing(&self.name, "policy and reference log-probs of mismatched prompt/completion pairs (batch.kl)")
         })?;
         let z = Self::reference_point(kl, policy.chosen.sum.device())?; // []
-        let s_c = &policy.chosen.sum - &reference.chosen.sum; // [B]
-        let s_r = &policy.rejected.sum - &reference.rejected.sum; // [B]
+        let (s_c, s_r) = policy.log_ratios(reference); // [B] each
 
         // 1 - sig(u) is written as sig(-u), which keeps its precision when sig(u) is near 1.
         let chosen = ((&z - &s_c) * self.beta).sigmoid() * self.desirable_weight; // [B]

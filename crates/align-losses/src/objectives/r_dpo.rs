@@ -56,8 +56,7 @@ impl PreferenceObjective for RDpo {
 
     fn compute(&self, batch: &BatchView) -> Result<TermOutput> {
         let (policy, reference) = batch.require_policy_and_reference(&self.name)?;
-        let s_c = &policy.chosen.sum - &reference.chosen.sum; // [B]
-        let s_r = &policy.rejected.sum - &reference.rejected.sum; // [B]
+        let (s_c, s_r) = policy.log_ratios(reference); // [B] each
         let length_margin = (&policy.chosen.count - &policy.rejected.count) * self.alpha; // [B]
         let logits = (&s_c - &s_r) * self.beta + length_margin; // [B]
         let per_pair = -logits.log_sigmoid(); // [B]
