@@ -30,11 +30,19 @@ proptest! {
         let ids = Tensor::from_slice(&padded).unsqueeze(0);
         let mask = Tensor::cat(&[alone.ones_like(), Tensor::zeros([1, padding.len() as i64], (Kind::Int64, tch::Device::Cpu))], 1);
         let out = m.forward(&ids, &mask, &request).unwrap();
-        let diff = (out.logits.narrow(1, 0, n) - &reference.logits).abs().max().double_value(&[]);
-        prop_assert!(diff < 1e-5, "logits differ by {}", diff);
+        // A padded batch changes the matmul shapes, so BLAS may sum in another order: allow
+        // f32 rounding relative to the values' scale. A leak through the mask moves values by
+        // O(0.1), four orders of magnitude above this bound.
+        let close = |a: &Tensor, b: &Tensor| {
+            let diff = (a - b).abs().max().double_value(&[]);
+            let scale = b.abs().max().double_value(&[]).max(1.0);
+            (diff, diff <= 1e-5 * scale)
+        };
+        let (diff, ok) = close(&out.logits.narrow(1, 0, n), &reference.logits);
+        prop_assert!(ok, "logits differ by {}", diff);
         for (l, h) in &out.hidden.layers {
-            let d = (h.narrow(1, 0, n) - &reference.hidden.layers[l]).abs().max().double_value(&[]);
-            prop_assert!(d < 1e-5, "layer {} differs by {}", l, d);
+            let (d, ok) = close(&h.narrow(1, 0, n), &reference.hidden.layers[l]);
+            prop_assert!(ok, "layer {} differs by {}", l, d);
         }
     }
 }

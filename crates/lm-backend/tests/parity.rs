@@ -109,7 +109,9 @@ fn padding_does_not_change_real_positions() {
             let single = ids.get(b).narrow(0, 0, n).unsqueeze(0);
             let alone = model.forward(&single, &single.ones_like(), &HiddenRequest::none()).unwrap().logits;
             let diff = (alone.get(0) - batched.get(b).narrow(0, 0, n)).abs().max().double_value(&[]);
-            assert!(diff < 1e-5, "{name}[{b}]: {diff}");
+            // f32 rounding of differently shaped matmuls, relative to the logits' scale.
+            let scale = alone.abs().max().double_value(&[]).max(1.0);
+            assert!(diff <= 1e-5 * scale, "{name}[{b}]: {diff} (scale {scale})");
         }
     }
 }
