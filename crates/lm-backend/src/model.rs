@@ -256,6 +256,47 @@ impl HfCausalLm {
         self.config.num_layers
     }
 
+    /// The hidden states after the final norm (hidden-state index `L`), `[B, T]` -> `[B, T, D]`:
+    /// a full pass without the output projection. A caller that scores only some positions
+    /// (completion tokens, the last token) selects them and calls
+    /// [`HfCausalLm::project_logits`], which avoids the `[B, T, V]` logits of [`CausalLm::forward`].
+    pub fn final_hidden(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
+        let last = self.config.num_layers;
+        let mut states = self.hidden_states(input_ids, attention_mask, &HiddenRequest::layers([last]))?;
+        states.layers.remove(&last).ok_or_else(|| LmError::input("model", "a model without layers has no logits"))
+    }
+
+    /// Logits of final hidden states (as returned by [`HfCausalLm::final_hidden`]),
+    /// `[..., D]` -> `[..., V]`: the output projection and, for Gemma2, the final soft-cap.
+    /// At every position this equals the logits of [`CausalLm::forward`].
+    pub fn project_logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        let size = hidden.size();
+        if size.last() != Some(&(self.config.hidden_size as i64)) {
+            let msg = format!("expected shape [..., {}], got {size:?}", self.config.hidden_size);
+            return Err(LmError::input("hidden", msg));
+        }
+        if hidden.device() != self.options.device || hidden.kind() != self.options.dtype {
+            let msg = format!(
+                "on {:?} as {:?}, the model is on {:?} as {:?}",
+                hidden.device(),
+                hidden.kind(),
+                self.options.device,
+                self.options.dtype
+            );
+            return Err(LmError::input("hidden", msg));
+        }
+        Ok(self.output_projection(hidden))
+    }
+
+    /// `[..., D]` -> `[..., V]`, with the final soft-cap when the config has one.
+    fn output_projection(&self, normed: &Tensor) -> Tensor {
+        let out = normed.matmul(&self.lm_head.tr());
+        match self.config.final_logit_softcap {
+            Some(cap) => (out / cap).tanh() * cap,
+            None => out,
+        }
+    }
+
     /// The `config.json` the model was loaded from, as JSON (all keys kept).
     pub fn source_config(&self) -> &serde_json::Value {
         &self.source_config
@@ -356,11 +397,7 @@ impl HfCausalLm {
         if !logits {
             return (None, states);
         }
-        let mut out = normed.matmul(&self.lm_head.tr()); // [B, T, V]
-        if let Some(cap) = self.config.final_logit_softcap {
-            out = (out / cap).tanh() * cap;
-        }
-        (Some(out), states)
+        (Some(self.output_projection(&normed)), states) // [B, T, V]
     }
 
     /// The attention context of a full (uncached) pass. Positions count real tokens

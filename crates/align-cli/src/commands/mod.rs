@@ -1,0 +1,37 @@
+//! The verbs of `align`, one module each.
+//!
+//! To add a verb: write `src/commands/<verb>.rs` with a clap `Args` struct and a
+//! `pub fn run(args) -> anyhow::Result<()>`, then add one variant to [`Command`] and one arm
+//! to [`run`]. Verbs with sub-verbs (`eval reward-gap`, ...) use a nested `Subcommand` enum in
+//! their own module.
+
+pub mod convert;
+pub mod generate;
+
+use clap::{Parser, Subcommand};
+
+/// Multilingual safety alignment of language models over libtorch.
+#[derive(Debug, Parser)]
+#[command(name = "align", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The verb to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Convert a model file into a Hugging Face model folder.
+    Convert(convert::ConvertArgs),
+    /// Continue a prompt with a model folder and print the completion.
+    Generate(generate::GenerateArgs),
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Convert(args) => convert::run(args),
+        Command::Generate(args) => generate::run(args),
+    }
+}

@@ -1,0 +1,34 @@
+//! # align
+//!
+//! The `align` command line of polyalign. Each verb lives in its own module under
+//! `src/commands/`; this file only parses the arguments and reports errors.
+//!
+//! - `align convert --from gguf FILE.gguf --output DIR`: a llama.cpp GGUF file to a Hugging
+//!   Face folder ([`commands::convert`]).
+//! - `align generate --model DIR --prompt TEXT`: a completion from a model folder
+//!   ([`commands::generate`]).
+//!
+//! Errors are printed to stderr as `error: ...` followed by their chain of causes, and the
+//! process exits with status 1; usage errors (unknown flags, missing arguments) exit with
+//! status 2, as clap reports them. The user guide is `docs/cli.md`.
+
+mod commands;
+mod model_args;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = commands::Cli::parse();
+    match commands::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            for cause in error.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! Throughput of one training step (forward + backward of the mean next-token NLL over a
+//! batch) of a model folder on the CPU, and the rate of a square GEMM in the same process,
+//! so that the step can be compared with the FLOP floor `6 · params · tokens / GEMM rate`.
+//! Compared with PyTorch/transformers by `scripts/bench/train_step.sh`.
+//!
+//! ```text
+//! cargo run --release -p lm-backend --example train_step_bench -- MODEL_DIR \
+//!     [--dtype f32|bf16] [--batch 4] [--seq 128] [--steps 5] [--threads 2] \
+//!     [--loss full|selected] [--gemm 2048]
+//! ```
+//!
+//! `--loss full` computes logits at every position (`forward`), as `transformers` does with
+//! `labels`; `--loss selected` projects only the `T - 1` scored positions
+//! (`final_hidden` + `project_logits`) and uses `logsumexp - logit[target]`. Token ids are
+//! random (seed 0), every position is real. Prints one JSON object.
+
+use std::time::Instant;
+
+use lm_backend::{CausalLm, HfCausalLm, HiddenRequest, LoadOptions};
+use tch::{Device, Kind, Tensor};
+
+struct Options {
+    dir: String,
+    kind: Kind,
+    batch: i64,
+    seq: i64,
+    steps: usize,
+    threads: i32,
+    selected: bool,
+    gemm: i64,
+}
+
+fn parse() -> Result<Options, String> {
+    let mut args = std::env::args().skip(1);
+    let dir = args.next().ok_or("usage: train_step_bench MODEL_DIR [--dtype f32|bf16] ...")?;
+    let mut o =
+        Options { dir, kind: Kind::Float, batch: 4, seq: 128, steps: 5, threads: 2, selected: false, gemm: 2048 };
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or(format!("{flag} needs a value"))?;
+        let number = |v: &str| v.parse::<i64>().map_err(|e| format!("{flag} {v}: {e}"));
+        match flag.as_str() {
+            "--dtype" => o.kind = kind_of(&value)?,
+            "--batch" => o.batch = number(&value)?,
+            "--seq" => o.seq = number(&value)?,
+            "--steps" => o.steps = number(&value)? as usize,
+            "--threads" => o.threads = number(&value)? as i32,
+            "--gemm" => o.gemm = number(&value)?,
+            "--loss" => o.selected = value == "selected",
+            _ => return Err(format!("unknown flag {flag}")),
+        }
+    }
+    Ok(o)
+}
+
+fn kind_of(name: &str) -> Result<Kind, String> {
+    match name {
+        "f32" => Ok(Kind::Float),
+        "bf16" => Ok(Kind::BFloat16),
+        other => Err(format!("unknown dtype {other}")),
+    }
+}
+
+/// FLOP/s of `[n, n] x [n, n]` in `kind`: best of 3 timed products after one warm-up.
+fn gemm_rate(n: i64, kind: Kind) -> f64 {
+    let a = Tensor::randn([n, n], (kind, Device::Cpu));
+    let b = Tensor::randn([n, n], (kind, Device::Cpu));
+    let _ = a.matmul(&b);
+    let best = (0..3)
+        .map(|_| {
+            let start = Instant::now();
+            let _ = a.matmul(&b);
+            start.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min);
+    2.0 * (n as f64).powi(3) / best
+}
+
+/// Mean next-token NLL of `ids` `[B, T]` (positions `0..T-1` predict `1..T`), in f32.
+fn loss(model: &HfCausalLm, ids: &Tensor, mask: &Tensor, selected: bool) -> Tensor {
+    let t = ids.size()[1];
+    let targets = ids.narrow(1, 1, t - 1).reshape([-1, 1]); // [N, 1]
+    if selected {
+        let hidden = model.final_hidden(ids, mask).unwrap(); // [B, T, D]
+        let d = hidden.size()[2];
+        let scored = hidden.narrow(1, 0, t - 1).reshape([-1, d]); // [N, D]
+        let logits = model.project_logits(&scored).unwrap().to_kind(Kind::Float); // [N, V]
+        (logits.logsumexp([-1], false) - logits.gather(1, &targets, false).squeeze_dim(1)).mean(Kind::Float)
+    } else {
+        let logits = model.forward(ids, mask, &HiddenRequest::none()).unwrap().logits; // [B, T, V]
+        let v = logits.size()[2];
+        let logp = logits.narrow(1, 0, t - 1).reshape([-1, v]).log_softmax(-1, Kind::Float); // [N, V]
+        -logp.gather(1, &targets, false).mean(Kind::Float)
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let o = parse()?;
+    tch::set_num_threads(o.threads);
+    tch::manual_seed(0);
+    let model = HfCausalLm::load(&o.dir, LoadOptions::cpu_f32().with_dtype(o.kind))?;
+    model.set_trainable(true);
+    let params: i64 = model.parameters().values().map(|p| p.numel() as i64).sum();
+    let vocab = model.config().vocab_size as i64;
+    let ids = Tensor::randint(vocab, [o.batch, o.seq], (Kind::Int64, Device::Cpu));
+    let mask = ids.ones_like();
+    let mut times = vec![];
+    let mut last_loss = f64::NAN;
+    for step in 0..=o.steps {
+        for p in model.parameters().values() {
+            let mut g = p.grad();
+            if g.defined() {
+                let _ = g.zero_();
+            }
+        }
+        let start = Instant::now();
+        let l = loss(&model, &ids, &mask, o.selected);
+        l.backward();
+        let seconds = start.elapsed().as_secs_f64();
+        last_loss = l.double_value(&[]);
+        if step > 0 {
+            times.push(seconds); // step 0 is a warm-up
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let tokens = (o.batch * o.seq) as f64;
+    let rate = gemm_rate(o.gemm, o.kind);
+    let floor = 6.0 * params as f64 * tokens / rate;
+    let out = serde_json::json!({
+        "impl": if o.selected { "polyalign (selected positions)" } else { "polyalign" },
+        "dtype": if o.kind == Kind::Float { "f32" } else { "bf16" },
+        "batch": o.batch, "seq": o.seq, "threads": o.threads, "params": params,
+        "step_s_median": median, "step_s_all": times, "tokens_per_s": tokens / median,
+        "loss": last_loss, "gemm_n": o.gemm, "gemm_gflops": rate / 1e9,
+        "flop_floor_s": floor, "floor_fraction": floor / median,
+    });
+    println!("{out}");
+    Ok(())
+}
