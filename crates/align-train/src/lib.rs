@@ -35,6 +35,7 @@ pub mod config;
 pub mod data;
 pub mod encode;
 mod error;
+pub mod eval;
 pub mod metrics_log;
 pub mod order;
 pub mod schedule;
