@@ -10,6 +10,7 @@ use align_train::eval::{
 };
 use align_train::{encode_pair, Record, Text};
 use lm_backend::{CausalLm, ChatMessage, GenerationConfig, HfCausalLm, HiddenRequest, LoadOptions, Tokenizer};
+use proptest::prelude::*;
 use std::path::PathBuf;
 use tch::Tensor;
 
@@ -188,22 +189,105 @@ fn unit(v: &[f64], centre: Option<&[f64]>) -> Vec<f64> {
     x.iter().map(|a| a / n).collect()
 }
 
-/// `(s_1^2 / k, mean pairwise cosine)` of unit vectors `z`: `s_1^2` is the top eigenvalue of
-/// the Gram matrix (power iteration), whose trace is `k`.
+/// Eigenvalues of a small symmetric matrix by cyclic Jacobi rotations (Numerical Recipes
+/// §11.1), checked to have converged.
+fn symmetric_eigenvalues(mut a: Vec<Vec<f64>>) -> Vec<f64> {
+    let n = a.len();
+    for _ in 0..100 {
+        let off: f64 = (0..n)
+            .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
+            .map(|(i, j)| a[i][j].powi(2))
+            .sum();
+        if off < 1e-26 {
+            return (0..n).map(|i| a[i][i]).collect();
+        }
+        for p in 0..n {
+            for q in p + 1..n {
+                if a[p][q].abs() < 1e-300 {
+                    continue;
+                }
+                let theta = (a[q][q] - a[p][p]) / (2.0 * a[p][q]);
+                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
+                let (c, s) = (1.0 / (t * t + 1.0).sqrt(), t / (t * t + 1.0).sqrt());
+                for row in a.iter_mut() {
+                    let (kp, kq) = (row[p], row[q]);
+                    row[p] = c * kp - s * kq;
+                    row[q] = s * kp + c * kq;
+                }
+                let (rp, rq) = (a[p].clone(), a[q].clone());
+                a[p] = rp.iter().zip(&rq).map(|(x, y)| c * x - s * y).collect();
+                a[q] = rp.iter().zip(&rq).map(|(x, y)| s * x + c * y).collect();
+            }
+        }
+    }
+    panic!("Jacobi rotations did not converge");
+}
+
+/// `(s_1^2 / sum_i s_i^2, mean pairwise cosine)` of unit vectors `z`: the squared singular
+/// values of `Z` are the eigenvalues of the Gram matrix `Z Z^T`.
 fn reference_group(z: &[Vec<f64>]) -> (f64, f64) {
     let k = z.len();
     let gram: Vec<Vec<f64>> =
         z.iter().map(|a| z.iter().map(|b| a.iter().zip(b).map(|(x, y)| x * y).sum()).collect()).collect();
-    let mut v = vec![1.0; k];
-    let mut lambda = 0.0;
-    for _ in 0..500 {
-        let w: Vec<f64> = (0..k).map(|i| (0..k).map(|j| gram[i][j] * v[j]).sum()).collect();
-        let norm = w.iter().map(|a| a * a).sum::<f64>().sqrt();
-        lambda = norm / v.iter().map(|a| a * a).sum::<f64>().sqrt();
-        v = w.iter().map(|a| a / norm).collect();
-    }
+    let eig = symmetric_eigenvalues(gram.clone());
+    let top = eig.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
     let pairs: Vec<f64> = (0..k).flat_map(|i| (i + 1..k).map(move |j| (i, j))).map(|(i, j)| gram[i][j]).collect();
-    (lambda / k as f64, pairs.iter().sum::<f64>() / pairs.len() as f64)
+    (top / eig.iter().sum::<f64>(), pairs.iter().sum::<f64>() / pairs.len() as f64)
+}
+
+/// Reference means over groups of `reference_group`, optionally after centring on the mean row.
+fn reference_layer(states: &[Vec<f64>], groups: &[Vec<usize>], centred: bool) -> (f64, f64) {
+    let d = states[0].len();
+    let mean: Vec<f64> = (0..d).map(|j| states.iter().map(|s| s[j]).sum::<f64>() / states.len() as f64).collect();
+    let centre = centred.then_some(mean.as_slice());
+    let per: Vec<(f64, f64)> = groups
+        .iter()
+        .map(|g| reference_group(&g.iter().map(|&i| unit(&states[i], centre)).collect::<Vec<_>>()))
+        .collect();
+    let n = per.len() as f64;
+    (per.iter().map(|p| p.0).sum::<f64>() / n, per.iter().map(|p| p.1).sum::<f64>() / n)
+}
+
+fn tensor_f64(states: &[Vec<f64>]) -> Tensor {
+    let flat: Vec<f64> = states.iter().flatten().copied().collect();
+    Tensor::from_slice(&flat).view([states.len() as i64, states[0].len() as i64])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Random states in float64: the per-layer values equal the reference, the ratios lie in
+    /// [mean 1/k, 1], and adding one vector to every state leaves the centred values unchanged.
+    #[test]
+    fn layer_consistency_matches_the_reference_on_random_states(
+        sizes in proptest::collection::vec(2usize..5, 1..4),
+        d in 2usize..6,
+        seed in proptest::collection::vec(-3.0f64..3.0, 80),
+        shift in proptest::collection::vec(-5.0f64..5.0, 6),
+    ) {
+        let n: usize = sizes.iter().sum();
+        let states: Vec<Vec<f64>> = (0..n).map(|i| (0..d).map(|j| seed[(i * d + j) % seed.len()] + 0.1 * (i * d + j) as f64).collect()).collect();
+        let mut groups = vec![];
+        let mut next = 0;
+        for &k in &sizes {
+            groups.push((next..next + k).collect::<Vec<_>>());
+            next += k;
+        }
+        let got = layer_consistency(7, &tensor_f64(&states), &groups).unwrap();
+        prop_assert_eq!(got.layer, 7);
+        let (ratio, cosine) = reference_layer(&states, &groups, false);
+        let (c_ratio, c_cosine) = reference_layer(&states, &groups, true);
+        prop_assert!((got.collinearity_ratio - ratio).abs() < 1e-8, "{} vs {}", got.collinearity_ratio, ratio);
+        prop_assert!((got.mean_pairwise_cosine - cosine).abs() < 1e-8);
+        prop_assert!((got.centred_collinearity_ratio - c_ratio).abs() < 1e-8);
+        prop_assert!((got.centred_mean_pairwise_cosine - c_cosine).abs() < 1e-8);
+        let floor = sizes.iter().map(|&k| 1.0 / k as f64).sum::<f64>() / sizes.len() as f64;
+        prop_assert!(got.collinearity_ratio >= floor - 1e-9 && got.collinearity_ratio <= 1.0 + 1e-9);
+        let shifted: Vec<Vec<f64>> = states.iter().map(|s| s.iter().zip(&shift).map(|(a, b)| a + b).collect()).collect();
+        let moved = layer_consistency(7, &tensor_f64(&shifted), &groups).unwrap();
+        prop_assert!((moved.centred_collinearity_ratio - got.centred_collinearity_ratio).abs() < 1e-8);
+        prop_assert!((moved.centred_mean_pairwise_cosine - got.centred_mean_pairwise_cosine).abs() < 1e-8);
+    }
 }
 
 #[test]
@@ -247,27 +331,15 @@ fn consistency_matches_a_manual_computation_and_stays_in_range() {
         }
         groups.push(g);
     }
-    let d = states[0].len();
-    let mean: Vec<f64> = (0..d).map(|j| states.iter().map(|s| s[j]).sum::<f64>() / states.len() as f64).collect();
-    let mean_over_groups = |centre: Option<&[f64]>| {
-        let per: Vec<(f64, f64)> = groups
-            .iter()
-            .map(|g| reference_group(&g.iter().map(|&i| unit(&states[i], centre)).collect::<Vec<_>>()))
-            .collect();
-        let n = per.len() as f64;
-        (per.iter().map(|p| p.0).sum::<f64>() / n, per.iter().map(|p| p.1).sum::<f64>() / n)
-    };
-    let (ratio, cosine) = mean_over_groups(None);
-    let (c_ratio, c_cosine) = mean_over_groups(Some(&mean));
+    let (ratio, cosine) = reference_layer(&states, &groups, false);
+    let (c_ratio, c_cosine) = reference_layer(&states, &groups, true);
     let got = &report.layers[layer];
     assert!((got.collinearity_ratio - ratio).abs() < 1e-4, "{} vs {ratio}", got.collinearity_ratio);
     assert!((got.mean_pairwise_cosine - cosine).abs() < 1e-4, "{} vs {cosine}", got.mean_pairwise_cosine);
     assert!((got.centred_collinearity_ratio - c_ratio).abs() < 1e-4, "{} vs {c_ratio}", got.centred_collinearity_ratio);
     assert!((got.centred_mean_pairwise_cosine - c_cosine).abs() < 1e-4);
     // The same through the public per-layer function on the states computed here.
-    let flat: Vec<f32> = states.iter().flatten().map(|&x| x as f32).collect();
-    let t = Tensor::from_slice(&flat).view([states.len() as i64, d as i64]);
-    let direct = layer_consistency(layer, &t, &groups).unwrap();
+    let direct = layer_consistency(layer, &tensor_f64(&states), &groups).unwrap();
     assert!((direct.collinearity_ratio - ratio).abs() < 1e-4);
     assert_eq!(format_consistency_table(&report).lines().count(), 2 + report.layers.len());
 }

@@ -86,6 +86,12 @@ impl HttpJudge {
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(EvalError::input("judge URL", format!("`{base}` must start with http:// or https://")));
         }
+        if base.starts_with("https://") && !cfg!(feature = "https") {
+            return Err(EvalError::input(
+                "judge URL",
+                format!("`{base}` needs TLS: build align-train with its `https` feature, or use an http:// endpoint"),
+            ));
+        }
         let url = format!("{base}/v1/chat/completions");
         let agent = ureq::AgentBuilder::new().timeout(config.timeout).build();
         let mut cache = HashMap::new();

@@ -13,6 +13,23 @@
 //!   (any OpenAI-compatible chat endpoint) behind the [`Judge`] trait.
 //! - [`TokenizerEncoder`]: the [`TextEncoder`](crate::TextEncoder) of an
 //!   [`lm_backend::Tokenizer`].
+//!
+//! ```
+//! use align_train::data::{parse_record, Origin};
+//! use align_train::eval::{evaluate_reward_gap, RewardGapOptions, TokenizerEncoder};
+//! use lm_backend::{HfCausalLm, LoadOptions, Tokenizer};
+//!
+//! let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../lm-backend/tests/fixtures");
+//! let model = HfCausalLm::load(format!("{fixtures}/llama"), LoadOptions::cpu_f32())?;
+//! let encoder = TokenizerEncoder::new(Tokenizer::from_dir(format!("{fixtures}/tokenizer"))?)?;
+//! let line = r#"{"id": "r1", "prompt": "Hi", "chosen": "Hello!", "rejected": "Go away."}"#;
+//! let record = parse_record(line, &Origin { path: "pairs.jsonl".into(), line: 1 }, &["en".to_string()])?;
+//! let report = evaluate_reward_gap(&model, &encoder, &[record], &RewardGapOptions::default())?;
+//! assert_eq!(report.per_language["en"].n, 1);
+//! let gap = &report.records[0];
+//! assert!((gap.reward_gap - (gap.chosen_avg_logp - gap.rejected_avg_logp)).abs() < 1e-5);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod consistency;
 mod error;
