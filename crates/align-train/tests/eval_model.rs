@@ -4,9 +4,9 @@
 
 use align_train::data::{parse_record, Origin};
 use align_train::eval::{
-    evaluate_consistency, evaluate_reward_gap, format_consistency_table, format_reward_gap_table, generate_responses,
-    layer_consistency, plot_consistency, ConsistencyOptions, GenerationOptions, LayerSelection, RewardGapOptions,
-    SafetyPrompt, TokenizerEncoder,
+    evaluate_consistency, evaluate_reward_gap, evaluate_reward_gap_with_progress, format_consistency_table,
+    format_reward_gap_table, generate_responses, layer_consistency, plot_consistency, ConsistencyOptions,
+    GenerationOptions, LayerSelection, RewardGapOptions, SafetyPrompt, TokenizerEncoder,
 };
 use align_train::{encode_pair, Record, Text};
 use lm_backend::{CausalLm, ChatMessage, GenerationConfig, HfCausalLm, HiddenRequest, LoadOptions, Tokenizer};
@@ -84,7 +84,10 @@ fn reward_gap_matches_an_unbatched_forward_with_manual_log_softmax() {
     let encoder = TokenizerEncoder::new(tok.clone()).unwrap();
     let recs = preference_records();
     let options = RewardGapOptions { languages: languages(), batch_size: 2 };
-    let report = evaluate_reward_gap(&model, &encoder, &recs, &options).unwrap();
+    let mut calls = vec![];
+    let report =
+        evaluate_reward_gap_with_progress(&model, &encoder, &recs, &options, &mut |d, t| calls.push((d, t))).unwrap();
+    assert_eq!(calls, [(2, 6), (4, 6), (6, 6)], "one progress call per batch of 2 pairs");
     let got: Vec<(&str, &str)> = report.records.iter().map(|r| (r.id.as_str(), r.lang.as_str())).collect();
     assert_eq!(got, [("a", "en"), ("a", "zh"), ("b", "en"), ("c", "en"), ("c", "sw"), ("d", "en")]);
     let plain = |id: &str, lang: &str| -> Option<(String, String, String)> {

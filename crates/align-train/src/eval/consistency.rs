@@ -17,7 +17,7 @@
 //! layer `i`, `L` the last layer's output after the final norm.
 
 use super::padded::{pad_id, RightPadded};
-use super::{EvalError, EvalResult};
+use super::{EvalError, EvalResult, Progress};
 use crate::data::Record;
 use crate::encode::{encode_prompt, TextEncoder};
 use lm_backend::{CausalLm, HiddenRequest};
@@ -129,6 +129,18 @@ pub fn evaluate_consistency<M: CausalLm + ?Sized>(
     records: &[Record],
     options: &ConsistencyOptions,
 ) -> EvalResult<ConsistencyReport> {
+    evaluate_consistency_with_progress(model, encoder, records, options, &mut |_, _| {})
+}
+
+/// [`evaluate_consistency`], calling `progress(prompts done, prompts in total)` after each
+/// prompt-only pass.
+pub fn evaluate_consistency_with_progress<M: CausalLm + ?Sized>(
+    model: &M,
+    encoder: &dyn TextEncoder,
+    records: &[Record],
+    options: &ConsistencyOptions,
+    progress: &mut Progress<'_>,
+) -> EvalResult<ConsistencyReport> {
     if options.batch_size == 0 {
         return Err(EvalError::input("batch_size", "must be at least 1"));
     }
@@ -151,7 +163,7 @@ pub fn evaluate_consistency<M: CausalLm + ?Sized>(
     if groups.is_empty() {
         return Err(EvalError::input("records", "no record has its prompt in two or more languages"));
     }
-    let states = last_prompt_token_states(model, &prompts, &layers, options.batch_size)?;
+    let states = last_prompt_token_states(model, &prompts, &layers, options.batch_size, progress)?;
     let per_layer = layers
         .iter()
         .zip(&states)
@@ -168,10 +180,12 @@ fn last_prompt_token_states<M: CausalLm + ?Sized>(
     prompts: &[Vec<i64>],
     layers: &[usize],
     batch_size: usize,
+    progress: &mut Progress<'_>,
 ) -> EvalResult<Vec<Tensor>> {
     let device = model.device();
     let request = HiddenRequest::layers(layers.iter().copied());
     let mut per_layer: Vec<Vec<Tensor>> = layers.iter().map(|_| vec![]).collect();
+    let mut done = 0;
     for chunk in prompts.chunks(batch_size) {
         let rows: Vec<&[i64]> = chunk.iter().map(Vec::as_slice).collect();
         let batch = RightPadded::new(&rows, pad_id(model.config()), device);
@@ -186,6 +200,8 @@ fn last_prompt_token_states<M: CausalLm + ?Sized>(
             let index = last.view([-1, 1, 1]).expand([chunk.len() as i64, 1, d], false); // [B, 1, D]
             slot.push(h.f_gather(1, &index, false)?.squeeze_dim(1).to_kind(Kind::Float).to_device(Device::Cpu));
         }
+        done += chunk.len();
+        progress(done, prompts.len());
     }
     per_layer.into_iter().map(|parts| Ok(Tensor::f_cat(&parts, 0)?)).collect()
 }

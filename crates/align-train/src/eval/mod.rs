@@ -43,17 +43,25 @@ pub mod safety;
 pub mod tokenizer_encoder;
 
 pub use consistency::{
-    evaluate_consistency, format_consistency_table, layer_consistency, plot_consistency, ConsistencyOptions,
-    ConsistencyReport, LayerConsistency, LayerSelection,
+    evaluate_consistency, evaluate_consistency_with_progress, format_consistency_table, layer_consistency,
+    plot_consistency, ConsistencyOptions, ConsistencyReport, LayerConsistency, LayerSelection,
 };
 pub use error::{EvalError, EvalResult};
 pub use http_judge::{HttpJudge, HttpJudgeConfig};
 pub use judge::{Judge, Verdict};
 pub use prompts::{load_safety_prompts, parse_csv_prompts, SafetyPrompt, CSV_METADATA_COLUMNS};
 pub use refusal_phrases::RefusalPhraseJudge;
-pub use reward_gap::{evaluate_reward_gap, format_reward_gap_table, RecordGap, RewardGapOptions, RewardGapReport};
+pub use reward_gap::{
+    evaluate_reward_gap, evaluate_reward_gap_with_progress, format_reward_gap_table, RecordGap, RewardGapOptions,
+    RewardGapReport,
+};
 pub use safety::{
-    format_safety_table, generate_responses, judge_generations, write_safety_outputs, Generation, GenerationOptions,
-    JudgedGeneration, LanguageSafety, SafetyReport,
+    format_safety_table, generate_responses, generate_responses_with_progress, judge_generations,
+    judge_generations_with_progress, write_safety_outputs, Generation, GenerationOptions, JudgedGeneration,
+    LanguageSafety, SafetyReport,
 };
 pub use tokenizer_encoder::TokenizerEncoder;
+
+/// A progress callback of the long-running evals: called after each batch with
+/// `(items done, items in total)`, so a caller can draw a progress bar or log lines.
+pub type Progress<'a> = dyn FnMut(usize, usize) + 'a;

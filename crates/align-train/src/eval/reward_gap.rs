@@ -8,7 +8,7 @@
 //! log-softmax runs in float32 whatever the model's dtype ([`sequence_logps`]).
 
 use super::padded::{pad_id, RightPadded};
-use super::{EvalError, EvalResult};
+use super::{EvalError, EvalResult, Progress};
 use crate::data::Record;
 use crate::encode::{encode_pair, Encoded, TextEncoder};
 use align_losses::{sequence_logps, PairLogps};
@@ -85,15 +85,35 @@ pub fn evaluate_reward_gap<M: CausalLm + ?Sized>(
     records: &[Record],
     options: &RewardGapOptions,
 ) -> EvalResult<RewardGapReport> {
+    evaluate_reward_gap_with_progress(model, encoder, records, options, &mut |_, _| {})
+}
+
+/// [`evaluate_reward_gap`], calling `progress(pairs done, pairs in total)` after each batch.
+/// Pairs are batched by length (less padding); the report keeps record order.
+pub fn evaluate_reward_gap_with_progress<M: CausalLm + ?Sized>(
+    model: &M,
+    encoder: &dyn TextEncoder,
+    records: &[Record],
+    options: &RewardGapOptions,
+    progress: &mut Progress<'_>,
+) -> EvalResult<RewardGapReport> {
     if options.batch_size == 0 {
         return Err(EvalError::input("batch_size", "must be at least 1"));
     }
     let items = encode_items(encoder, records, &options.languages)?;
-    let mut out = Vec::with_capacity(items.len());
-    for chunk in items.chunks(options.batch_size) {
-        out.extend(score_chunk(model, chunk)?);
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by_key(|&i| items[i].chosen.len().max(items[i].rejected.len()));
+    let mut scored: Vec<Option<RecordGap>> = vec![None; items.len()];
+    let mut done = 0;
+    for chunk in order.chunks(options.batch_size) {
+        let batch: Vec<&PairItem> = chunk.iter().map(|&i| &items[i]).collect();
+        for (&i, gap) in chunk.iter().zip(score_chunk(model, &batch)?) {
+            scored[i] = Some(gap);
+        }
+        done += chunk.len();
+        progress(done, items.len());
     }
-    Ok(summarise(out))
+    Ok(summarise(scored.into_iter().flatten().collect()))
 }
 
 /// The pairs to score: per record, each listed language with chosen and rejected text.
@@ -143,7 +163,7 @@ fn dominant_prompt<'a>(record: &'a Record, languages: &[String]) -> Option<&'a c
 
 /// The scores of the pairs of `chunk`, from one right-padded forward pass over
 /// `2 * chunk.len()` rows (chosen rows first, then rejected).
-fn score_chunk<M: CausalLm + ?Sized>(model: &M, chunk: &[PairItem]) -> EvalResult<Vec<RecordGap>> {
+fn score_chunk<M: CausalLm + ?Sized>(model: &M, chunk: &[&PairItem]) -> EvalResult<Vec<RecordGap>> {
     let sequences: Vec<&Encoded> = chunk.iter().map(|p| &p.chosen).chain(chunk.iter().map(|p| &p.rejected)).collect();
     let ids: Vec<Vec<i64>> = sequences.iter().map(|e| e.ids()).collect();
     let rows: Vec<&[i64]> = ids.iter().map(Vec::as_slice).collect();

@@ -9,7 +9,7 @@
 
 use super::judge::{Judge, Verdict};
 use super::prompts::SafetyPrompt;
-use super::{EvalError, EvalResult};
+use super::{EvalError, EvalResult, Progress};
 use crate::data::Text;
 use lm_backend::{ChatMessage, GenerationConfig, HfCausalLm, Tokenizer};
 use serde::{Deserialize, Serialize};
@@ -116,6 +116,17 @@ pub fn generate_responses(
     prompts: &[SafetyPrompt],
     options: &GenerationOptions,
 ) -> EvalResult<Vec<Generation>> {
+    generate_responses_with_progress(model, tokenizer, prompts, options, &mut |_, _| {})
+}
+
+/// [`generate_responses`], calling `progress(prompts done, prompts in total)` after each batch.
+pub fn generate_responses_with_progress(
+    model: &HfCausalLm,
+    tokenizer: &Tokenizer,
+    prompts: &[SafetyPrompt],
+    options: &GenerationOptions,
+    progress: &mut Progress<'_>,
+) -> EvalResult<Vec<Generation>> {
     if options.batch_size == 0 {
         return Err(EvalError::input("batch_size", "must be at least 1"));
     }
@@ -130,6 +141,7 @@ pub fn generate_responses(
     let mut order: Vec<usize> = (0..prompts.len()).collect();
     order.sort_by_key(|&i| ids[i].len());
     let mut responses = vec![String::new(); prompts.len()];
+    let mut done = 0;
     for chunk in order.chunks(options.batch_size) {
         let batch: Vec<Vec<i64>> = chunk.iter().map(|&i| ids[i].clone()).collect();
         let outputs = model.generate(&batch, &config)?;
@@ -137,6 +149,8 @@ pub fn generate_responses(
             let out: Vec<u32> = out.into_iter().filter_map(|t| u32::try_from(t).ok()).collect();
             responses[i] = tokenizer.decode(&out, true)?.trim().to_string();
         }
+        done += chunk.len();
+        progress(done, prompts.len());
     }
     Ok(prompts
         .iter()
@@ -150,13 +164,21 @@ pub fn judge_generations(
     generations: &[Generation],
     judge: &dyn Judge,
 ) -> EvalResult<(SafetyReport, Vec<JudgedGeneration>)> {
-    let judged = generations
-        .iter()
-        .map(|g| {
-            let verdict = judge.judge(&g.prompt, &g.response, &g.lang)?;
-            Ok(JudgedGeneration { generation: g.clone(), verdict })
-        })
-        .collect::<EvalResult<Vec<_>>>()?;
+    judge_generations_with_progress(generations, judge, &mut |_, _| {})
+}
+
+/// [`judge_generations`], calling `progress(judged, in total)` after each verdict.
+pub fn judge_generations_with_progress(
+    generations: &[Generation],
+    judge: &dyn Judge,
+    progress: &mut Progress<'_>,
+) -> EvalResult<(SafetyReport, Vec<JudgedGeneration>)> {
+    let mut judged = Vec::with_capacity(generations.len());
+    for g in generations {
+        let verdict = judge.judge(&g.prompt, &g.response, &g.lang)?;
+        judged.push(JudgedGeneration { generation: g.clone(), verdict });
+        progress(judged.len(), generations.len());
+    }
     Ok((summarise(&judged, judge.name()), judged))
 }
 
