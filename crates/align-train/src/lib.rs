@@ -36,6 +36,7 @@ pub mod config;
 pub mod data;
 pub mod encode;
 mod error;
+pub mod eval;
 pub mod metrics_log;
 pub mod optim;
 pub mod order;

@@ -1,0 +1,336 @@
+//! The consistency eval: how collinear the language variants of each prompt are, layer by
+//! layer (methods.md §1 "Diagnostics", §4 "Representation views").
+//!
+//! Every record whose prompt has two or more language variants is a group. Each variant is
+//! encoded like MLC reads it ([`encode_prompt`]: chat template for conversational records),
+//! run through a prompt-only pass ([`CausalLm::hidden_states`], which stops at the deepest
+//! layer asked for), and its state at the **last prompt token** is taken at every requested
+//! layer. Per layer the report gives the mean over groups of
+//! - the collinearity ratio `s_1^2 / sum_i s_i^2` of the group's unit-normalised states
+//!   ([`mlc_loss::collinearity_ratio`]; `1/k` for orthogonal variants, 1 for parallel ones),
+//! - the mean pairwise cosine ([`mlc_loss::mean_pairwise_cosine`]),
+//! - and both again after **mean-centring**: the mean state over all prompts of the eval at
+//!   that layer is subtracted first, so a direction every prompt shares (e.g. the embedding
+//!   of a common final token) does not make every layer look aligned.
+//!
+//! Hidden-state indices follow [`HiddenRequest`]: 0 the embeddings, `i` the output of decoder
+//! layer `i`, `L` the last layer's output after the final norm.
+
+use super::padded::{pad_id, RightPadded};
+use super::{EvalError, EvalResult, Progress};
+use crate::data::Record;
+use crate::encode::{encode_prompt, TextEncoder};
+use lm_backend::{CausalLm, HiddenRequest};
+use plotters::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::fmt::Write;
+use std::path::Path;
+use std::str::FromStr;
+use tch::{Device, Kind, Tensor};
+
+/// Which hidden-state indices to evaluate.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum LayerSelection {
+    /// Every index `0..=L`.
+    #[default]
+    All,
+    /// These indices (each `<= L`).
+    List(Vec<usize>),
+}
+
+impl LayerSelection {
+    /// The sorted, deduplicated indices for a model of `num_layers` decoder layers.
+    pub fn resolve(&self, num_layers: usize) -> EvalResult<Vec<usize>> {
+        let mut layers = match self {
+            LayerSelection::All => (0..=num_layers).collect(),
+            LayerSelection::List(list) => list.clone(),
+        };
+        layers.sort_unstable();
+        layers.dedup();
+        if layers.is_empty() {
+            return Err(EvalError::input("layers", "no layer selected"));
+        }
+        if let Some(bad) = layers.iter().find(|&&l| l > num_layers) {
+            return Err(EvalError::input(
+                "layers",
+                format!("layer {bad} does not exist: the model has hidden-state indices 0..={num_layers}"),
+            ));
+        }
+        Ok(layers)
+    }
+}
+
+impl FromStr for LayerSelection {
+    type Err = EvalError;
+
+    /// `all`, or a comma-separated list of indices such as `4,8,12`.
+    fn from_str(s: &str) -> EvalResult<Self> {
+        if s.trim().eq_ignore_ascii_case("all") {
+            return Ok(LayerSelection::All);
+        }
+        s.split(',')
+            .map(|part| {
+                part.trim().parse::<usize>().map_err(|_| {
+                    EvalError::input("layers", format!("`{part}` is not a layer index; use `all` or e.g. `4,8,12`"))
+                })
+            })
+            .collect::<EvalResult<Vec<_>>>()
+            .map(LayerSelection::List)
+    }
+}
+
+/// Options of [`evaluate_consistency`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsistencyOptions {
+    /// The hidden-state indices to evaluate.
+    pub layers: LayerSelection,
+    /// Prompts per prompt-only forward pass, at least 1.
+    pub batch_size: usize,
+}
+
+impl Default for ConsistencyOptions {
+    fn default() -> Self {
+        ConsistencyOptions { layers: LayerSelection::All, batch_size: 8 }
+    }
+}
+
+/// The consistency of one layer: means over groups.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerConsistency {
+    /// Hidden-state index.
+    pub layer: usize,
+    /// Mean collinearity ratio `s_1^2 / sum_i s_i^2`.
+    pub collinearity_ratio: f64,
+    /// Mean pairwise cosine of the variants.
+    pub mean_pairwise_cosine: f64,
+    /// Mean collinearity ratio after subtracting the mean state of all prompts.
+    pub centred_collinearity_ratio: f64,
+    /// Mean pairwise cosine after subtracting the mean state of all prompts.
+    pub centred_mean_pairwise_cosine: f64,
+}
+
+/// The output of `align eval consistency`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsistencyReport {
+    /// Groups (records with two or more prompt variants).
+    pub n_groups: usize,
+    /// Prompts encoded (all variants of all groups).
+    pub n_prompts: usize,
+    /// The ratio of mutually orthogonal variants, `mean_g 1/k_g`: the floor of the ratio.
+    pub orthogonal_ratio: f64,
+    /// One entry per evaluated layer, by increasing index.
+    pub layers: Vec<LayerConsistency>,
+}
+
+/// Evaluates the consistency of the prompt variants of `records`; see the module docs.
+pub fn evaluate_consistency<M: CausalLm + ?Sized>(
+    model: &M,
+    encoder: &dyn TextEncoder,
+    records: &[Record],
+    options: &ConsistencyOptions,
+) -> EvalResult<ConsistencyReport> {
+    evaluate_consistency_with_progress(model, encoder, records, options, &mut |_, _| {})
+}
+
+/// [`evaluate_consistency`], calling `progress(prompts done, prompts in total)` after each
+/// prompt-only pass.
+pub fn evaluate_consistency_with_progress<M: CausalLm + ?Sized>(
+    model: &M,
+    encoder: &dyn TextEncoder,
+    records: &[Record],
+    options: &ConsistencyOptions,
+    progress: &mut Progress<'_>,
+) -> EvalResult<ConsistencyReport> {
+    if options.batch_size == 0 {
+        return Err(EvalError::input("batch_size", "must be at least 1"));
+    }
+    let layers = options.layers.resolve(model.config().num_layers)?;
+    let mut prompts: Vec<Vec<i64>> = vec![];
+    let mut groups: Vec<Vec<usize>> = vec![];
+    for record in records.iter().filter(|r| r.prompt.len() >= 2) {
+        let mut group = vec![];
+        for (lang, text) in &record.prompt {
+            let ids = encode_prompt(encoder, text).map_err(|why| EvalError::Encode {
+                id: record.id.clone(),
+                lang: lang.clone(),
+                why,
+            })?;
+            group.push(prompts.len());
+            prompts.push(ids);
+        }
+        groups.push(group);
+    }
+    if groups.is_empty() {
+        return Err(EvalError::input("records", "no record has its prompt in two or more languages"));
+    }
+    let states = last_prompt_token_states(model, &prompts, &layers, options.batch_size, progress)?;
+    let per_layer = layers
+        .iter()
+        .zip(&states)
+        .map(|(&layer, states)| layer_consistency(layer, states, &groups))
+        .collect::<EvalResult<Vec<_>>>()?;
+    let orthogonal_ratio = groups.iter().map(|g| 1.0 / g.len() as f64).sum::<f64>() / groups.len() as f64;
+    Ok(ConsistencyReport { n_groups: groups.len(), n_prompts: prompts.len(), orthogonal_ratio, layers: per_layer })
+}
+
+/// The state at the last token of each prompt, per requested layer: one `[N, D]` float32 CPU
+/// tensor per entry of `layers`, rows in prompt order.
+fn last_prompt_token_states<M: CausalLm + ?Sized>(
+    model: &M,
+    prompts: &[Vec<i64>],
+    layers: &[usize],
+    batch_size: usize,
+    progress: &mut Progress<'_>,
+) -> EvalResult<Vec<Tensor>> {
+    let device = model.device();
+    let request = HiddenRequest::layers(layers.iter().copied());
+    let mut per_layer: Vec<Vec<Tensor>> = layers.iter().map(|_| vec![]).collect();
+    let mut done = 0;
+    for chunk in prompts.chunks(batch_size) {
+        let rows: Vec<&[i64]> = chunk.iter().map(Vec::as_slice).collect();
+        let batch = RightPadded::new(&rows, pad_id(model.config()), device);
+        let last: Vec<i64> = chunk.iter().map(|p| p.len() as i64 - 1).collect();
+        let last = Tensor::from_slice(&last).to_device(device); // [B]
+        let hidden = tch::no_grad(|| model.hidden_states(&batch.input_ids, &batch.attention_mask, &request))?;
+        for (slot, layer) in per_layer.iter_mut().zip(layers) {
+            let h = hidden.layers.get(layer).ok_or_else(|| {
+                EvalError::input("layers", format!("the model returned no hidden state at index {layer}"))
+            })?; // [B, T, D]
+            let d = h.size()[2];
+            let index = last.view([-1, 1, 1]).expand([chunk.len() as i64, 1, d], false); // [B, 1, D]
+            slot.push(h.f_gather(1, &index, false)?.squeeze_dim(1).to_kind(Kind::Float).to_device(Device::Cpu));
+        }
+        done += chunk.len();
+        progress(done, prompts.len());
+    }
+    per_layer.into_iter().map(|parts| Ok(Tensor::f_cat(&parts, 0)?)).collect()
+}
+
+/// The consistency of one layer from its prompt states `states` (`[N, D]`, float) and the
+/// groups (each a list of >= 2 row indices into `states`).
+///
+/// The ratio and cosine are those of [`mlc_loss::collinearity_ratio`] and
+/// [`mlc_loss::mean_pairwise_cosine`] (methods.md §1), averaged over the groups; the centred
+/// values use `states - mean_n states[n]` instead.
+pub fn layer_consistency(layer: usize, states: &Tensor, groups: &[Vec<usize>]) -> EvalResult<LayerConsistency> {
+    let size = states.size();
+    if size.len() != 2 || size[0] == 0 {
+        return Err(EvalError::input("states", format!("expected [N, D] with N >= 1, got {size:?}")));
+    }
+    let n = size[0] as usize;
+    if groups.is_empty() || groups.iter().any(|g| g.len() < 2 || g.iter().any(|&i| i >= n)) {
+        return Err(EvalError::input("groups", format!("need groups of >= 2 row indices below {n}")));
+    }
+    let k = groups.iter().map(Vec::len).max().unwrap_or(0);
+    let mut index = vec![0i64; groups.len() * k];
+    let mut present = vec![false; groups.len() * k];
+    for (g, group) in groups.iter().enumerate() {
+        for (j, &row) in group.iter().enumerate() {
+            index[g * k + j] = row as i64;
+            present[g * k + j] = true;
+        }
+    }
+    let shape = [groups.len() as i64, k as i64];
+    let index = Tensor::from_slice(&index).to_device(states.device());
+    let mask = Tensor::from_slice(&present).view(shape).to_device(states.device()); // [G, K]
+    let grouped =
+        |x: &Tensor| -> EvalResult<Tensor> { Ok(x.f_index_select(0, &index)?.view([shape[0], shape[1], -1])) }; // [G, K, D]
+    let raw = grouped(states)?;
+    let centred = grouped(&(states - states.f_mean_dim(&[0i64][..], true, states.kind())?))?;
+    Ok(LayerConsistency {
+        layer,
+        collinearity_ratio: finite_mean(&mlc_loss::collinearity_ratio(&raw, Some(&mask))?)?,
+        mean_pairwise_cosine: finite_mean(&mlc_loss::mean_pairwise_cosine(&raw, Some(&mask))?)?,
+        centred_collinearity_ratio: finite_mean(&mlc_loss::collinearity_ratio(&centred, Some(&mask))?)?,
+        centred_mean_pairwise_cosine: finite_mean(&mlc_loss::mean_pairwise_cosine(&centred, Some(&mask))?)?,
+    })
+}
+
+/// Mean of the finite entries of a `[G]` tensor (NaN marks groups that cannot be measured,
+/// e.g. all-zero states); NaN when none is finite.
+fn finite_mean(values: &Tensor) -> EvalResult<f64> {
+    let values = Vec::<f64>::try_from(values.to_kind(Kind::Double).to_device(Device::Cpu))?;
+    let finite: Vec<f64> = values.into_iter().filter(|v| v.is_finite()).collect();
+    Ok(if finite.is_empty() { f64::NAN } else { finite.iter().sum::<f64>() / finite.len() as f64 })
+}
+
+/// The per-layer table (for stdout): one row per layer.
+pub fn format_consistency_table(report: &ConsistencyReport) -> String {
+    let mut s = format!(
+        "{} groups, {} prompts; orthogonal variants give ratio {:.3}\n{:>5} {:>8} {:>8} {:>14} {:>14}\n",
+        report.n_groups,
+        report.n_prompts,
+        report.orthogonal_ratio,
+        "layer",
+        "ratio",
+        "cosine",
+        "centred_ratio",
+        "centred_cosine"
+    );
+    for l in &report.layers {
+        let _ = writeln!(
+            s,
+            "{:>5} {:>8.4} {:>8.4} {:>14.4} {:>14.4}",
+            l.layer,
+            l.collinearity_ratio,
+            l.mean_pairwise_cosine,
+            l.centred_collinearity_ratio,
+            l.centred_mean_pairwise_cosine
+        );
+    }
+    s
+}
+
+/// Colour of the collinearity ratio line in [`plot_consistency`].
+pub const RATIO_COLOUR: RGBColor = RGBColor(31, 119, 180);
+/// Colour of the centred collinearity ratio line in [`plot_consistency`].
+pub const CENTRED_RATIO_COLOUR: RGBColor = RGBColor(214, 39, 40);
+/// Colour of the orthogonal-variants floor in [`plot_consistency`].
+pub const FLOOR_COLOUR: RGBColor = RGBColor(150, 150, 150);
+
+/// Writes a PNG of `width` x `height` pixels plotting the collinearity ratio (blue,
+/// [`RATIO_COLOUR`]) and the centred ratio (red, [`CENTRED_RATIO_COLOUR`]) against the layer
+/// index, with the orthogonal floor `mean 1/k` (grey dashes, [`FLOOR_COLOUR`]).
+///
+/// The plot has no text, so it needs no system fonts: the x axis spans the evaluated layers
+/// from the first to the last (one light tick line per layer), the y axis spans 0 to 1 with
+/// light lines at 0.25, 0.5 and 0.75. The numbers are in the table and the JSON.
+pub fn plot_consistency(report: &ConsistencyReport, path: &Path, width: u32, height: u32) -> EvalResult<()> {
+    let plot_error = |e: &dyn std::fmt::Display| EvalError::Plot { path: path.to_path_buf(), why: e.to_string() };
+    if report.layers.is_empty() || width < 64 || height < 64 {
+        return Err(plot_error(&"need at least one layer and an image of at least 64 x 64 pixels"));
+    }
+    let first = report.layers[0].layer as f64;
+    let last = (report.layers[report.layers.len() - 1].layer as f64).max(first + 1.0);
+    let root = BitMapBackend::new(path, (width, height)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| plot_error(&e))?;
+    let mut chart =
+        ChartBuilder::on(&root).margin(16).build_cartesian_2d(first..last, 0f64..1f64).map_err(|e| plot_error(&e))?;
+    let grid = RGBColor(225, 225, 225);
+    let mut lines: Vec<Vec<(f64, f64)>> =
+        report.layers.iter().map(|l| vec![(l.layer as f64, 0.0), (l.layer as f64, 1.0)]).collect();
+    lines.extend([0.25, 0.5, 0.75].iter().map(|&y| vec![(first, y), (last, y)]));
+    for line in lines {
+        chart.draw_series(LineSeries::new(line, grid.stroke_width(1))).map_err(|e| plot_error(&e))?;
+    }
+    let frame = vec![(first, 0.0), (last, 0.0), (last, 1.0), (first, 1.0), (first, 0.0)];
+    chart.draw_series(LineSeries::new(frame, BLACK.stroke_width(1))).map_err(|e| plot_error(&e))?;
+    let floor = report.orthogonal_ratio;
+    let steps = 40;
+    let dashes = (0..steps).step_by(2).map(|i| {
+        let x = |j: usize| first + (last - first) * j as f64 / steps as f64;
+        PathElement::new(vec![(x(i), floor), (x(i + 1), floor)], FLOOR_COLOUR.stroke_width(2))
+    });
+    chart.draw_series(dashes).map_err(|e| plot_error(&e))?;
+    for (colour, centred) in [(RATIO_COLOUR, false), (CENTRED_RATIO_COLOUR, true)] {
+        let value = |l: &LayerConsistency| if centred { l.centred_collinearity_ratio } else { l.collinearity_ratio };
+        let points: Vec<(f64, f64)> =
+            report.layers.iter().map(|l| (l.layer as f64, value(l))).filter(|p| p.1.is_finite()).collect();
+        chart.draw_series(LineSeries::new(points.clone(), colour.stroke_width(3))).map_err(|e| plot_error(&e))?;
+        chart
+            .draw_series(points.into_iter().map(|p| Circle::new(p, 4, colour.filled())))
+            .map_err(|e| plot_error(&e))?;
+    }
+    root.present().map_err(|e| plot_error(&e))?;
+    Ok(())
+}

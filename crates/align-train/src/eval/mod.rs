@@ -1,0 +1,66 @@
+//! Evaluation of a model on the three views both papers report (methods.md §4): the reward
+//! gap per language, the consistency of language variants per layer, and the attack success
+//! rate per language. Library functions only: the `align eval` commands call them and print
+//! what they return. The user guide is `docs/evaluation.md`.
+//!
+//! - [`reward_gap`](mod@reward_gap): [`evaluate_reward_gap`] → [`RewardGapReport`] (the
+//!   JSON of architecture.md, `eval reward-gap`).
+//! - [`consistency`]: [`evaluate_consistency`] → [`ConsistencyReport`], with
+//!   [`format_consistency_table`] and [`plot_consistency`] (PNG).
+//! - [`safety`]: [`load_safety_prompts`] (JSONL or MultiJail-style CSV),
+//!   [`generate_responses`], [`judge_generations`], [`SafetyReport`]; the judges
+//!   [`RefusalPhraseJudge`] (offline phrase lists, [`refusal_phrases`]) and [`HttpJudge`]
+//!   (any OpenAI-compatible chat endpoint) behind the [`Judge`] trait.
+//!
+//! Text reaches the model through a [`TextEncoder`](crate::TextEncoder); an
+//! [`lm_backend::Tokenizer`] is one (with its chat template).
+//!
+//! ```
+//! use align_train::data::{parse_record, Origin};
+//! use align_train::eval::{evaluate_reward_gap, RewardGapOptions};
+//! use lm_backend::{HfCausalLm, LoadOptions, Tokenizer};
+//!
+//! let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../lm-backend/tests/fixtures");
+//! let model = HfCausalLm::load(format!("{fixtures}/llama"), LoadOptions::cpu_f32())?;
+//! let encoder = Tokenizer::from_dir(format!("{fixtures}/tokenizer"))?;
+//! let line = r#"{"id": "r1", "prompt": "Hi", "chosen": "Hello!", "rejected": "Go away."}"#;
+//! let record = parse_record(line, &Origin { path: "pairs.jsonl".into(), line: 1 }, &["en".to_string()])?;
+//! let report = evaluate_reward_gap(&model, &encoder, &[record], &RewardGapOptions::default())?;
+//! assert_eq!(report.per_language["en"].n, 1);
+//! let gap = &report.records[0];
+//! assert!((gap.reward_gap - (gap.chosen_avg_logp - gap.rejected_avg_logp)).abs() < 1e-5);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod consistency;
+mod error;
+pub mod http_judge;
+pub mod judge;
+mod padded;
+pub mod prompts;
+pub mod refusal_phrases;
+pub mod reward_gap;
+pub mod safety;
+
+pub use consistency::{
+    evaluate_consistency, evaluate_consistency_with_progress, format_consistency_table, layer_consistency,
+    plot_consistency, ConsistencyOptions, ConsistencyReport, LayerConsistency, LayerSelection,
+};
+pub use error::{EvalError, EvalResult};
+pub use http_judge::{HttpJudge, HttpJudgeConfig};
+pub use judge::{Judge, Verdict};
+pub use prompts::{load_safety_prompts, parse_csv_prompts, SafetyPrompt, CSV_METADATA_COLUMNS};
+pub use refusal_phrases::RefusalPhraseJudge;
+pub use reward_gap::{
+    evaluate_reward_gap, evaluate_reward_gap_with_progress, format_reward_gap_table, RecordGap, RewardGapOptions,
+    RewardGapReport,
+};
+pub use safety::{
+    format_safety_table, generate_responses, generate_responses_with_progress, judge_generations,
+    judge_generations_with_progress, write_safety_outputs, Generation, GenerationOptions, JudgedGeneration,
+    LanguageSafety, SafetyReport,
+};
+
+/// A progress callback of the long-running evals: called after each batch with
+/// `(items done, items in total)`, so a caller can draw a progress bar or log lines.
+pub type Progress<'a> = dyn FnMut(usize, usize) + 'a;
