@@ -138,28 +138,38 @@ fn pretrain(world: &World) -> Vec<Record> {
             }
         }
     }
-    let mut pick = SeededRng::derive(seed, "pretrain/parallel");
+    for (li, lang) in world.languages().iter().enumerate() {
+        out.push(sft(format!("text-ref-{}", lang.tag), TEXT_MARKER.to_string(), world.refusal(li)));
+    }
+    if world.config().parallel_text {
+        parallel_text(world, &mut out);
+    }
+    SeededRng::derive(seed, "pretrain/order").shuffle(&mut out);
+    out
+}
+
+/// Translations between the dominant language and every other one (see `docs/testbed.md`).
+fn parallel_text(world: &World, out: &mut Vec<Record>) {
+    let mut pick = SeededRng::derive(world.config().seed, "pretrain/parallel");
     for other in 1..world.languages().len() {
         for (c, concept) in world.concepts().iter().enumerate() {
             let d = pick.below(world.description_templates(concept.harmful).len());
             let name = format!("{}-d{d}", concept.gloss);
-            parallel(world, &mut out, "desc", &name, other, |l| world.description(l, d, c));
+            parallel(world, out, "desc", &name, other, |l| world.description(l, d, c));
             if concept.held_out {
                 continue;
             }
             let t = pick.below(world.request_templates().len());
-            parallel(world, &mut out, "req", &format!("{}-t{t}", concept.gloss), other, |l| world.request(l, t, c));
+            parallel(world, out, "req", &format!("{}-t{t}", concept.gloss), other, |l| world.request(l, t, c));
             if !concept.harmful {
-                parallel(world, &mut out, "ans", &concept.gloss, other, |l| world.answer(l, c));
+                parallel(world, out, "ans", &concept.gloss, other, |l| world.answer(l, c));
             }
         }
-        parallel(world, &mut out, "ref", "refusal", other, |l| world.refusal(l));
+        parallel(world, out, "ref", "refusal", other, |l| world.refusal(l));
         for (x, gloss) in world.lexicon().iter().enumerate() {
-            parallel(world, &mut out, "dict", gloss, other, |l| world.languages()[l].words[x].clone());
+            parallel(world, out, "dict", gloss, other, |l| world.languages()[l].words[x].clone());
         }
     }
-    SeededRng::derive(seed, "pretrain/order").shuffle(&mut out);
-    out
 }
 
 /// Requests with their completions: benign ones answered in every language; harmful ones

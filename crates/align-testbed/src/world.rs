@@ -44,6 +44,9 @@ pub struct WorldConfig {
     /// that the pre-training corpus refuses; the others are left out, never answered.
     /// Its length is the number of languages (2 to 6).
     pub refusal_rates: Vec<f64>,
+    /// Whether the pre-training corpus holds parallel text (translations and the dictionary).
+    /// `false` gives the ablation world: the same monolingual data, no cross-lingual signal.
+    pub parallel_text: bool,
 }
 
 impl Default for WorldConfig {
@@ -54,6 +57,7 @@ impl Default for WorldConfig {
             held_out_harmful: 8,
             held_out_benign: 8,
             refusal_rates: vec![1.0, 0.5, 0.25, 0.0, 0.0, 0.0],
+            parallel_text: true,
         }
     }
 }

@@ -155,3 +155,23 @@ fn ids_are_unique_in_every_file() {
         assert_eq!(ids.len(), records.len(), "{name} repeats an id");
     }
 }
+
+#[test]
+fn the_ablation_world_drops_parallel_text_and_nothing_else() {
+    use align_testbed::{Dataset, Text, World, WorldConfig};
+    let full = World::generate(&WorldConfig { seed: 16, ..WorldConfig::default() }).unwrap();
+    let ablation = World::generate(&WorldConfig { seed: 16, parallel_text: false, ..WorldConfig::default() }).unwrap();
+    let (a, b) = (Dataset::build(&full), Dataset::build(&ablation));
+    let marker = |t: &Text| matches!(t, Text::One(s) if s.contains("<to:"));
+    assert!(a.pretrain.iter().any(|r| marker(&r.prompt)), "the full world has parallel text");
+    assert!(!b.pretrain.iter().any(|r| marker(&r.prompt)), "the ablation world has none");
+    let monolingual = |d: &Dataset| {
+        let mut v: Vec<String> =
+            d.pretrain.iter().filter(|r| !r.id.starts_with("tr-")).map(|r| format!("{r:?}")).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(monolingual(&a), monolingual(&b));
+    assert!(monolingual(&b).len() == b.pretrain.len() && b.pretrain.len() < a.pretrain.len());
+    assert_eq!(a.files().unwrap()[1..], b.files().unwrap()[1..], "pairs and tests do not depend on parallel text");
+}

@@ -13,6 +13,7 @@ fn config(seed: u64, concepts: usize, held: usize, languages: usize) -> WorldCon
         held_out_harmful: held,
         held_out_benign: held,
         refusal_rates: rates[..languages].to_vec(),
+        parallel_text: true,
     }
 }
 
