@@ -43,6 +43,20 @@ pub enum TestbedError {
         /// The underlying error, as text.
         why: String,
     },
+    /// Training or evaluating a model (through `align-train`) failed.
+    #[error(transparent)]
+    Train(#[from] align_train::TrainError),
+    /// Evaluating a model failed.
+    #[error(transparent)]
+    Eval(#[from] align_train::eval::EvalError),
+    /// Loading or running a model failed.
+    #[error("{context}: {source}")]
+    Model {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        source: lm_backend::LmError,
+    },
 }
 
 /// The crate's result type.

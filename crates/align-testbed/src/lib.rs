@@ -24,8 +24,10 @@
 //! assert_eq!(judge.classify("l3", &world.answer(2, c)).unwrap(), Verdict::Other); // wrong language
 //! ```
 
+pub mod base;
 mod checkpoint;
 mod corpus;
+pub mod demo;
 mod error;
 mod folder;
 mod judge;
@@ -35,7 +37,9 @@ mod script;
 mod tokenizer;
 mod world;
 
+pub use base::{build_base, pretrain_config, BaseSummary, BASE_DIR, PRETRAIN_CONFIG};
 pub use checkpoint::{write_checkpoint, CheckpointSummary, TinyLlamaConfig};
+pub use demo::{run_demo, DemoOptions, DemoReport, Method, MethodResult, MlcSettings};
 pub use corpus::{jsonl, translate_marker, Dataset, Record, TestPrompt, Text, DATA_FILES, TEXT_MARKER};
 pub use error::{Result, TestbedError};
 pub use folder::{write_tokenizer, write_world, WorldSummary, WrittenFile};
