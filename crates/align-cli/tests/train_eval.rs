@@ -342,7 +342,7 @@ fn eval_consistency_writes_what_the_library_computes() {
     ]);
     let written: ConsistencyReport = serde_json::from_str(&fs::read_to_string(&out).unwrap()).unwrap();
     let (model, tokenizer) = load_fixture_model(&root);
-    let records = align_train::load_records(&[data.clone()], &languages(), false).unwrap().records;
+    let records = align_train::load_records(std::slice::from_ref(&data), &languages(), false).unwrap().records;
     let options = ConsistencyOptions { layers: LayerSelection::List(vec![1, 2]), batch_size: 8 };
     let direct = evaluate_consistency(&model, &tokenizer, &records, &options).unwrap();
     assert_eq!((written.n_groups, written.n_prompts), (4, 8));
