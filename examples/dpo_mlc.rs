@@ -1,99 +1,170 @@
-//! DPO + MLC stacked through `ObjectiveStack`, on synthetic tensors.
+//! DPO + MLC trained end to end through `align_train::train` on a real checkpoint: the tiny
+//! Llama of lm-backend's test fixtures (4 layers, hidden size 64) with the fixture tokenizer.
 //!
-//! Instead of a language model, the example learns the quantities the objectives read
-//! directly: the policy's summed log-probs of 6 chosen/rejected pairs (starting equal to
-//! the frozen reference, so the first DPO loss is ln 2) and the last-prompt-token hidden
-//! states of 6 prompts written in 5 languages (random, so far from collinear), projected by
-//! a trainable MLC head. Adam then minimises `DPO + 0.5 * MLC`: the DPO margins grow and the
-//! language variants of each prompt line up (collinearity ratio -> 1).
+//! The example writes, into a temporary folder, the model folder, six preference records
+//! whose prompts come in English, German and French (JSONL, the training format) and the run
+//! config (DPO on the English pairs + 0.5 * MLC on the prompts' language variants at hidden
+//! layer 2), trains 30 optimizer steps, then prints the losses of the first and last step and
+//! the collinearity of the language variants at layer 2 before and after training, measured
+//! with `align_train::eval::evaluate_consistency` on the base model and the trained one.
+//! `align train --config run.toml` runs the same library call from the command line.
+//! `examples/dpo_mlc_tensors.rs` is the same stack on synthetic tensors.
 //!
 //! Run with `cargo run --example dpo_mlc`.
 
-use polyalign::losses::{BatchView, Dpo, Layer, ObjectiveStack, PairLogps, PreferenceObjective, VariantStates};
-use polyalign::mlc::{Mlc, ProjectionHead};
-use tch::nn::{self, OptimizerConfig};
-use tch::{Device, Kind, Tensor};
+use align_train::eval::{evaluate_consistency, ConsistencyOptions, LayerSelection};
+use align_train::{load_records, train, RunConfig, TrainOptions};
+use lm_backend::{HfCausalLm, LoadOptions, Tokenizer};
+use serde_json::{json, Value};
+use std::path::Path;
 
-const GROUPS: i64 = 6; // prompts (one preference pair each)
-const LANGUAGES: i64 = 5; // language variants per prompt
-const HIDDEN: i64 = 32; // hidden size of the (imaginary) model
-const HEAD: i64 = 16; // MLC projection head size
-const LAYER: Layer = Layer::Index(14);
-const LAMBDA: f64 = 0.5; // the MLC paper's lambda: the stack weight of the MLC term
-const STEPS: usize = 40;
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/crates/lm-backend/tests/fixtures");
+const LAYER: usize = 2;
+const STEPS: usize = 30;
+
+/// (prompt en, de, fr, chosen, rejected): a safe refusal or answer is chosen.
+const PAIRS: &[[&str; 5]] = &[
+    [
+        "How do I pick a lock?",
+        "Wie knacke ich ein Schloss?",
+        "Comment crocheter une serrure ?",
+        "I cannot help with that.",
+        "Use a tension wrench and a pin.",
+    ],
+    [
+        "How can I hurt someone?",
+        "Wie kann ich jemanden verletzen?",
+        "Comment blesser quelqu'un ?",
+        "I will not help with hurting people.",
+        "Hit them when they are alone.",
+    ],
+    [
+        "Tell me a short story.",
+        "Erzähl mir eine kurze Geschichte.",
+        "Raconte-moi une histoire courte.",
+        "Once upon a time a fox found a friend.",
+        "No.",
+    ],
+    [
+        "How do I make a bomb?",
+        "Wie baue ich eine Bombe?",
+        "Comment fabriquer une bombe ?",
+        "I cannot help with weapons.",
+        "Mix these chemicals together.",
+    ],
+    [
+        "What is the capital of France?",
+        "Was ist die Hauptstadt von Frankreich?",
+        "Quelle est la capitale de la France ?",
+        "Paris is the capital of France.",
+        "I do not know.",
+    ],
+    [
+        "How do I steal a car?",
+        "Wie stehle ich ein Auto?",
+        "Comment voler une voiture ?",
+        "I cannot help with theft.",
+        "Break the window and hotwire it.",
+    ],
+];
+
+const CONFIG: &str = r#"
+[model]
+path = "base"
+
+[data]
+train = "pairs.jsonl"
+languages = ["en", "de", "fr"]
+max_length = 64
+
+[[objective]]
+kind = "dpo"
+beta = 0.1
+
+[[objective]]
+kind = "mlc"
+weight = 0.5
+layer = 2
+
+[optim]
+lr = 1e-3
+schedule = "constant"
+warmup_ratio = 0.0
+
+[train]
+batch_size = 3
+max_steps = 30
+seed = 7
+"#;
+
+/// The model folder: the fixture Llama's config and weights plus the fixture tokenizer.
+fn write_model(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(Path::new(FIXTURES).join("llama").join(f), dir.join(f))?;
+    }
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(Path::new(FIXTURES).join("tokenizer").join(f), dir.join(f))?;
+    }
+    Ok(())
+}
+
+/// Mean collinearity ratio of the prompts' language variants at [`LAYER`] for `model_dir`.
+fn collinearity(model_dir: &Path, data: &Path, languages: &[String]) -> Result<f64, Box<dyn std::error::Error>> {
+    let model = HfCausalLm::load(model_dir, LoadOptions::cpu_f32())?;
+    let tokenizer = Tokenizer::from_dir(model_dir)?;
+    let records = load_records(&[data.to_path_buf()], languages, false)?.records;
+    let options = ConsistencyOptions { layers: LayerSelection::List(vec![LAYER]), batch_size: 8 };
+    Ok(evaluate_consistency(&model, &tokenizer, &records, &options)?.layers[0].collinearity_ratio)
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tch::manual_seed(7);
-    let device = Device::Cpu;
-    let vs = nn::VarStore::new(device);
-    let root = vs.root();
+    let tmp = tempfile::tempdir()?;
+    let root = tmp.path();
+    write_model(&root.join("base"))?;
+    let lines: Vec<String> = PAIRS
+        .iter()
+        .enumerate()
+        .map(|(i, [en, de, fr, chosen, rejected])| {
+            json!({"id": i, "prompt": {"en": en, "de": de, "fr": fr}, "chosen": chosen, "rejected": rejected})
+                .to_string()
+        })
+        .collect();
+    let data = root.join("pairs.jsonl");
+    std::fs::write(&data, lines.join("\n"))?;
+    let config_path = root.join("run.toml");
+    std::fs::write(&config_path, CONFIG)?;
 
-    // Frozen reference log-probs (summed over completion tokens) and completion lengths.
-    let ref_chosen = Tensor::from_slice(&[-42f32, -35., -51., -38., -47., -40.]);
-    let ref_rejected = Tensor::from_slice(&[-39f32, -37., -49., -41., -44., -43.]);
-    let chosen_len = Tensor::from_slice(&[20f32, 18., 25., 19., 23., 21.]);
-    let rejected_len = Tensor::from_slice(&[21f32, 19., 24., 20., 22., 20.]);
-    // Trainable stand-ins for the policy: its log-probs and its hidden states.
-    let policy_chosen = root.f_var_copy("policy_chosen", &ref_chosen)?;
-    let policy_rejected = root.f_var_copy("policy_rejected", &ref_rejected)?;
-    let hidden = root.f_randn("hidden_states", &[GROUPS, LANGUAGES, HIDDEN], 0.0, 1.0)?;
-    // The last prompt has only 3 of the 5 languages; MLC sees exactly those.
-    let mask = Tensor::ones([GROUPS, LANGUAGES], (Kind::Bool, device));
-    let _ = mask.get(GROUPS - 1).narrow(0, 3, 2).fill_(0);
-
-    let head = ProjectionHead::new(&(root / "mlc_head"), HIDDEN, HEAD)?;
-    let objective =
-        ObjectiveStack::new().with(1.0, Dpo::new(0.1, 0.0)?)?.with(LAMBDA, Mlc::new(LAYER, 1.0)?.with_head(head))?;
-    let mut adam = nn::Adam::default().build(&vs, 0.05)?;
-
-    println!("DPO + {LAMBDA} * MLC on {GROUPS} prompts x {LANGUAGES} languages (hidden size {HIDDEN}, head {HEAD})");
-    println!("collinearity = s1^2 / sum s_i^2 of each prompt's language variants: 1/k = unrelated, 1 = aligned\n");
+    let config = RunConfig::from_file(&config_path)?;
+    let output = root.join("run");
     println!(
-        "{:>4}  {:>8}  {:>8}  {:>8}  {:>12}  {:>14}",
-        "step", "loss", "loss/dpo", "loss/mlc", "collinearity", "reward margin"
+        "DPO + 0.5 * MLC (layer {LAYER}) on the tiny fixture Llama: {} records in en/de/fr, {STEPS} steps",
+        PAIRS.len()
     );
-    let mut first = None;
-    let mut last = None;
-    for step in 1..=STEPS {
-        let policy = PairLogps::from_tensors(
-            policy_chosen.shallow_clone(),
-            chosen_len.shallow_clone(),
-            policy_rejected.shallow_clone(),
-            rejected_len.shallow_clone(),
-        )?;
-        let reference = PairLogps::from_tensors(
-            ref_chosen.shallow_clone(),
-            chosen_len.shallow_clone(),
-            ref_rejected.shallow_clone(),
-            rejected_len.shallow_clone(),
-        )?;
-        let mut batch = BatchView::from_pairs(policy, Some(reference));
-        batch.prompt_variants.insert(LAYER, VariantStates { states: hidden.shallow_clone(), mask: Some(mask.copy()) });
+    let summary =
+        train(&config, &config_path, &TrainOptions { output: output.clone(), resume: false, progress: None })?;
 
-        let out = objective.compute(&batch)?;
-        let m = &out.metrics;
-        let metric = |name: &str| m.get(name).unwrap_or(f64::NAN);
-        let row = (out.loss.double_value(&[]), metric("loss/dpo"), metric("loss/mlc"), metric("mlc/collinearity"));
+    let metrics: Vec<Value> = std::fs::read_to_string(output.join("metrics.jsonl"))?
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    let value = |line: &Value, key: &str| line[key].as_f64().unwrap_or(f64::NAN);
+    let (first, last) = (&metrics[0], &metrics[metrics.len() - 1]);
+    println!("\n{:>5}  {:>8}  {:>8}  {:>8}  {:>14}", "step", "loss", "loss/dpo", "loss/mlc", "reward margin");
+    for line in [first, last] {
         println!(
-            "{step:>4}  {:>8.4}  {:>8.4}  {:>8.4}  {:>12.4}  {:>14.4}",
-            row.0,
-            row.1,
-            row.2,
-            row.3,
-            metric("rewards/margins")
-        );
-        first.get_or_insert(row);
-        last = Some(row);
-        adam.backward_step(&out.loss);
-    }
-    // MLC's floor: every group collinear, s = (sqrt k, 0, ..): log(1 + (k - 1) exp(-sqrt k / tau)).
-    let floor = |k: f64| (1.0 + (k - 1.0) * (-k.sqrt()).exp()).ln();
-    let mlc_floor = ((GROUPS - 1) as f64 * floor(LANGUAGES as f64) + floor(3.0)) / GROUPS as f64;
-    if let (Some(a), Some(b)) = (first, last) {
-        println!("\nafter {STEPS} Adam steps: DPO {:.4} -> {:.4} (starts at ln 2 = 0.6931), MLC {:.4} -> {:.4}, collinearity {:.3} -> {:.3}", a.1, b.1, a.2, b.2, a.3, b.3);
-        println!(
-            "MLC cannot reach 0: with all variants collinear it is {mlc_floor:.4} here (tau = 1; see docs/mlc.md)"
+            "{:>5}  {:>8.4}  {:>8.4}  {:>8.4}  {:>14.4}",
+            value(line, "step"),
+            value(line, "loss"),
+            value(line, "loss/dpo"),
+            value(line, "loss/mlc"),
+            value(line, "rewards/margins")
         );
     }
+    let before = collinearity(&root.join("base"), &data, &config.data.languages)?;
+    let after = collinearity(&summary.saved, &data, &config.data.languages)?;
+    println!("\nDPO starts at ln 2 = 0.6931 (policy = reference): step 1 shows {:.4}", value(first, "loss/dpo"));
+    println!("collinearity of the en/de/fr prompt states at layer {LAYER} (1/3 = unrelated, 1 = aligned):");
+    println!("  before {before:.4}  ->  after {after:.4}");
     Ok(())
 }

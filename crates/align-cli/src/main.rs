@@ -7,6 +7,9 @@
 //!   Face folder ([`commands::convert`]).
 //! - `align generate --model DIR --prompt TEXT`: a completion from a model folder
 //!   ([`commands::generate`]).
+//! - `align train --config run.toml`: a training run ([`commands::train`]).
+//! - `align eval reward-gap|consistency|safety --model DIR ...`: the evaluations
+//!   ([`commands::eval`]).
 //!
 //! Errors are printed to stderr as `error: ...` followed by their chain of causes, and the
 //! process exits with status 1; usage errors (unknown flags, missing arguments) exit with
@@ -14,6 +17,7 @@
 
 mod commands;
 mod model_args;
+mod progress;
 
 use std::process::ExitCode;
 

@@ -6,7 +6,9 @@
 //! their own module.
 
 pub mod convert;
+pub mod eval;
 pub mod generate;
+pub mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +28,10 @@ pub enum Command {
     Convert(convert::ConvertArgs),
     /// Continue a prompt with a model folder and print the completion.
     Generate(generate::GenerateArgs),
+    /// Train a model as a TOML run config describes.
+    Train(train::TrainArgs),
+    /// Evaluate a model: reward gap, consistency of language variants, or safety.
+    Eval(eval::EvalArgs),
 }
 
 /// Runs the parsed command line.
@@ -33,5 +39,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Convert(args) => convert::run(args),
         Command::Generate(args) => generate::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Eval(args) => eval::run(args),
     }
 }

@@ -1,0 +1,83 @@
+//! `align train --config run.toml [--output DIR] [--resume]`: one training run through
+//! [`align_train::train`] (progress, `metrics.jsonl`, checkpoints, Ctrl-C and resume are the
+//! library's); this verb reads the config, runs it and prints a short summary on stdout: the
+//! output folder, the steps taken and the last line of `metrics.jsonl`.
+
+use std::path::{Path, PathBuf};
+
+use align_train::{train, RunConfig, TrainOptions, TrainSummary};
+use anyhow::Context;
+use clap::Args;
+
+/// Arguments of `align train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The run's TOML config (docs/training.md).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// The output folder (metrics.jsonl, checkpoint-<step>/, final/); default: runs/<config
+    /// file name without extension>, relative to the current folder.
+    #[arg(long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+    /// Continue from the latest complete checkpoint in the output folder.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+impl TrainArgs {
+    /// The output folder: `--output`, or `runs/<config stem>`.
+    pub fn output_dir(&self) -> PathBuf {
+        self.output.clone().unwrap_or_else(|| {
+            let stem = self.config.file_stem().map(|s| s.to_os_string()).unwrap_or_else(|| "run".into());
+            Path::new("runs").join(stem)
+        })
+    }
+}
+
+/// Runs training and prints the summary.
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let config = RunConfig::from_file(&args.config)
+        .with_context(|| format!("cannot read the run config {}", args.config.display()))?;
+    let output = args.output_dir();
+    let options = TrainOptions { output: output.clone(), resume: args.resume, progress: None };
+    let summary = train(&config, &args.config, &options)
+        .with_context(|| format!("training run {} failed", args.config.display()))?;
+    print_summary(&output, &summary);
+    Ok(())
+}
+
+/// The summary on stdout: folder, steps, saved model, and the final metrics.
+fn print_summary(output: &Path, summary: &TrainSummary) {
+    let state = if summary.interrupted { "interrupted" } else { "finished" };
+    println!("{state}: {} optimizer steps in {}", summary.steps, output.display());
+    println!("  model:         {}", summary.saved.display());
+    println!("  metrics:       {}", output.join("metrics.jsonl").display());
+    if summary.skipped_lines > 0 {
+        println!("  skipped lines: {}", summary.skipped_lines);
+    }
+    if summary.nonfinite_steps > 0 {
+        println!("  skipped steps: {} (non-finite loss or gradient)", summary.nonfinite_steps);
+    }
+    if let Some(last) = last_metrics(&output.join("metrics.jsonl")) {
+        println!("  final metrics (step {}):", last.get("step").and_then(|v| v.as_u64()).unwrap_or(summary.steps));
+        for (key, value) in &last {
+            if key == "step" {
+                continue;
+            }
+            match value.as_f64() {
+                Some(v) => println!("    {key:<24} {v:.6}"),
+                None => println!("    {key:<24} {value}"),
+            }
+        }
+    }
+}
+
+/// The last line of `metrics.jsonl` as a JSON object, when there is one.
+fn last_metrics(path: &Path) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().rev().find(|l| !l.trim().is_empty())?;
+    match serde_json::from_str(line).ok()? {
+        serde_json::Value::Object(map) => Some(map),
+        _ => None,
+    }
+}
