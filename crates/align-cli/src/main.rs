@@ -10,6 +10,7 @@
 //! - `align train --config run.toml`: a training run ([`commands::train`]).
 //! - `align eval reward-gap|consistency|safety --model DIR ...`: the evaluations
 //!   ([`commands::eval`]).
+//! - `align demo`: the embedded default on the bundled testbed ([`commands::demo`]).
 //!
 //! Errors are printed to stderr as `error: ...` followed by their chain of causes, and the
 //! process exits with status 1; usage errors (unknown flags, missing arguments) exit with

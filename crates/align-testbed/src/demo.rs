@@ -251,6 +251,20 @@ pub fn run_demo(world: &World, options: &DemoOptions, log: &mut dyn FnMut(&str))
             ),
         });
     }
+    let world_path = options.assets.join("world.json");
+    let on_disk: serde_json::Value = std::fs::read_to_string(&world_path)
+        .map_err(io(&world_path))
+        .and_then(|t| serde_json::from_str(&t).map_err(|source| TestbedError::Json { path: world_path.clone(), source }))?;
+    let expected = crate::folder::world_json(world).map_err(|source| TestbedError::Json { path: world_path.clone(), source })?;
+    if on_disk != expected {
+        return Err(TestbedError::Config {
+            what: format!(
+                "{} describes another world than the one given (seed {}); rebuild the assets or pass their world",
+                world_path.display(),
+                world.config().seed
+            ),
+        });
+    }
     if let Some(n) = options.threads {
         tch::set_num_threads(n);
     }

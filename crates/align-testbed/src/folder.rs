@@ -62,14 +62,18 @@ pub fn write_world(world: &World, dir: &Path) -> Result<WorldSummary> {
         files.push(WrittenFile { name: name.to_string(), records: None, bytes });
         Ok(())
     };
-    let description = serde_json::to_value(WorldFile::of(world))
-        .map_err(|source| TestbedError::Json { path: dir.join("world.json"), source })?;
+    let description = world_json(world).map_err(|source| TestbedError::Json { path: dir.join("world.json"), source })?;
     record("world.json", &description)?;
     let vocab = Vocabulary::of(world);
     record("tokenizer.json", &vocab.tokenizer_json())?;
     record("tokenizer_config.json", &vocab.tokenizer_config_json())?;
     record("special_tokens_map.json", &vocab.special_tokens_map_json())?;
     Ok(WorldSummary { files })
+}
+
+/// The content of `world.json` for `world`.
+pub(crate) fn world_json(world: &World) -> serde_json::Result<Value> {
+    serde_json::to_value(WorldFile::of(world))
 }
 
 /// Writes the three tokenizer files of `vocab` into `dir` (created if missing).

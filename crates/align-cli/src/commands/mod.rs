@@ -6,6 +6,7 @@
 //! their own module.
 
 pub mod convert;
+pub mod demo;
 pub mod eval;
 pub mod generate;
 pub mod train;
@@ -32,6 +33,8 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Evaluate a model: reward gap, consistency of language variants, or safety.
     Eval(eval::EvalArgs),
+    /// The embedded default: align the bundled tiny model with every method and compare them.
+    Demo(demo::DemoArgs),
 }
 
 /// Runs the parsed command line.
@@ -41,5 +44,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(args) => generate::run(args),
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Demo(args) => demo::run(args),
     }
 }
