@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use align_train::{train, RunConfig, TrainOptions, TrainSummary};
 
-use crate::{write_checkpoint, write_world, TestbedError, TinyLlamaConfig, World, WorldSummary};
 use crate::error::Result;
+use crate::{write_checkpoint, write_world, TestbedError, TinyLlamaConfig, World, WorldSummary};
 
 /// The SFT run that pre-trains the base model (`[model] path` and `[data] train` are filled
 /// in by [`build_base`]).
@@ -68,7 +68,9 @@ pub fn build_base(
     }
     let run = train(&config, &assets.join("pretrain.toml"), &TrainOptions { output, resume: false, progress })?;
     if run.interrupted {
-        return Err(TestbedError::Config { what: "pre-training was interrupted; the base model was not replaced".into() });
+        return Err(TestbedError::Config {
+            what: "pre-training was interrupted; the base model was not replaced".into(),
+        });
     }
     let base = assets.join(BASE_DIR);
     replace_dir(&run.saved, &base)?;

@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 
 use align_train::data::{parse_record, Origin, Record};
 use align_train::eval::{
-    evaluate_consistency, evaluate_reward_gap, generate_responses_with_progress, judge_generations, write_safety_outputs,
-    ConsistencyOptions, EvalResult, GenerationOptions, LayerSelection, RewardGapOptions, SafetyPrompt,
-    Verdict as EvalVerdict,
+    evaluate_consistency, evaluate_reward_gap, generate_responses_with_progress, judge_generations,
+    write_safety_outputs, ConsistencyOptions, EvalResult, GenerationOptions, LayerSelection, RewardGapOptions,
+    SafetyPrompt, Verdict as EvalVerdict,
 };
 use align_train::{train, RunConfig, Text, TrainOptions};
 use lm_backend::{HfCausalLm, LoadOptions, Tokenizer};
@@ -46,7 +46,8 @@ pub enum Method {
 
 impl Method {
     /// Every method, base first, in table order.
-    pub const ALL: [Method; 6] = [Method::Base, Method::Dpo, Method::DpoMlc, Method::Mpo, Method::MpoMlc, Method::SftMlc];
+    pub const ALL: [Method; 6] =
+        [Method::Base, Method::Dpo, Method::DpoMlc, Method::Mpo, Method::MpoMlc, Method::SftMlc];
 
     /// The row label and run folder name.
     pub fn name(self) -> &'static str {
@@ -252,10 +253,11 @@ pub fn run_demo(world: &World, options: &DemoOptions, log: &mut dyn FnMut(&str))
         });
     }
     let world_path = options.assets.join("world.json");
-    let on_disk: serde_json::Value = std::fs::read_to_string(&world_path)
-        .map_err(io(&world_path))
-        .and_then(|t| serde_json::from_str(&t).map_err(|source| TestbedError::Json { path: world_path.clone(), source }))?;
-    let expected = crate::folder::world_json(world).map_err(|source| TestbedError::Json { path: world_path.clone(), source })?;
+    let on_disk: serde_json::Value = std::fs::read_to_string(&world_path).map_err(io(&world_path)).and_then(|t| {
+        serde_json::from_str(&t).map_err(|source| TestbedError::Json { path: world_path.clone(), source })
+    })?;
+    let expected =
+        crate::folder::world_json(world).map_err(|source| TestbedError::Json { path: world_path.clone(), source })?;
     if on_disk != expected {
         return Err(TestbedError::Config {
             what: format!(
@@ -285,7 +287,8 @@ pub fn run_demo(world: &World, options: &DemoOptions, log: &mut dyn FnMut(&str))
                 log(&format!("== {}: training {} steps", method.name(), options.steps));
                 let dir = options.output.join(method.folder());
                 let config_path = dir.join("config.toml");
-                let text = run_config(options, &base, &options.assets.join(file), multilingual, &languages, &objectives);
+                let text =
+                    run_config(options, &base, &options.assets.join(file), multilingual, &languages, &objectives);
                 std::fs::create_dir_all(&dir).map_err(io(&dir))?;
                 std::fs::write(&config_path, &text).map_err(io(&config_path))?;
                 let config = RunConfig::parse(&text, &config_path)?;
@@ -307,10 +310,8 @@ pub fn run_demo(world: &World, options: &DemoOptions, log: &mut dyn FnMut(&str))
         let train_seconds = started.elapsed().as_secs_f64();
         log(&format!("== {}: evaluating {}", method.name(), model_dir.display()));
         let started = std::time::Instant::now();
-        let model = HfCausalLm::load(&model_dir, LoadOptions::cpu_f32()).map_err(|source| TestbedError::Model {
-            context: format!("loading {}", model_dir.display()),
-            source,
-        })?;
+        let model = HfCausalLm::load(&model_dir, LoadOptions::cpu_f32())
+            .map_err(|source| TestbedError::Model { context: format!("loading {}", model_dir.display()), source })?;
         let eval_dir = options.output.join(method.folder()).join("eval");
         let mut result = eval_set.evaluate(&model, &tokenizer, &judge, options.mlc.layer, &eval_dir, log)?;
         result.method = method;
@@ -329,7 +330,8 @@ pub fn run_demo(world: &World, options: &DemoOptions, log: &mut dyn FnMut(&str))
         results,
     };
     let json_path = options.output.join("results.json");
-    let json = serde_json::to_string_pretty(&report).map_err(|source| TestbedError::Json { path: json_path.clone(), source })?;
+    let json = serde_json::to_string_pretty(&report)
+        .map_err(|source| TestbedError::Json { path: json_path.clone(), source })?;
     std::fs::write(&json_path, json + "\n").map_err(io(&json_path))?;
     let tables_path = options.output.join("tables.txt");
     std::fs::write(&tables_path, format_tables(&report)).map_err(io(&tables_path))?;
@@ -381,8 +383,7 @@ impl EvalSet {
         let languages: Vec<String> = world.languages().iter().map(|l| l.tag.clone()).collect();
         let templates = world.request_templates().len();
         let held_out = world.held_out_concepts();
-        let (harmful, benign): (Vec<usize>, Vec<usize>) =
-            held_out.iter().partition(|&&c| world.concepts()[c].harmful);
+        let (harmful, benign): (Vec<usize>, Vec<usize>) = held_out.iter().partition(|&&c| world.concepts()[c].harmful);
         let all = harmful.len() * templates;
         let n = per_language.unwrap_or(all).clamp(1, all);
         // The first n (concept, template) combinations, concepts varying fastest so a small n
@@ -460,7 +461,12 @@ impl EvalSet {
         };
         let benign_compliance = share(|c| c.0);
         let benign_exact = share(|c| c.1);
-        let gaps = evaluate_reward_gap(model, tokenizer, &self.pairs, &RewardGapOptions { languages: vec![], batch_size: 16 })?;
+        let gaps = evaluate_reward_gap(
+            model,
+            tokenizer,
+            &self.pairs,
+            &RewardGapOptions { languages: vec![], batch_size: 16 },
+        )?;
         let reward_gap = gaps.per_language.iter().map(|(l, g)| (l.clone(), g.reward_gap_mean)).collect();
         let consistency = evaluate_consistency(
             model,
@@ -495,10 +501,13 @@ pub fn mean_and_variance(values: &BTreeMap<String, f64>, languages: &[String]) -
     (mean, var)
 }
 
+/// Picks one per-language metric out of a result.
+type PerLanguage = fn(&MethodResult) -> &BTreeMap<String, f64>;
+
 /// The demo's tables: one per metric, rows = methods, columns = languages, average, variance.
 pub fn format_tables(report: &DemoReport) -> String {
     let mut s = String::new();
-    let per_language: [(&str, fn(&MethodResult) -> &BTreeMap<String, f64>); 3] = [
+    let per_language: [(&str, PerLanguage); 3] = [
         ("Attack success rate on held-out harmful requests (lower is safer)", |r| &r.attack_success_rate),
         ("Compliance on held-out benign requests (utility, higher is better)", |r| &r.benign_compliance),
         ("Reward gap on held-out harmful pairs (refusal minus answer, avg log-prob)", |r| &r.reward_gap),
@@ -527,7 +536,8 @@ pub fn format_tables(report: &DemoReport) -> String {
         report.mlc.layer,
         report.languages.len()
     );
-    let _ = writeln!(s, "{:<9} {:>9} {:>9} {:>7} {:>8} {:>8}", "method", "ratio", "centred", "steps", "train s", "eval s");
+    let _ =
+        writeln!(s, "{:<9} {:>9} {:>9} {:>7} {:>8} {:>8}", "method", "ratio", "centred", "steps", "train s", "eval s");
     for r in &report.results {
         let _ = writeln!(
             s,
@@ -558,7 +568,8 @@ pub fn method_colour(method: Method) -> RGBColor {
 /// A chart of attack success rate (y, 0..1) by language (x, dominant first), one line per
 /// method in [`method_colour`]. Bitmap only, without text (no system fonts are assumed).
 pub fn plot_report(report: &DemoReport, path: &Path) -> Result<()> {
-    let err = |e: &dyn std::fmt::Display| TestbedError::Config { what: format!("{}: cannot plot: {e}", path.display()) };
+    let err =
+        |e: &dyn std::fmt::Display| TestbedError::Config { what: format!("{}: cannot plot: {e}", path.display()) };
     let n = report.languages.len().max(2) as f64;
     let root = BitMapBackend::new(path, (720, 420)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;

@@ -62,7 +62,8 @@ pub fn write_world(world: &World, dir: &Path) -> Result<WorldSummary> {
         files.push(WrittenFile { name: name.to_string(), records: None, bytes });
         Ok(())
     };
-    let description = world_json(world).map_err(|source| TestbedError::Json { path: dir.join("world.json"), source })?;
+    let description =
+        world_json(world).map_err(|source| TestbedError::Json { path: dir.join("world.json"), source })?;
     record("world.json", &description)?;
     let vocab = Vocabulary::of(world);
     record("tokenizer.json", &vocab.tokenizer_json())?;

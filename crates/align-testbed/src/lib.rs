@@ -39,8 +39,8 @@ mod world;
 
 pub use base::{build_base, pretrain_config, BaseSummary, BASE_DIR, PRETRAIN_CONFIG};
 pub use checkpoint::{write_checkpoint, CheckpointSummary, TinyLlamaConfig};
-pub use demo::{run_demo, DemoOptions, DemoReport, Method, MethodResult, MlcSettings};
 pub use corpus::{jsonl, translate_marker, Dataset, Record, TestPrompt, Text, DATA_FILES, TEXT_MARKER};
+pub use demo::{run_demo, DemoOptions, DemoReport, Method, MethodResult, MlcSettings};
 pub use error::{Result, TestbedError};
 pub use folder::{write_tokenizer, write_world, WorldSummary, WrittenFile};
 pub use judge::{Judge, Verdict};
