@@ -2,11 +2,13 @@
 lm-backend's `train_step_bench` example (scripts/bench/train_step.sh).
 
 Usage: python train_step_torch.py MODEL_DIR [--dtype f32|bf16] [--batch 4] [--seq 128]
-       [--steps 5] [--threads 2] [--attn eager|sdpa] [--gemm 2048]
+       [--steps 5] [--threads 2] [--attn eager|sdpa] [--prompt 1] [--gemm 2048]
 
-Forward + backward of `model(input_ids, attention_mask, labels=input_ids).loss` (transformers'
+Forward + backward of `model(input_ids, attention_mask, labels=labels).loss` (transformers'
 mean next-token NLL: logits at every position, upcast to float32, shifted cross-entropy) on
-random token ids (every position real), gradients zeroed between steps. Step 0 is a warm-up;
+random token ids (every position real), gradients zeroed between steps. The labels are the ids
+with the first `--prompt P` positions set to -100, so the `T - P` completion tokens are scored
+(as a preference or SFT trainer masks the prompt); `P = 1` scores every next token. Step 0 is a warm-up;
 the median of the others is reported, with the rate of an n x n x n GEMM in the same dtype
 and the FLOP floor 6 * params * tokens / GEMM rate. Prints one JSON object.
 """
@@ -39,8 +41,11 @@ def main():
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--attn", default="eager", choices=["eager", "sdpa"])
+    p.add_argument("--prompt", type=int, default=1)
     p.add_argument("--gemm", type=int, default=2048)
     a = p.parse_args()
+    if not 1 <= a.prompt < a.seq:
+        p.error(f"--prompt {a.prompt} must be in 1..{a.seq}")
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     dtype = torch.float32 if a.dtype == "f32" else torch.bfloat16
@@ -49,11 +54,13 @@ def main():
     params = sum(t.numel() for t in model.parameters())  # tied weights counted once
     ids = torch.randint(model.config.vocab_size, (a.batch, a.seq))
     mask = torch.ones_like(ids)
+    labels = ids.clone()
+    labels[:, : a.prompt] = -100
     times, loss = [], float("nan")
     for step in range(a.steps + 1):
         model.zero_grad(set_to_none=False)
         start = time.perf_counter()
-        out = model(input_ids=ids, attention_mask=mask, labels=ids)
+        out = model(input_ids=ids, attention_mask=mask, labels=labels)
         out.loss.backward()
         seconds = time.perf_counter() - start
         loss = out.loss.item()
@@ -71,6 +78,7 @@ def main():
                 "dtype": a.dtype,
                 "batch": a.batch,
                 "seq": a.seq,
+                "prompt": a.prompt,
                 "threads": a.threads,
                 "params": params,
                 "step_s_median": median,

@@ -48,7 +48,7 @@ pub use batch::{
     missing, BatchView, DominantStates, KlLogps, Layer, PairLogps, SequenceLogps, TargetPairs, VariantStates,
 };
 pub use error::{LossError, Result};
-pub use logps::{sequence_logps, token_logps};
+pub use logps::{predicting_positions, scored_sequence_logps, sequence_logps, token_logps};
 pub use objective::{Metrics, Need, PreferenceObjective, TermOutput};
 pub use objectives::*;
 pub use stack::{ObjectiveStack, WeightedTerm};

@@ -1,9 +1,10 @@
 //! `token_logps` and `sequence_logps` against an independent f64 loop, in f32, f64 and bf16,
-//! and their errors for malformed inputs.
+//! `scored_sequence_logps` (logits at the predicting positions only) against
+//! `sequence_logps`, and their errors for malformed inputs.
 // Index loops mirror the formulas' subscripts (pair i), which reads closer to the math.
 #![allow(clippy::needless_range_loop)]
 
-use align_losses::{sequence_logps, token_logps, LossError};
+use align_losses::{predicting_positions, scored_sequence_logps, sequence_logps, token_logps, LossError};
 use proptest::prelude::*;
 use tch::{Kind, Tensor};
 
@@ -49,8 +50,52 @@ fn inputs() -> impl Strategy<Value = (Vec<f64>, Vec<i64>, Vec<usize>)> {
     )
 }
 
+/// An irregular scored mask (holes allowed) with position 0 off and at least one scored
+/// token per sequence.
+fn irregular_mask() -> impl Strategy<Value = Tensor> {
+    prop::collection::vec(any::<bool>(), B * T).prop_map(|mut flat| {
+        for b in 0..B {
+            flat[b * T] = false;
+            if !flat[b * T..(b + 1) * T].contains(&true) {
+                flat[b * T + T - 1] = true;
+            }
+        }
+        Tensor::from_slice(&flat.iter().map(|&s| u8::from(s)).collect::<Vec<_>>())
+            .reshape([B as i64, T as i64])
+            .to_kind(Kind::Bool)
+    })
+}
+
+/// The rows of `logits` `[B, T, V]` at the predicting positions of `mask`, `[N, V]`.
+fn at_predicting_positions(logits: &Tensor, mask: &Tensor) -> Tensor {
+    let rows = predicting_positions(mask).unwrap().reshape([-1]).nonzero().squeeze_dim(1);
+    logits.reshape([-1, V as i64]).index_select(0, &rows)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(32))]
+
+    #[test]
+    fn scored_logps_equal_the_full_computation((logits, ids, _) in inputs(), mask in irregular_mask()) {
+        for (kind, tol) in [(Kind::Double, 1e-12), (Kind::Float, 1e-5)] {
+            let full = logits_tensor(&logits, kind).set_requires_grad(true);
+            let expected = sequence_logps(&full, &ids_tensor(&ids), &mask).unwrap();
+            let selected = logits_tensor(&logits, kind).set_requires_grad(true);
+            let got = scored_sequence_logps(&at_predicting_positions(&selected, &mask), &ids_tensor(&ids), &mask).unwrap();
+            prop_assert_eq!(got.sum.kind(), kind);
+            for b in 0..B as i64 {
+                let (s, e) = (got.sum.double_value(&[b]), expected.sum.double_value(&[b]));
+                prop_assert!((s - e).abs() < tol * (1.0 + e.abs()), "{:?} b={}: {} vs {}", kind, b, s, e);
+                prop_assert_eq!(got.count.double_value(&[b]), expected.count.double_value(&[b]));
+            }
+            // Same gradient w.r.t. the logits, with distinct weights per sequence.
+            let w = Tensor::from_slice(&[1.0, -2.5]).to_kind(kind);
+            (&expected.sum * &w).sum(kind).backward();
+            (&got.sum * &w).sum(kind).backward();
+            let diff = (full.grad() - selected.grad()).abs().max().double_value(&[]);
+            prop_assert!(diff < tol, "{:?}: gradients differ by {}", kind, diff);
+        }
+    }
 
     #[test]
     fn token_logps_match_an_f64_loop((logits, ids, _) in inputs()) {
@@ -122,6 +167,15 @@ fn gradient_flows_to_the_logits() {
     assert!(g.select(1, T as i64 - 2).abs().sum(Kind::Float).double_value(&[]) > 0.0);
 }
 
+#[test]
+fn predicting_positions_shift_the_scored_mask_left() {
+    let (_, mask) = scored_mask(&[1, 3]); // rows: 01111, 00011
+    let got = predicting_positions(&mask).unwrap();
+    let expected: Vec<u8> = vec![1, 1, 1, 1, 0, 0, 0, 1, 1, 0];
+    assert_eq!(got.kind(), Kind::Bool);
+    assert!(got.equal(&Tensor::from_slice(&expected).reshape([2, 5]).to_kind(Kind::Bool)));
+}
+
 fn shape_error<T: std::fmt::Debug>(r: Result<T, LossError>) {
     assert!(matches!(r, Err(LossError::Shape { .. })), "expected a shape error, got {r:?}");
 }
@@ -155,6 +209,15 @@ fn malformed_inputs_are_errors_not_panics() {
         &Tensor::zeros([2, 0], (Kind::Int64, tch::Device::Cpu)),
         &Tensor::zeros([2, 0], (Kind::Bool, tch::Device::Cpu)),
     ));
+    // The predicting-positions form: rows must match the scored tokens; [N, V] only.
+    let n = mask.sum(Kind::Int64).int64_value(&[]);
+    assert!(scored_sequence_logps(&Tensor::randn([n, 7], opts), &ids, &mask).is_ok());
+    shape_error(scored_sequence_logps(&Tensor::randn([n + 1, 7], opts), &ids, &mask));
+    shape_error(scored_sequence_logps(&logits, &ids, &mask));
+    shape_error(scored_sequence_logps(&Tensor::randn([n, 7], opts), &ids, &from_zero));
+    shape_error(scored_sequence_logps(&Tensor::randn([n, 7], opts), &ids, &partial));
+    kind_error(scored_sequence_logps(&Tensor::randn([n, 7], opts), &ids.to_kind(Kind::Int), &mask));
+    shape_error(predicting_positions(&Tensor::ones([2], (Kind::Bool, tch::Device::Cpu))));
     // Non-int64 targets, non-float logits.
     kind_error(sequence_logps(&logits, &ids.to_kind(Kind::Int), &mask));
     kind_error(token_logps(&logits, &ids.to_kind(Kind::Int)));

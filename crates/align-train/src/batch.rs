@@ -4,8 +4,8 @@
 use crate::prepare::PreparedRecord;
 use crate::{Result, TrainError};
 use align_losses::{
-    sequence_logps, BatchView, DominantStates, KlLogps, Layer, Need, PairLogps, SequenceLogps, TargetPairs,
-    VariantStates,
+    predicting_positions, scored_sequence_logps, BatchView, DominantStates, KlLogps, Layer, Need, PairLogps,
+    SequenceLogps, TargetPairs, VariantStates,
 };
 use lm_backend::{CausalLm, HfCausalLm, HiddenRequest, HiddenStates};
 use std::collections::BTreeSet;
@@ -49,6 +49,28 @@ pub fn pad_pairs(seqs: &[(&[i64], &[i64])], pad_id: i64, device: Device) -> Padd
         scored: Tensor::from_slice(&scored).reshape(shape).to_device(device),
         prompt_lens: seqs.iter().map(|(p, _)| p.len()).collect(),
         tokens: seqs.iter().map(|(p, c)| p.len() + c.len()).sum(),
+    }
+}
+
+impl Padded {
+    /// The summed log-probs of the scored tokens of each sequence under `model`, and the
+    /// requested hidden states. Logits are computed only at the positions that predict a
+    /// scored token ([`CausalLm::forward_at`]), never `[N, T, V]`: prompt and padding
+    /// positions skip the output projection and its backward. `context` names the pass in
+    /// errors ("policy forward", ...).
+    pub fn scored_logps(
+        &self,
+        model: &impl CausalLm,
+        hidden: &HiddenRequest,
+        context: &str,
+    ) -> Result<(SequenceLogps, HiddenStates)> {
+        let loss_err = |source| TrainError::Loss { context: format!("{context}: log-probs"), source };
+        let positions = predicting_positions(&self.scored).map_err(loss_err)?;
+        let out = model
+            .forward_at(&self.ids, &self.mask, &positions, hidden)
+            .map_err(|source| TrainError::Model { context: context.to_string(), source })?;
+        let logps = scored_sequence_logps(&out.logits, &self.ids, &self.scored).map_err(loss_err)?;
+        Ok((logps, out.hidden))
     }
 }
 
@@ -189,12 +211,7 @@ pub fn build_view(
     }
     let padded = pad_pairs(&seqs, m.pad_id, device);
     tokens += padded.tokens;
-    let out = m
-        .policy
-        .forward(&padded.ids, &padded.mask, &hidden_request(&full_layers))
-        .map_err(model_err("policy forward"))?;
-    let logps = sequence_logps(&out.logits, &padded.ids, &padded.scored).map_err(loss_err("policy log-probs"))?;
-    drop(out.logits);
+    let (logps, hidden) = padded.scored_logps(m.policy, &hidden_request(&full_layers), "policy forward")?;
     let (chosen, rejected) = if plan.chosen_only {
         (logps.shallow_clone(), logps)
     } else {
@@ -226,8 +243,7 @@ pub fn build_view(
                 indices.iter().map(|&i| (&all[i].chosen.prompt[..], &all[(i + 1) % n].chosen.completion[..])).collect();
             let kp = pad_pairs(&kl_seqs, m.pad_id, device);
             tokens += kp.tokens;
-            let kout = m.policy.forward(&kp.ids, &kp.mask, &HiddenRequest::none()).map_err(model_err("KL forward"))?;
-            let kl = sequence_logps(&kout.logits, &kp.ids, &kp.scored).map_err(loss_err("KL log-probs"))?;
+            let (kl, _) = kp.scored_logps(m.policy, &HiddenRequest::none(), "KL forward")?;
             view.kl = Some(KlLogps { policy: kl.sum, reference: pick(&cache.kl_sum) });
         }
     }
@@ -242,7 +258,7 @@ pub fn build_view(
         view.dominant_states.insert(
             layer,
             DominantStates {
-                policy: take_layer(&out.hidden, layer).narrow(0, 0, b as i64),
+                policy: take_layer(&hidden, layer).narrow(0, 0, b as i64),
                 reference: take_layer(&ref_states, layer),
                 attention_mask: chosen_mask,
             },
@@ -250,7 +266,7 @@ pub fn build_view(
     }
 
     if !plan.variant_layers.is_empty() {
-        let (states, more) = variant_states(m, plan, batch, &out.hidden, &padded.prompt_lens)?;
+        let (states, more) = variant_states(m, plan, batch, &hidden, &padded.prompt_lens)?;
         tokens += more;
         view.prompt_variants = states;
     }
@@ -275,9 +291,7 @@ pub fn build_view(
         if p > 0 {
             let tp = pad_pairs(&seqs, m.pad_id, device);
             tokens += tp.tokens;
-            let tout =
-                m.policy.forward(&tp.ids, &tp.mask, &HiddenRequest::none()).map_err(model_err("target forward"))?;
-            let lp = sequence_logps(&tout.logits, &tp.ids, &tp.scored).map_err(loss_err("target log-probs"))?;
+            let (lp, _) = tp.scored_logps(m.policy, &HiddenRequest::none(), "target forward")?;
             let split = |t: &Tensor, s: usize| t.narrow(0, s as i64, p as i64);
             let policy =
                 PairLogps::from_tensors(split(&lp.sum, 0), split(&lp.count, 0), split(&lp.sum, p), split(&lp.count, p))

@@ -13,7 +13,7 @@ use crate::optim::{AdamW, AdamWConfig};
 use crate::prepare::{prepare_records, PreparedRecord, RecordNeeds};
 use crate::terms::{build_objective, ModelShape};
 use crate::{DataOrder, LrSchedule, MetricsLog, Result, TrainError};
-use align_losses::{sequence_logps, PreferenceObjective};
+use align_losses::PreferenceObjective;
 use lm_backend::{CausalLm, HfCausalLm, HiddenRequest, LoadOptions, Tokenizer};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -379,11 +379,7 @@ fn reference_cache(
     for (k, chunk) in records.chunks(batch_size).enumerate() {
         let logps = |seqs: Vec<(&[i64], &[i64])>| -> Result<(Tensor, Tensor)> {
             let p = pad_pairs(&seqs, pad_id, device);
-            let out = reference
-                .forward(&p.ids, &p.mask, &HiddenRequest::none())
-                .map_err(model_err("reference forward".into()))?;
-            let s = sequence_logps(&out.logits, &p.ids, &p.scored)
-                .map_err(|source| TrainError::Loss { context: "reference log-probs".into(), source })?;
+            let (s, _) = p.scored_logps(reference, &HiddenRequest::none(), "reference forward")?;
             Ok((s.sum.to_device(Device::Cpu), s.count.to_device(Device::Cpu)))
         };
         let (cs, cc) = logps(chunk.iter().map(|r| (&r.chosen.prompt[..], &r.chosen.completion[..])).collect())?;

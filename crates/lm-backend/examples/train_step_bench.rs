@@ -6,11 +6,14 @@
 //! ```text
 //! cargo run --release -p lm-backend --example train_step_bench -- MODEL_DIR \
 //!     [--dtype f32|bf16] [--batch 4] [--seq 128] [--steps 5] [--threads 2] \
-//!     [--loss full|selected] [--gemm 2048]
+//!     [--loss full|selected] [--prompt 1] [--gemm 2048]
 //! ```
 //!
-//! `--loss full` computes logits at every position (`forward`), as `transformers` does with
-//! `labels`; `--loss selected` projects only the `T - 1` scored positions
+//! The first `--prompt P` tokens of each sequence are a prompt: the loss scores the `T - P`
+//! completion tokens `P..T` (predicted from positions `P - 1..T - 1`), as a preference or SFT
+//! step does; `P = 1` scores every next token. `--loss full` computes logits at every
+//! position (`forward`) and selects the scored ones afterwards, as `transformers` does with
+//! `labels` of -100 on the prompt; `--loss selected` projects only the scored positions
 //! (`final_hidden` + `project_logits`) and uses `logsumexp - logit[target]`. Token ids are
 //! random (seed 0), every position is real. Prints one JSON object.
 
@@ -27,14 +30,24 @@ struct Options {
     steps: usize,
     threads: i32,
     selected: bool,
+    prompt: i64,
     gemm: i64,
 }
 
 fn parse() -> Result<Options, String> {
     let mut args = std::env::args().skip(1);
     let dir = args.next().ok_or("usage: train_step_bench MODEL_DIR [--dtype f32|bf16] ...")?;
-    let mut o =
-        Options { dir, kind: Kind::Float, batch: 4, seq: 128, steps: 5, threads: 2, selected: false, gemm: 2048 };
+    let mut o = Options {
+        dir,
+        kind: Kind::Float,
+        batch: 4,
+        seq: 128,
+        steps: 5,
+        threads: 2,
+        selected: false,
+        prompt: 1,
+        gemm: 2048,
+    };
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
         let number = |v: &str| v.parse::<i64>().map_err(|e| format!("{flag} {v}: {e}"));
@@ -45,9 +58,13 @@ fn parse() -> Result<Options, String> {
             "--steps" => o.steps = number(&value)? as usize,
             "--threads" => o.threads = number(&value)? as i32,
             "--gemm" => o.gemm = number(&value)?,
+            "--prompt" => o.prompt = number(&value)?,
             "--loss" => o.selected = value == "selected",
             _ => return Err(format!("unknown flag {flag}")),
         }
+    }
+    if o.prompt < 1 || o.prompt >= o.seq {
+        return Err(format!("--prompt {} must be in 1..{}", o.prompt, o.seq));
     }
     Ok(o)
 }
@@ -75,20 +92,22 @@ fn gemm_rate(n: i64, kind: Kind) -> f64 {
     2.0 * (n as f64).powi(3) / best
 }
 
-/// Mean next-token NLL of `ids` `[B, T]` (positions `0..T-1` predict `1..T`), in f32.
-fn loss(model: &HfCausalLm, ids: &Tensor, mask: &Tensor, selected: bool) -> Tensor {
+/// Mean NLL of the completion tokens `P..T` of `ids` `[B, T]` (predicted from positions
+/// `P - 1..T - 1`), in f32.
+fn loss(model: &HfCausalLm, ids: &Tensor, mask: &Tensor, selected: bool, prompt: i64) -> Tensor {
     let t = ids.size()[1];
-    let targets = ids.narrow(1, 1, t - 1).reshape([-1, 1]); // [N, 1]
+    let n = t - prompt; // scored tokens per sequence
+    let targets = ids.narrow(1, prompt, n).reshape([-1, 1]); // [N, 1]
     if selected {
         let hidden = model.final_hidden(ids, mask).unwrap(); // [B, T, D]
         let d = hidden.size()[2];
-        let scored = hidden.narrow(1, 0, t - 1).reshape([-1, d]); // [N, D]
+        let scored = hidden.narrow(1, prompt - 1, n).reshape([-1, d]); // [N, D]
         let logits = model.project_logits(&scored).unwrap().to_kind(Kind::Float); // [N, V]
         (logits.logsumexp([-1], false) - logits.gather(1, &targets, false).squeeze_dim(1)).mean(Kind::Float)
     } else {
         let logits = model.forward(ids, mask, &HiddenRequest::none()).unwrap().logits; // [B, T, V]
         let v = logits.size()[2];
-        let logp = logits.narrow(1, 0, t - 1).reshape([-1, v]).log_softmax(-1, Kind::Float); // [N, V]
+        let logp = logits.narrow(1, prompt - 1, n).reshape([-1, v]).log_softmax(-1, Kind::Float); // [N, V]
         -logp.gather(1, &targets, false).mean(Kind::Float)
     }
 }
@@ -113,7 +132,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         let start = Instant::now();
-        let l = loss(&model, &ids, &mask, o.selected);
+        let l = loss(&model, &ids, &mask, o.selected, o.prompt);
         l.backward();
         let seconds = start.elapsed().as_secs_f64();
         last_loss = l.double_value(&[]);
@@ -129,7 +148,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = serde_json::json!({
         "impl": if o.selected { "polyalign (selected positions)" } else { "polyalign" },
         "dtype": if o.kind == Kind::Float { "f32" } else { "bf16" },
-        "batch": o.batch, "seq": o.seq, "threads": o.threads, "params": params,
+        "batch": o.batch, "seq": o.seq, "prompt": o.prompt, "threads": o.threads, "params": params,
         "step_s_median": median, "step_s_all": times, "tokens_per_s": tokens / median,
         "loss": last_loss, "gemm_n": o.gemm, "gemm_gflops": rate / 1e9,
         "flop_floor_s": floor, "floor_fraction": floor / median,

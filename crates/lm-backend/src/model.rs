@@ -77,7 +77,9 @@ pub struct HiddenStates {
 /// Output of a full forward pass.
 #[derive(Debug)]
 pub struct LmOutput {
-    /// Next-token logits at every position, `[B, T, V]`, in the model's dtype.
+    /// Next-token logits in the model's dtype: `[B, T, V]` at every position from
+    /// [`CausalLm::forward`], `[N, V]` at the `N` selected positions from
+    /// [`CausalLm::forward_at`].
     pub logits: Tensor,
     /// The requested hidden states.
     pub hidden: HiddenStates,
@@ -112,6 +114,43 @@ pub trait CausalLm {
         attention_mask: &Tensor,
         hidden: &HiddenRequest,
     ) -> Result<HiddenStates>;
+
+    /// Logits at the selected positions only, `[N, V]`, and the requested hidden states.
+    ///
+    /// `positions` is a `[B, T]` bool (or 0/1) tensor; row `n` of the logits belongs to its
+    /// `n`-th true entry in row-major order (sequence by sequence, left to right). The values
+    /// equal those rows of [`CausalLm::forward`]'s logits. A trainer that scores only
+    /// completion tokens needs no others: the output projection to the vocabulary, and its
+    /// backward, then cost `N / (B T)` of the full pass, and no `[B, T, V]` tensor is made.
+    ///
+    /// The default implementation selects from [`CausalLm::forward`]; models override it to
+    /// project only the selected positions.
+    fn forward_at(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        positions: &Tensor,
+        hidden: &HiddenRequest,
+    ) -> Result<LmOutput> {
+        let rows = selected_rows(positions, input_ids)?;
+        let out = self.forward(input_ids, attention_mask, hidden)?;
+        let vocab = out.logits.size()[2];
+        Ok(LmOutput { logits: out.logits.reshape([-1, vocab]).index_select(0, &rows), hidden: out.hidden })
+    }
+}
+
+/// Flat indices `b * T + t` of the true entries of `positions` `[B, T]` (row-major order),
+/// after checking its shape against `input_ids` and its device.
+fn selected_rows(positions: &Tensor, input_ids: &Tensor) -> Result<Tensor> {
+    if positions.size() != input_ids.size() {
+        let msg = format!("expected shape {:?} (as input_ids), got {:?}", input_ids.size(), positions.size());
+        return Err(LmError::input("positions", msg));
+    }
+    if positions.device() != input_ids.device() {
+        let msg = format!("on {:?}, input_ids are on {:?}", positions.device(), input_ids.device());
+        return Err(LmError::input("positions", msg));
+    }
+    Ok(positions.ne(0).reshape([-1]).nonzero().squeeze_dim(1))
 }
 
 /// A Hugging Face causal LM (Llama, Qwen2 or Gemma2) loaded from a checkpoint folder.
@@ -443,5 +482,35 @@ impl CausalLm for HfCausalLm {
         let depth = if hidden.last_pre_norm { self.config.num_layers } else { deepest };
         let ctx = self.full_context(&mask);
         Ok(self.run(input_ids, &ctx, None, depth, hidden, false).1)
+    }
+
+    fn forward_at(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        positions: &Tensor,
+        hidden: &HiddenRequest,
+    ) -> Result<LmOutput> {
+        let mask = self.check_inputs(input_ids, attention_mask)?;
+        self.check_request(hidden)?;
+        let rows = selected_rows(positions, input_ids)?;
+        let last = self.config.num_layers;
+        if last == 0 {
+            return Err(LmError::input("model", "a model without layers has no logits"));
+        }
+        // The final-norm output is index L; asked for in any case, kept only when requested.
+        let mut request = hidden.clone();
+        if !hidden.wants(last) {
+            request.layers.push(last);
+        }
+        let ctx = self.full_context(&mask);
+        let (_, mut states) = self.run(input_ids, &ctx, None, last, &request, false);
+        let normed = if hidden.wants(last) {
+            states.layers[&last].shallow_clone()
+        } else {
+            states.layers.remove(&last).expect("requested")
+        };
+        let selected = normed.reshape([-1, self.config.hidden_size as i64]).index_select(0, &rows); // [N, D]
+        Ok(LmOutput { logits: self.output_projection(&selected), hidden: states })
     }
 }

@@ -11,7 +11,7 @@ use super::padded::{pad_id, RightPadded};
 use super::{EvalError, EvalResult, Progress};
 use crate::data::Record;
 use crate::encode::{encode_pair, Encoded, TextEncoder};
-use align_losses::{sequence_logps, PairLogps};
+use align_losses::{predicting_positions, scored_sequence_logps, PairLogps};
 use lm_backend::{CausalLm, HiddenRequest};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -174,8 +174,10 @@ fn score_chunk<M: CausalLm + ?Sized>(model: &M, chunk: &[&PairItem]) -> EvalResu
     let scored = RightPadded::span_mask(&spans, width, device); // [2N, T]
     let n = chunk.len() as i64;
     let (chosen, rejected) = tch::no_grad(|| -> EvalResult<_> {
-        let out = model.forward(&batch.input_ids, &batch.attention_mask, &HiddenRequest::none())?;
-        let logps = sequence_logps(&out.logits, &batch.input_ids, &scored)?; // [2N]
+        // Logits only where a completion token is predicted.
+        let positions = predicting_positions(&scored)?;
+        let out = model.forward_at(&batch.input_ids, &batch.attention_mask, &positions, &HiddenRequest::none())?;
+        let logps = scored_sequence_logps(&out.logits, &batch.input_ids, &scored)?; // [2N]
         let chosen = align_losses::SequenceLogps::new(logps.sum.narrow(0, 0, n), logps.count.narrow(0, 0, n))?;
         let rejected = align_losses::SequenceLogps::new(logps.sum.narrow(0, n, n), logps.count.narrow(0, n, n))?;
         Ok((chosen, rejected))
