@@ -139,6 +139,11 @@ pub trait CausalLm {
     }
 }
 
+/// The error of asking a model without decoder layers for logits or final states.
+fn no_layers() -> LmError {
+    LmError::input("model", "a model without layers has no logits")
+}
+
 /// Flat indices `b * T + t` of the true entries of `positions` `[B, T]` (row-major order),
 /// after checking its shape against `input_ids` and its device.
 fn selected_rows(positions: &Tensor, input_ids: &Tensor) -> Result<Tensor> {
@@ -302,7 +307,7 @@ impl HfCausalLm {
     pub fn final_hidden(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
         let last = self.config.num_layers;
         let mut states = self.hidden_states(input_ids, attention_mask, &HiddenRequest::layers([last]))?;
-        states.layers.remove(&last).ok_or_else(|| LmError::input("model", "a model without layers has no logits"))
+        states.layers.remove(&last).ok_or_else(no_layers)
     }
 
     /// Logits of final hidden states (as returned by [`HfCausalLm::final_hidden`]),
@@ -466,7 +471,7 @@ impl CausalLm for HfCausalLm {
         self.check_request(hidden)?;
         let ctx = self.full_context(&mask);
         let (logits, hidden) = self.run(input_ids, &ctx, None, self.config.num_layers, hidden, true);
-        let logits = logits.ok_or_else(|| LmError::input("model", "a model without layers has no logits"))?;
+        let logits = logits.ok_or_else(no_layers)?;
         Ok(LmOutput { logits, hidden })
     }
 
@@ -496,7 +501,7 @@ impl CausalLm for HfCausalLm {
         let rows = selected_rows(positions, input_ids)?;
         let last = self.config.num_layers;
         if last == 0 {
-            return Err(LmError::input("model", "a model without layers has no logits"));
+            return Err(no_layers());
         }
         // The final-norm output is index L; asked for in any case, kept only when requested.
         let mut request = hidden.clone();
