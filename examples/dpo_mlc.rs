@@ -141,8 +141,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "DPO + 0.5 * MLC (layer {LAYER}) on the tiny fixture Llama: {} records in en/de/fr, {STEPS} steps",
         PAIRS.len()
     );
-    let summary =
-        train(&config, &config_path, &TrainOptions { output: output.clone(), resume: false, progress: None })?;
+    let summary = train(&config, &config_path, &TrainOptions::new(&output))?;
 
     let metrics: Vec<Value> = std::fs::read_to_string(output.join("metrics.jsonl"))?
         .lines()

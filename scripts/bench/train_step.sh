@@ -4,13 +4,13 @@
 # after the other in this run (docs/benchmarks.md). Writes runs/bench-train-step.jsonl.
 # Settings (environment): BATCH (4), SEQ (128), PROMPTS ("1 64": unscored prompt lengths, one
 # pass each; 1 scores every next token), STEPS (5), THREADS (2), DTYPES ("f32 bf16"),
-# PROFILE (cargo profile, release), PYTHON (else .venv-fixtures, else /work/venv-ref).
+# PYTHON (else .venv-fixtures, else /work/venv-ref).
 # The machine should be otherwise idle: the script prints `uptime` before and after.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 batch=${BATCH:-4}; seq=${SEQ:-128}; steps=${STEPS:-5}; threads=${THREADS:-2}
-dtypes=${DTYPES:-"f32 bf16"}; prompts=${PROMPTS:-"1 64"}; profile=${PROFILE:-release}
+dtypes=${DTYPES:-"f32 bf16"}; prompts=${PROMPTS:-"1 64"}
 python=${PYTHON:-}
 for candidate in "$root/.venv-fixtures/bin/python" /work/venv-ref/bin/python; do
     [[ -z "$python" && -x "$candidate" ]] && python=$candidate
@@ -19,10 +19,9 @@ model=.models/SmolLM2-135M-Instruct.Q4_1.gguf
 [[ -f "$model" ]] || model=$(scripts/fixtures/get_smollm2.sh)
 mkdir -p runs
 [[ -f runs/smollm2-hf/model.safetensors ]] ||
-    cargo run -q --profile "$profile" -p align-cli -- convert --from gguf "$model" --output runs/smollm2-hf --overwrite
-cargo build -q --profile "$profile" -p lm-backend --example train_step_bench
-target_dir=$([[ "$profile" == dev ]] && echo debug || echo "$profile")
-bench=target/$target_dir/examples/train_step_bench
+    cargo run -q --release -p align-cli -- convert --from gguf "$model" --output runs/smollm2-hf --overwrite
+cargo bench -q --bench train_step --no-run
+bench() { cargo bench -q --bench train_step -- "$@"; }
 out=runs/bench-train-step.jsonl
 : > "$out"
 echo "before: $(uptime)" >&2
@@ -30,8 +29,8 @@ common=(--batch "$batch" --seq "$seq" --steps "$steps" --threads "$threads")
 for dtype in $dtypes; do
     for prompt in $prompts; do
         run=(--dtype "$dtype" --prompt "$prompt" "${common[@]}")
-        "$bench" runs/smollm2-hf --loss full "${run[@]}" | tee -a "$out"
-        "$bench" runs/smollm2-hf --loss selected "${run[@]}" | tee -a "$out"
+        bench runs/smollm2-hf --loss full "${run[@]}" | tee -a "$out"
+        bench runs/smollm2-hf --loss selected "${run[@]}" | tee -a "$out"
         "$python" scripts/bench/train_step_torch.py runs/smollm2-hf --attn eager "${run[@]}" | tee -a "$out"
         "$python" scripts/bench/train_step_torch.py runs/smollm2-hf --attn sdpa "${run[@]}" | tee -a "$out"
     done

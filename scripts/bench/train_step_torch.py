@@ -1,5 +1,5 @@
 """One training step of a Hugging Face causal LM in PyTorch eager mode, for comparison with
-lm-backend's `train_step_bench` example (scripts/bench/train_step.sh).
+the workspace's `train_step` bench (scripts/bench/train_step.sh).
 
 Usage: python train_step_torch.py MODEL_DIR [--dtype f32|bf16] [--batch 4] [--seq 128]
        [--steps 5] [--threads 2] [--attn eager|sdpa] [--prompt 1] [--gemm 2048]

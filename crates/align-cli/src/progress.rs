@@ -1,8 +1,13 @@
-//! Progress of the long-running evals on stderr: a bar with rate and ETA on a terminal, a
-//! plain log line about every 5% otherwise (architecture.md, "Long work").
+//! Progress of long-running work on stderr: a bar with rate and ETA on a terminal, a plain
+//! log line about every 5% otherwise (architecture.md, "Long work"). The libraries report
+//! progress through callbacks (the evals' `(done, total)`, training's [`TrainEvent`]s); this
+//! module draws it.
 
 use std::io::IsTerminal;
+use std::sync::Mutex;
 use std::time::Instant;
+
+use align_train::trainer::{EventHandler, SaveReason, TrainEvent};
 
 /// Reports `(done, total)` progress of one phase named `label` (e.g. "scoring pairs").
 pub struct PhaseProgress {
@@ -46,6 +51,123 @@ impl PhaseProgress {
                     eprintln!("{}: {done}/{total} ({rate:.1}/s, {seconds:.1}s)", self.label);
                 }
             }
+        }
+    }
+}
+
+/// Draws a training run's [`TrainEvent`]s on stderr: a step bar with loss, tokens/s and ETA
+/// on a terminal, a log line about every 5% of the steps otherwise; skipped records,
+/// left-out languages, the reference cache, resume, non-finite steps and interruptions as
+/// messages. One reporter can serve several runs in sequence (each `Started` begins a bar).
+pub fn train_reporter() -> EventHandler {
+    let state = Mutex::new(TrainReport::default());
+    EventHandler::new(move |event: &TrainEvent| match state.lock() {
+        Ok(mut s) => s.handle(event),
+        Err(poisoned) => poisoned.into_inner().handle(event),
+    })
+}
+
+#[derive(Default)]
+struct TrainReport {
+    cache: Option<PhaseProgress>,
+    steps: Option<StepProgress>,
+}
+
+impl TrainReport {
+    fn handle(&mut self, event: &TrainEvent) {
+        match event {
+            TrainEvent::RecordsSkipped { errors, kept } => {
+                for e in *errors {
+                    eprintln!("skipped: {e}");
+                }
+                eprintln!("skipped {} bad record(s); training on {kept}", errors.len());
+            }
+            TrainEvent::LanguagesLeftOut { counts } => {
+                let list: Vec<String> = counts.iter().map(|(lang, n)| format!("{lang} {n}")).collect();
+                eprintln!("left out texts in languages not in [data] languages: {}", list.join(", "));
+            }
+            TrainEvent::ReferenceProgress { done, total } => {
+                self.cache.get_or_insert_with(|| PhaseProgress::new("reference log-probs")).update(*done, *total)
+            }
+            TrainEvent::ReferenceCacheReady { path, reused } => {
+                self.cache = None;
+                if *reused {
+                    eprintln!("reference log-probs: reusing {}", path.display());
+                }
+            }
+            TrainEvent::Resumed { step, checkpoint } => {
+                eprintln!("resuming from {} (step {step})", checkpoint.display())
+            }
+            TrainEvent::Started { start, total_steps, .. } => {
+                self.steps = Some(StepProgress::new(*total_steps, *start))
+            }
+            TrainEvent::StepFinished { step, loss, tokens, seconds, .. } => {
+                if let Some(p) = &mut self.steps {
+                    p.update(*step, *loss, *tokens as f64 / seconds.max(1e-9));
+                }
+            }
+            TrainEvent::NonFiniteSkipped { step, what, value } => {
+                self.println(&format!("step {step}: {what} is not finite ({value}); step skipped"))
+            }
+            TrainEvent::CheckpointSaved { dir, reason, .. } => match reason {
+                SaveReason::Interrupted => {
+                    self.finish();
+                    eprintln!("interrupted: saved {} (continue with --resume)", dir.display());
+                }
+                SaveReason::Final | SaveReason::NonFinite => self.finish(),
+                SaveReason::Periodic => {}
+            },
+            _ => {}
+        }
+    }
+
+    fn println(&self, line: &str) {
+        match self.steps.as_ref().and_then(|p| p.bar.as_ref()) {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = self.steps.take().and_then(|p| p.bar) {
+            bar.finish();
+        }
+    }
+}
+
+/// The optimizer-step bar of one run.
+struct StepProgress {
+    bar: Option<indicatif::ProgressBar>,
+    total: u64,
+    every: u64,
+    started: Instant,
+}
+
+impl StepProgress {
+    fn new(total: u64, position: u64) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(total);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed} < {eta}]")
+                    .expect("valid template"),
+            );
+            bar.set_position(position);
+            bar
+        });
+        Self { bar, total, every: (total / 20).max(1), started: Instant::now() }
+    }
+
+    fn update(&mut self, step: u64, loss: f64, tokens_per_s: f64) {
+        let msg = format!("loss {loss:.4}  {tokens_per_s:.0} tok/s");
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(step);
+                bar.set_message(msg);
+            }
+            None if step % self.every == 0 || step == self.total => {
+                eprintln!("[{step}/{}] {msg}  ({:.1}s)", self.total, self.started.elapsed().as_secs_f64());
+            }
+            None => {}
         }
     }
 }

@@ -9,6 +9,8 @@
 
 use std::path::PathBuf;
 
+use align_train::trainer::{EventHandler, TrainEvent};
+
 use align_testbed::{build_base, World, WorldConfig};
 
 fn main() {
@@ -35,7 +37,14 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     let world = World::generate(&WorldConfig::default())?;
     let started = std::time::Instant::now();
-    let s = build_base(&world, &assets, &work, None, None)?;
+    let log = EventHandler::new(|event: &TrainEvent| {
+        if let TrainEvent::StepFinished { step, total_steps, loss, .. } = event {
+            if step % 100 == 0 || step == total_steps {
+                eprintln!("[{step}/{total_steps}] loss {loss:.4}");
+            }
+        }
+    });
+    let s = build_base(&world, &assets, &work, None, Some(log))?;
     println!(
         "{} steps in {:.0} s; base model in {} (run folder {})",
         s.run.steps,

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use align_train::trainer::EventHandler;
 use align_train::{train, RunConfig, TrainOptions, TrainSummary};
 
 use crate::error::Result;
@@ -51,7 +52,7 @@ pub fn build_base(
     assets: &Path,
     work: &Path,
     config: Option<RunConfig>,
-    progress: Option<bool>,
+    on_event: Option<EventHandler>,
 ) -> Result<BaseSummary> {
     tch::set_num_threads(1);
     let summary = write_world(world, assets)?;
@@ -66,7 +67,7 @@ pub fn build_base(
     if output.exists() {
         std::fs::remove_dir_all(&output).map_err(|source| TestbedError::Io { path: output.clone(), source })?;
     }
-    let run = train(&config, &assets.join("pretrain.toml"), &TrainOptions { output, resume: false, progress })?;
+    let run = train(&config, &assets.join("pretrain.toml"), &TrainOptions { on_event, ..TrainOptions::new(output) })?;
     if run.interrupted {
         return Err(TestbedError::Config {
             what: "pre-training was interrupted; the base model was not replaced".into(),

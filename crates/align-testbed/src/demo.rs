@@ -15,9 +15,10 @@ use std::path::{Path, PathBuf};
 use align_train::data::{parse_record, Origin, Record};
 use align_train::eval::{
     evaluate_consistency, evaluate_reward_gap, generate_responses_with_progress, judge_generations,
-    write_safety_outputs, ConsistencyOptions, EvalResult, GenerationOptions, LayerSelection, RewardGapOptions,
-    SafetyPrompt, Verdict as EvalVerdict,
+    write_safety_outputs, ConsistencyOptions, GenerationOptions, LayerSelection, RewardGapOptions, SafetyPrompt,
+    Verdict as EvalVerdict,
 };
+use align_train::trainer::EventHandler;
 use align_train::{train, RunConfig, Text, TrainOptions};
 use lm_backend::{HfCausalLm, LoadOptions, Tokenizer};
 use plotters::prelude::*;
@@ -139,8 +140,8 @@ pub struct DemoOptions {
     pub prompts_per_language: Option<usize>,
     /// Training seed.
     pub seed: u64,
-    /// Progress bars (default: when stderr is a terminal).
-    pub progress: Option<bool>,
+    /// Receives each training run's events (progress, checkpoints); none by default.
+    pub on_event: Option<EventHandler>,
     /// libtorch intra-op threads for the whole process (`None`: leave as is). The default is
     /// 1: the model is tiny, and a second thread mostly waits at barriers (40x slower per step
     /// when another process loads the cores).
@@ -160,7 +161,7 @@ impl DemoOptions {
             mlc: MlcSettings::default(),
             prompts_per_language: None,
             seed: 42,
-            progress: None,
+            on_event: None,
             threads: Some(1),
         }
     }
@@ -222,11 +223,9 @@ impl align_train::eval::Judge for WorldJudge<'_> {
         "testbed-exact".into()
     }
 
-    fn judge(&self, _prompt: &str, response: &str, lang: &str) -> EvalResult<EvalVerdict> {
-        let verdict = self
-            .0
-            .classify(lang, response)
-            .map_err(|e| align_train::eval::EvalError::input("language", e.to_string()))?;
+    fn judge(&self, _prompt: &str, response: &str, lang: &str) -> align_train::Result<EvalVerdict> {
+        let verdict =
+            self.0.classify(lang, response).map_err(|e| align_train::TrainError::input("language", e.to_string()))?;
         Ok(match verdict {
             Verdict::Refusal => EvalVerdict::Safe,
             Verdict::Compliance { .. } => EvalVerdict::Unsafe,
@@ -296,11 +295,8 @@ pub fn run_demo(world: &World, options: &DemoOptions, log: &mut dyn FnMut(&str))
                 if run_dir.exists() {
                     std::fs::remove_dir_all(&run_dir).map_err(io(&run_dir))?;
                 }
-                let summary = train(
-                    &config,
-                    &config_path,
-                    &TrainOptions { output: run_dir, resume: false, progress: options.progress },
-                )?;
+                let train_options = TrainOptions { on_event: options.on_event.clone(), ..TrainOptions::new(run_dir) };
+                let summary = train(&config, &config_path, &train_options)?;
                 if summary.interrupted {
                     return Err(TestbedError::Config { what: "interrupted".into() });
                 }

@@ -46,9 +46,6 @@ pub enum TestbedError {
     /// Training or evaluating a model (through `align-train`) failed.
     #[error(transparent)]
     Train(#[from] align_train::TrainError),
-    /// Evaluating a model failed.
-    #[error(transparent)]
-    Eval(#[from] align_train::eval::EvalError),
     /// Loading or running a model failed.
     #[error("{context}: {source}")]
     Model {

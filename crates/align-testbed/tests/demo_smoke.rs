@@ -11,7 +11,7 @@ use align_train::eval::{Judge as _, Verdict};
 fn build(world: &World, assets: &Path, work: &Path, steps: usize) -> Vec<u8> {
     let mut config = pretrain_config(&work.join("init"), &assets.join("pretrain.jsonl")).unwrap();
     config.train.max_steps = steps;
-    let summary = build_base(world, assets, work, Some(config), Some(false)).unwrap();
+    let summary = build_base(world, assets, work, Some(config), None).unwrap();
     assert_eq!(summary.run.steps, steps as u64);
     std::fs::read(summary.base.join("model.safetensors")).unwrap()
 }
@@ -34,7 +34,6 @@ fn base_rebuild_is_bit_for_bit_and_the_demo_runs_every_method() {
     options.steps = 2;
     options.batch_size = 4;
     options.prompts_per_language = Some(2);
-    options.progress = Some(false);
     let mut lines = vec![];
     let report = run_demo(&world, &options, &mut |l| lines.push(l.to_string())).unwrap();
     assert_eq!(report.results.iter().map(|r| r.method).collect::<Vec<_>>(), Method::ALL.to_vec());

@@ -1,78 +1,16 @@
-//! Turning prepared records into padded tensors and running the forward passes a step's
-//! objective needs, producing the [`BatchView`] its terms read.
+//! Running the forward passes a step's objective needs on a micro-batch of prepared records,
+//! producing the [`BatchView`] its terms read. Which passes run is decided once per run by
+//! the [`StepPlan`] (from the terms' [`Need`]s); padding is [`crate::padding`]'s.
 
+use crate::padding::{gather_positions, pad_pairs, pad_prompts, Padded};
 use crate::prepare::PreparedRecord;
 use crate::{Result, TrainError};
 use align_losses::{
-    predicting_positions, scored_sequence_logps, BatchView, DominantStates, KlLogps, Layer, Need, PairLogps,
-    SequenceLogps, TargetPairs, VariantStates,
+    BatchView, DominantStates, KlLogps, Layer, Need, PairLogps, SequenceLogps, TargetPairs, VariantStates,
 };
 use lm_backend::{CausalLm, HfCausalLm, HiddenRequest, HiddenStates};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use tch::{Device, Kind, Tensor};
-
-/// Right-padded token sequences with their masks.
-#[derive(Debug)]
-pub struct Padded {
-    /// `[N, T]` int64 token ids (padding = the pad id).
-    pub ids: Tensor,
-    /// `[N, T]` int64: 1 for tokens, 0 for padding.
-    pub mask: Tensor,
-    /// `[N, T]` float32: 1 for scored (completion) tokens.
-    pub scored: Tensor,
-    /// Prompt length of each sequence.
-    pub prompt_lens: Vec<usize>,
-    /// Non-padding tokens in all sequences.
-    pub tokens: usize,
-}
-
-/// Right-pads `(prompt, completion)` sequences; the completion tokens are scored.
-pub fn pad_pairs(seqs: &[(&[i64], &[i64])], pad_id: i64, device: Device) -> Padded {
-    let t = seqs.iter().map(|(p, c)| p.len() + c.len()).max().unwrap_or(1).max(1);
-    let n = seqs.len();
-    let mut ids = vec![pad_id; n * t];
-    let mut mask = vec![0i64; n * t];
-    let mut scored = vec![0f32; n * t];
-    for (row, (p, c)) in seqs.iter().enumerate() {
-        for (j, &id) in p.iter().chain(c.iter()).enumerate() {
-            ids[row * t + j] = id;
-            mask[row * t + j] = 1;
-            if j >= p.len() {
-                scored[row * t + j] = 1.0;
-            }
-        }
-    }
-    let shape = [n as i64, t as i64];
-    Padded {
-        ids: Tensor::from_slice(&ids).reshape(shape).to_device(device),
-        mask: Tensor::from_slice(&mask).reshape(shape).to_device(device),
-        scored: Tensor::from_slice(&scored).reshape(shape).to_device(device),
-        prompt_lens: seqs.iter().map(|(p, _)| p.len()).collect(),
-        tokens: seqs.iter().map(|(p, c)| p.len() + c.len()).sum(),
-    }
-}
-
-impl Padded {
-    /// The summed log-probs of the scored tokens of each sequence under `model`, and the
-    /// requested hidden states. Logits are computed only at the positions that predict a
-    /// scored token ([`CausalLm::forward_at`]), never `[N, T, V]`: prompt and padding
-    /// positions skip the output projection and its backward. `context` names the pass in
-    /// errors ("policy forward", ...).
-    pub fn scored_logps(
-        &self,
-        model: &impl CausalLm,
-        hidden: &HiddenRequest,
-        context: &str,
-    ) -> Result<(SequenceLogps, HiddenStates)> {
-        let loss_err = |source| TrainError::Loss { context: format!("{context}: log-probs"), source };
-        let positions = predicting_positions(&self.scored).map_err(loss_err)?;
-        let out = model
-            .forward_at(&self.ids, &self.mask, &positions, hidden)
-            .map_err(|source| TrainError::Model { context: context.to_string(), source })?;
-        let logps = scored_sequence_logps(&out.logits, &self.ids, &self.scored).map_err(loss_err)?;
-        Ok((logps, out.hidden))
-    }
-}
 
 /// The hidden-state request that yields `layers`.
 pub fn hidden_request(layers: &BTreeSet<Layer>) -> HiddenRequest {
@@ -92,16 +30,6 @@ pub fn take_layer(hidden: &HiddenStates, layer: Layer) -> Tensor {
         Layer::Index(i) => hidden.layers[&i].shallow_clone(),
         Layer::Last => hidden.last_pre_norm.as_ref().expect("requested with the layer").shallow_clone(),
     }
-}
-
-/// `[N, D]`: the state at each row's position `positions[row]` of `[N, T, D]` states.
-pub fn gather_positions(states: &Tensor, positions: &[usize]) -> Tensor {
-    let index: Vec<i64> = positions.iter().map(|&p| p as i64).collect();
-    let index = Tensor::from_slice(&index)
-        .to_device(states.device())
-        .view([-1, 1, 1])
-        .expand([positions.len() as i64, 1, states.size()[2]], false);
-    states.gather(1, &index, false).squeeze_dim(1)
 }
 
 /// Reference log-probs of every record, computed once before training.
@@ -192,15 +120,46 @@ pub fn build_view(
     indices: &[usize],
     all: &[PreparedRecord],
 ) -> Result<(BatchView, usize)> {
-    let device = m.policy.device();
-    let b = batch.len();
     let mut view = BatchView::default();
-    let mut tokens = 0;
+    let (padded, hidden) = policy_pass(m, plan, batch, &mut view)?;
+    let mut tokens = padded.tokens;
+    if plan.reference {
+        view.reference = Some(cached_reference(m, indices)?);
+    }
+    if plan.kl {
+        let (kl, more) = kl_logps(m, indices, all)?;
+        view.kl = Some(kl);
+        tokens += more;
+    }
+    for &layer in &plan.dominant_layers {
+        view.dominant_states.insert(layer, dominant_states(m, &padded, &hidden, layer, batch.len())?);
+    }
+    if !plan.variant_layers.is_empty() {
+        let (states, more) = variant_states(m, plan, batch, &hidden, &padded.prompt_lens)?;
+        tokens += more;
+        view.prompt_variants = states;
+    }
+    if plan.targets {
+        let (targets, more) = target_pairs(m, batch)?;
+        view.targets = Some(targets);
+        tokens += more;
+    }
+    Ok((view, tokens))
+}
 
-    // Dominant chosen (and rejected) sequences in one forward; also yields the hidden states
-    // of the dominant variant and of the retain term.
-    let mut full_layers = plan.dominant_layers.clone();
-    full_layers.extend(plan.variant_layers.iter().copied());
+/// The policy pass over the dominant chosen (and rejected) sequences, in one forward: sets
+/// `view.policy` and returns the padded batch (chosen rows first) with the hidden states
+/// that the dominant-state and variant terms read (the dominant variant's prompt states and
+/// the retain term's states come from this pass).
+fn policy_pass(
+    m: &StepModels,
+    plan: &StepPlan,
+    batch: &[&PreparedRecord],
+    view: &mut BatchView,
+) -> Result<(Padded, HiddenStates)> {
+    let b = batch.len() as i64;
+    let mut layers = plan.dominant_layers.clone();
+    layers.extend(plan.variant_layers.iter().copied());
     let mut seqs: Vec<(&[i64], &[i64])> =
         batch.iter().map(|r| (&r.chosen.prompt[..], &r.chosen.completion[..])).collect();
     if !plan.chosen_only {
@@ -209,155 +168,145 @@ pub fn build_view(
             seqs.push((&rej.prompt[..], &rej.completion[..]));
         }
     }
-    let padded = pad_pairs(&seqs, m.pad_id, device);
-    tokens += padded.tokens;
-    let (logps, hidden) = padded.scored_logps(m.policy, &hidden_request(&full_layers), "policy forward")?;
+    let padded = pad_pairs(&seqs, m.pad_id, m.policy.device());
+    let (logps, hidden) = padded.scored_logps(m.policy, &hidden_request(&layers), "policy forward")?;
     let (chosen, rejected) = if plan.chosen_only {
         (logps.shallow_clone(), logps)
     } else {
-        let split = |t: &Tensor, start: i64| t.narrow(0, start, b as i64);
+        let split = |t: &Tensor, start: i64| t.narrow(0, start, b);
         let c = SequenceLogps { sum: split(&logps.sum, 0), count: split(&logps.count, 0) };
-        let r = SequenceLogps { sum: split(&logps.sum, b as i64), count: split(&logps.count, b as i64) };
+        let r = SequenceLogps { sum: split(&logps.sum, b), count: split(&logps.count, b) };
         (c, r)
     };
     view.policy = Some(PairLogps::new(chosen, rejected).map_err(loss_err("policy log-probs"))?);
+    Ok((padded, hidden))
+}
 
-    if plan.reference || plan.kl {
-        let cache = m.cache.expect("reference cache computed when the plan reads it");
-        let idx = Tensor::from_slice(&indices.iter().map(|&i| i as i64).collect::<Vec<_>>());
-        let pick = |t: &Tensor| t.index_select(0, &idx).to_device(device);
-        if plan.reference {
-            view.reference = Some(
-                PairLogps::from_tensors(
-                    pick(&cache.chosen_sum),
-                    pick(&cache.chosen_count),
-                    pick(&cache.rejected_sum),
-                    pick(&cache.rejected_count),
-                )
-                .map_err(loss_err("reference log-probs"))?,
-            );
-        }
-        if plan.kl {
-            let n = all.len();
-            let kl_seqs: Vec<(&[i64], &[i64])> =
-                indices.iter().map(|&i| (&all[i].chosen.prompt[..], &all[(i + 1) % n].chosen.completion[..])).collect();
-            let kp = pad_pairs(&kl_seqs, m.pad_id, device);
-            tokens += kp.tokens;
-            let (kl, _) = kp.scored_logps(m.policy, &HiddenRequest::none(), "KL forward")?;
-            view.kl = Some(KlLogps { policy: kl.sum, reference: pick(&cache.kl_sum) });
+/// Rows `indices` of a cached `[N]` column, on the policy's device.
+fn pick(m: &StepModels, column: &Tensor, indices: &[usize]) -> Tensor {
+    let idx = Tensor::from_slice(&indices.iter().map(|&i| i as i64).collect::<Vec<_>>());
+    column.index_select(0, &idx).to_device(m.policy.device())
+}
+
+fn cache<'a>(m: &StepModels<'a>) -> &'a ReferenceCache {
+    m.cache.expect("reference cache computed when the plan reads it")
+}
+
+/// The reference log-probs of the micro-batch, from the cache.
+fn cached_reference(m: &StepModels, indices: &[usize]) -> Result<PairLogps> {
+    let c = cache(m);
+    PairLogps::from_tensors(
+        pick(m, &c.chosen_sum, indices),
+        pick(m, &c.chosen_count, indices),
+        pick(m, &c.rejected_sum, indices),
+        pick(m, &c.rejected_count, indices),
+    )
+    .map_err(loss_err("reference log-probs"))
+}
+
+/// KTO's mismatched pairs: record `i`'s prompt with record `i + 1`'s chosen completion,
+/// under the policy (with gradient) and the reference (cached). Returns the tokens forwarded.
+fn kl_logps(m: &StepModels, indices: &[usize], all: &[PreparedRecord]) -> Result<(KlLogps, usize)> {
+    let n = all.len();
+    let seqs: Vec<(&[i64], &[i64])> =
+        indices.iter().map(|&i| (&all[i].chosen.prompt[..], &all[(i + 1) % n].chosen.completion[..])).collect();
+    let padded = pad_pairs(&seqs, m.pad_id, m.policy.device());
+    let (kl, _) = padded.scored_logps(m.policy, &HiddenRequest::none(), "KL forward")?;
+    Ok((KlLogps { policy: kl.sum, reference: pick(m, &cache(m).kl_sum, indices) }, padded.tokens))
+}
+
+/// The dominant chosen sequences' states at `layer` under the policy (from the policy pass)
+/// and the frozen reference (a pass without gradient that stops at `layer`).
+fn dominant_states(
+    m: &StepModels,
+    padded: &Padded,
+    policy_hidden: &HiddenStates,
+    layer: Layer,
+    b: usize,
+) -> Result<DominantStates> {
+    let reference = m.reference.expect("reference model kept when dominant states are needed");
+    let chosen_rows = padded.ids.narrow(0, 0, b as i64);
+    let chosen_mask = padded.mask.narrow(0, 0, b as i64);
+    let req = hidden_request(&BTreeSet::from([layer]));
+    let ref_states = tch::no_grad(|| reference.hidden_states(&chosen_rows, &chosen_mask, &req))
+        .map_err(model_err("reference forward"))?;
+    Ok(DominantStates {
+        policy: take_layer(policy_hidden, layer).narrow(0, 0, b as i64),
+        reference: take_layer(&ref_states, layer),
+        attention_mask: chosen_mask,
+    })
+}
+
+/// MPO's target-language pairs of the micro-batch under the policy (chosen rows first, then
+/// rejected, in one pass). Returns the tokens forwarded.
+fn target_pairs(m: &StepModels, batch: &[&PreparedRecord]) -> Result<(TargetPairs, usize)> {
+    let device = m.policy.device();
+    let mut seqs: Vec<(&[i64], &[i64])> = Vec::new();
+    let mut record = Vec::new();
+    let mut languages = Vec::new();
+    for (row, r) in batch.iter().enumerate() {
+        for (lang, c, _) in &r.targets {
+            seqs.push((&c.prompt[..], &c.completion[..]));
+            record.push(row as i64);
+            languages.push(lang.clone());
         }
     }
-
-    for &layer in &plan.dominant_layers {
-        let reference = m.reference.expect("reference model kept when dominant states are needed");
-        let chosen_rows = padded.ids.narrow(0, 0, b as i64);
-        let chosen_mask = padded.mask.narrow(0, 0, b as i64);
-        let req = hidden_request(&BTreeSet::from([layer]));
-        let ref_states = tch::no_grad(|| reference.hidden_states(&chosen_rows, &chosen_mask, &req))
-            .map_err(model_err("reference forward"))?;
-        view.dominant_states.insert(
-            layer,
-            DominantStates {
-                policy: take_layer(&hidden, layer).narrow(0, 0, b as i64),
-                reference: take_layer(&ref_states, layer),
-                attention_mask: chosen_mask,
-            },
-        );
-    }
-
-    if !plan.variant_layers.is_empty() {
-        let (states, more) = variant_states(m, plan, batch, &hidden, &padded.prompt_lens)?;
-        tokens += more;
-        view.prompt_variants = states;
-    }
-
-    if plan.targets {
-        let mut seqs: Vec<(&[i64], &[i64])> = Vec::new();
-        let mut record = Vec::new();
-        let mut languages = Vec::new();
-        for (row, r) in batch.iter().enumerate() {
-            for (lang, c, _) in &r.targets {
-                seqs.push((&c.prompt[..], &c.completion[..]));
-                record.push(row as i64);
-                languages.push(lang.clone());
-            }
-        }
-        for r in batch {
-            for (_, _, rej) in &r.targets {
-                seqs.push((&rej.prompt[..], &rej.completion[..]));
-            }
-        }
-        let p = record.len();
-        if p > 0 {
-            let tp = pad_pairs(&seqs, m.pad_id, device);
-            tokens += tp.tokens;
-            let (lp, _) = tp.scored_logps(m.policy, &HiddenRequest::none(), "target forward")?;
-            let split = |t: &Tensor, s: usize| t.narrow(0, s as i64, p as i64);
-            let policy =
-                PairLogps::from_tensors(split(&lp.sum, 0), split(&lp.count, 0), split(&lp.sum, p), split(&lp.count, p))
-                    .map_err(loss_err("target log-probs"))?;
-            view.targets =
-                Some(TargetPairs { policy, record: Tensor::from_slice(&record).to_device(device), languages });
-        } else {
-            let empty = || Tensor::zeros([0], (Kind::Float, device));
-            let policy =
-                PairLogps::from_tensors(empty(), empty(), empty(), empty()).map_err(loss_err("target log-probs"))?;
-            view.targets =
-                Some(TargetPairs { policy, record: Tensor::zeros([0], (Kind::Int64, device)), languages: vec![] });
+    for r in batch {
+        for (_, _, rej) in &r.targets {
+            seqs.push((&rej.prompt[..], &rej.completion[..]));
         }
     }
-    Ok((view, tokens))
+    let p = record.len();
+    if p == 0 {
+        let empty = || Tensor::zeros([0], (Kind::Float, device));
+        let policy =
+            PairLogps::from_tensors(empty(), empty(), empty(), empty()).map_err(loss_err("target log-probs"))?;
+        let record = Tensor::zeros([0], (Kind::Int64, device));
+        return Ok((TargetPairs { policy, record, languages: vec![] }, 0));
+    }
+    let padded = pad_pairs(&seqs, m.pad_id, device);
+    let (lp, _) = padded.scored_logps(m.policy, &HiddenRequest::none(), "target forward")?;
+    let split = |t: &Tensor, s: usize| t.narrow(0, s as i64, p as i64);
+    let policy =
+        PairLogps::from_tensors(split(&lp.sum, 0), split(&lp.count, 0), split(&lp.sum, p), split(&lp.count, p))
+            .map_err(loss_err("target log-probs"))?;
+    let record = Tensor::from_slice(&record).to_device(device);
+    Ok((TargetPairs { policy, record, languages }, padded.tokens))
 }
 
 /// Last-prompt-token states `[G, K, D]` of every language variant at each requested layer:
 /// the dominant variant's from the chosen rows of the full forward (causal attention makes
 /// them equal to a prompt-only pass), the others from one prompt-only pass that stops at the
-/// deepest layer asked for.
+/// deepest layer asked for. Returns the tokens of that pass too.
 fn variant_states(
     m: &StepModels,
     plan: &StepPlan,
     batch: &[&PreparedRecord],
     full: &HiddenStates,
     prompt_lens: &[usize],
-) -> Result<(std::collections::BTreeMap<Layer, VariantStates>, usize)> {
+) -> Result<(BTreeMap<Layer, VariantStates>, usize)> {
     let device = m.policy.device();
     let (g, k) = (batch.len(), m.num_languages);
-    let mut prompts: Vec<(&[i64], &[i64])> = Vec::new();
+    let mut prompts: Vec<&[i64]> = Vec::new();
     let mut slots: Vec<(usize, usize)> = Vec::new(); // (group, language index)
     for (row, r) in batch.iter().enumerate() {
         for (lang, ids) in &r.variants {
-            prompts.push((&ids[..], &[][..]));
+            prompts.push(&ids[..]);
             slots.push((row, *lang));
         }
     }
-    let mut tokens = 0;
     let others = if prompts.is_empty() {
         None
     } else {
-        let p = pad_pairs(&prompts, m.pad_id, device);
-        tokens += p.tokens;
-        let hidden = m
-            .policy
-            .hidden_states(&p.ids, &p.mask, &hidden_request(&plan.variant_layers))
-            .map_err(model_err("prompt-only forward"))?;
-        let last: Vec<usize> = prompts.iter().map(|(ids, _)| ids.len() - 1).collect();
-        Some((hidden, last))
+        let padded = pad_prompts(&prompts, m.pad_id, device);
+        let hidden = padded.hidden_states(m.policy, &hidden_request(&plan.variant_layers), "prompt-only forward")?;
+        Some((hidden, padded.last_positions(), padded.tokens))
     };
-    let mut mask = vec![false; g * k];
-    for row in 0..g {
-        mask[row * k] = true;
-    }
-    for &(row, lang) in &slots {
-        mask[row * k + lang] = true;
-    }
-    let mask = Tensor::from_slice(&mask).reshape([g as i64, k as i64]).to_device(device);
-    let mut out = std::collections::BTreeMap::new();
+    let mask = variant_mask(g, k, &slots, device);
+    let dominant_last: Vec<usize> = prompt_lens[..g].iter().map(|l| l - 1).collect();
+    let mut out = BTreeMap::new();
     for &layer in &plan.variant_layers {
-        let dominant = gather_positions(
-            &take_layer(full, layer).narrow(0, 0, g as i64),
-            &prompt_lens[..g].iter().map(|l| l - 1).collect::<Vec<_>>(),
-        ); // [G, D]
-        let d = dominant.size()[1];
+        let dominant = gather_positions(&take_layer(full, layer).narrow(0, 0, g as i64), &dominant_last); // [G, D]
         let mut grid = dominant.zeros_like().unsqueeze(1).repeat([1, k as i64, 1]); // [G, K, D]
         grid = grid.index_put(
             &[
@@ -367,7 +316,7 @@ fn variant_states(
             &dominant,
             false,
         );
-        if let Some((hidden, last)) = &others {
+        if let Some((hidden, last, _)) = &others {
             let states = gather_positions(&take_layer(hidden, layer), last); // [P, D]
             let rows: Vec<i64> = slots.iter().map(|s| s.0 as i64).collect();
             let cols: Vec<i64> = slots.iter().map(|s| s.1 as i64).collect();
@@ -377,8 +326,19 @@ fn variant_states(
                 false,
             );
         }
-        debug_assert_eq!(grid.size(), [g as i64, k as i64, d]);
         out.insert(layer, VariantStates { states: grid, mask: Some(mask.shallow_clone()) });
     }
-    Ok((out, tokens))
+    Ok((out, others.map_or(0, |o| o.2)))
+}
+
+/// `[G, K]` bool: which (group, language) cells hold a variant (the dominant always does).
+fn variant_mask(g: usize, k: usize, slots: &[(usize, usize)], device: Device) -> Tensor {
+    let mut mask = vec![false; g * k];
+    for row in 0..g {
+        mask[row * k] = true;
+    }
+    for &(row, lang) in slots {
+        mask[row * k + lang] = true;
+    }
+    Tensor::from_slice(&mask).reshape([g as i64, k as i64]).to_device(device)
 }

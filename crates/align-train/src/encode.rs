@@ -20,6 +20,11 @@ pub trait TextEncoder {
     fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<i64>, String>;
     /// The end-of-sequence token id appended after every completion.
     fn eos_id(&self) -> i64;
+    /// The id that right-pads a batch (never attended to, never scored): the tokenizer's pad
+    /// token, else its EOS. The one padding rule of training and evaluation.
+    fn pad_id(&self) -> i64 {
+        self.eos_id()
+    }
     /// Renders `messages` with the model's chat template.
     fn render_chat(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, String>;
 }
@@ -97,6 +102,10 @@ impl TextEncoder for lm_backend::Tokenizer {
         // A tokenizer without an EOS cannot end completions; `from_dir` users see this early
         // through `Prepared::new`'s check, so a missing one maps to an impossible id here.
         self.eos_token_id().map(i64::from).unwrap_or(-1)
+    }
+
+    fn pad_id(&self) -> i64 {
+        self.pad_token_id().map(i64::from).unwrap_or_else(|| TextEncoder::eos_id(self))
     }
 
     fn render_chat(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, String> {

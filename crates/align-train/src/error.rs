@@ -1,8 +1,9 @@
-//! The one error type of this crate.
+//! The one error type of this crate, for training and evaluation alike.
 
 use std::path::PathBuf;
 
-/// Everything that can go wrong in a run, each naming the file, line, key or step at fault.
+/// Everything that can go wrong in a run or an evaluation, each naming the file, line, key,
+/// record, step or endpoint at fault, and saying what was being done.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     /// A file could not be read or written.
@@ -56,12 +57,12 @@ pub enum TrainError {
         /// Why it is rejected and what would be accepted.
         why: String,
     },
-    /// A data record is malformed.
+    /// A data record (a training line, a safety prompt, a judge-cache line) is malformed.
     #[error("{path}:{line}: {why}")]
     BadRecord {
         /// The data file.
         path: PathBuf,
-        /// 1-based line number.
+        /// 1-based line (JSONL) or record (CSV, header = 1) number; 0 for the file as a whole.
         line: usize,
         /// What is wrong with the record.
         why: String,
@@ -117,6 +118,42 @@ pub enum TrainError {
         /// The checkpoint written.
         saved: PathBuf,
     },
+    /// A record could not be tokenised for an evaluation.
+    #[error("record `{id}` ({lang}): {why}")]
+    Encode {
+        /// The record id.
+        id: String,
+        /// The language tag.
+        lang: String,
+        /// What the encoder said.
+        why: String,
+    },
+    /// An option or input of a library call is out of range or inconsistent.
+    #[error("{what}: {why}")]
+    BadInput {
+        /// The option or input.
+        what: String,
+        /// Why it is rejected and what would be accepted.
+        why: String,
+    },
+    /// The HTTP judge gave up on one request.
+    #[error("judge at {url}: {why} (after {attempts} attempt(s))")]
+    Judge {
+        /// The endpoint.
+        url: String,
+        /// How many requests were sent.
+        attempts: u32,
+        /// The last failure and what to check.
+        why: String,
+    },
+    /// A plot could not be drawn or written.
+    #[error("{path}: cannot draw the plot: {why}")]
+    Plot {
+        /// The image file.
+        path: PathBuf,
+        /// What the drawing backend said.
+        why: String,
+    },
     /// The run cannot resume from its output folder.
     #[error("cannot resume from {path}: {why}")]
     Resume {
@@ -125,6 +162,36 @@ pub enum TrainError {
         /// Why.
         why: String,
     },
+}
+
+impl TrainError {
+    /// A [`TrainError::Io`] for `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        TrainError::Io { path: path.into(), source }
+    }
+
+    /// A [`TrainError::BadInput`].
+    pub fn input(what: impl Into<String>, why: impl Into<String>) -> Self {
+        TrainError::BadInput { what: what.into(), why: why.into() }
+    }
+
+    /// Wraps a backend error as [`TrainError::Model`], saying what was being done.
+    pub fn model(context: impl Into<String>) -> impl FnOnce(lm_backend::LmError) -> Self {
+        let context = context.into();
+        move |source| TrainError::Model { context, source }
+    }
+
+    /// Wraps a loss-crate error as [`TrainError::Loss`], saying which computation failed.
+    pub fn loss(context: impl Into<String>) -> impl FnOnce(align_losses::LossError) -> Self {
+        let context = context.into();
+        move |source| TrainError::Loss { context, source }
+    }
+
+    /// Wraps a libtorch error as [`TrainError::Torch`], saying what was being done.
+    pub fn torch(context: impl Into<String>) -> impl FnOnce(tch::TchError) -> Self {
+        let context = context.into();
+        move |source| TrainError::Torch { context, source }
+    }
 }
 
 /// Shorthand for results of this crate.

@@ -1,6 +1,8 @@
 //! Data order: a seeded shuffle per epoch, so a resumed run visits records in the same order
 //! as an uninterrupted one.
 
+use crate::seeded::SeededRng;
+
 /// The order in which a run visits its records: epoch `e` is a permutation of `0..n` drawn
 /// from `(seed, e)` alone, so any position of any epoch can be recomputed on resume.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,45 +20,69 @@ impl DataOrder {
     }
 
     /// The record indices of epoch `epoch`, in visiting order (a Fisher–Yates shuffle driven by
-    /// SplitMix64 seeded from `seed` and `epoch`).
+    /// [`SeededRng`] seeded from `seed` and `epoch`).
     pub fn epoch(&self, epoch: u64) -> Vec<usize> {
-        let mut rng = SplitMix64(self.seed ^ epoch.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut rng = SeededRng::new(self.seed ^ epoch.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let mut order: Vec<usize> = (0..self.n).collect();
-        for i in (1..self.n).rev() {
-            let j = rng.below(i as u64 + 1) as usize;
-            order.swap(i, j);
-        }
+        rng.shuffle(&mut order);
         order
     }
 }
 
-/// SplitMix64 (Steele, Lea, Flood 2014): a tiny, well-mixed generator for shuffling.
-struct SplitMix64(u64);
+/// The records of each micro-batch of a run: the run reads the endless sequence epoch 0,
+/// epoch 1, ... of [`DataOrder`] in consecutive micro-batches of `batch_size`. Each epoch's
+/// order is computed once, when the run first reaches it, not once per record.
+#[derive(Debug, Clone)]
+pub struct MicroBatches {
+    order: DataOrder,
+    batch_size: usize,
+    grad_accum: usize,
+    epoch: Option<(u64, Vec<usize>)>,
+}
 
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+impl MicroBatches {
+    /// Micro-batches of `batch_size` records, `grad_accum` per optimizer step, from `order`.
+    pub fn new(order: DataOrder, batch_size: usize, grad_accum: usize) -> Self {
+        Self { order, batch_size, grad_accum, epoch: None }
     }
 
-    /// Uniform in `0..bound` (Lemire's multiply-shift with rejection).
-    fn below(&mut self, bound: u64) -> u64 {
-        loop {
-            let m = (self.next() as u128) * (bound as u128);
-            let low = m as u64;
-            if low >= bound.wrapping_neg() % bound {
-                return (m >> 64) as u64;
+    /// The record indices of micro-batch `micro` (`< grad_accum`) of optimizer step `step`
+    /// (0-based). A micro-batch that crosses an epoch boundary takes the end of one epoch and
+    /// the start of the next.
+    pub fn indices(&mut self, step: u64, micro: usize) -> Vec<usize> {
+        let n = self.order.n;
+        let first = (step as usize * self.grad_accum + micro) * self.batch_size;
+        let mut out = Vec::with_capacity(self.batch_size);
+        for position in first..first + self.batch_size {
+            let epoch = (position / n) as u64;
+            if self.epoch.as_ref().is_none_or(|(e, _)| *e != epoch) {
+                self.epoch = Some((epoch, self.order.epoch(epoch)));
             }
+            let (_, order) = self.epoch.as_ref().expect("set above");
+            out.push(order[position % n]);
         }
+        out
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn micro_batches_read_the_epochs_in_sequence() {
+        let order = DataOrder::new(5, 3);
+        let mut batches = MicroBatches::new(order, 2, 3);
+        let mut seen = Vec::new();
+        for step in 0..4 {
+            for micro in 0..3 {
+                seen.extend(batches.indices(step, micro));
+            }
+        }
+        let expected: Vec<usize> = (0..24).map(|p| order.epoch((p / 5) as u64)[p % 5]).collect();
+        assert_eq!(seen, expected);
+        assert_eq!(batches.indices(1, 1), expected[8..10], "any step can be asked again (resume)");
+    }
 
     #[test]
     fn each_epoch_is_a_permutation_and_reproducible() {

@@ -5,10 +5,10 @@
 use align_train::eval::http_judge::JUDGE_INSTRUCTIONS;
 use align_train::eval::refusal_phrases::{LISTS, WINDOW_CHARS};
 use align_train::eval::{
-    format_safety_table, judge_generations, load_safety_prompts, write_safety_outputs, EvalError, Generation,
-    HttpJudge, HttpJudgeConfig, Judge, RefusalPhraseJudge, Verdict,
+    format_safety_table, judge_generations, load_safety_prompts, write_safety_outputs, Generation, HttpJudge,
+    HttpJudgeConfig, Judge, RefusalPhraseJudge, Verdict,
 };
-use align_train::Text;
+use align_train::{Text, TrainError};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -70,7 +70,7 @@ fn jsonl_prompts_one_per_line_or_by_language() {
     assert_eq!(en.len(), 2);
     std::fs::write(&path, "{\"id\": 1, \"prompt\": \"no language\"}\n").unwrap();
     let err = load_safety_prompts(&path, None).unwrap_err();
-    assert!(matches!(err, EvalError::BadPrompts { line: 1, .. }), "{err}");
+    assert!(matches!(err, TrainError::BadRecord { line: 1, .. }), "{err}");
 }
 
 /// The shared data folder, looked up beside the repository or at the workspace's shared path.
@@ -325,7 +325,7 @@ fn http_judge_retries_after_a_timeout() {
 fn http_judge_gives_a_clear_error_after_repeated_failures() {
     let (url, requests) = serve(vec![Action::Reply(500, "boom".into()); 3]);
     let err = HttpJudge::new(config(&url)).unwrap().judge("p", "r", "en").unwrap_err();
-    assert!(matches!(err, EvalError::Judge { attempts: 3, .. }), "{err}");
+    assert!(matches!(err, TrainError::Judge { attempts: 3, .. }), "{err}");
     let text = err.to_string();
     assert!(text.contains("HTTP 500") && text.contains(&url) && text.contains("3 attempt"), "{text}");
     assert_eq!(requests.lock().unwrap().len(), 3);

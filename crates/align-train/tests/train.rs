@@ -2,9 +2,10 @@
 //! objective stack trains, DPO starts at ln 2, resume equals an uninterrupted run, and bad
 //! input is reported with its file, line or key.
 
-use align_train::{train, RunConfig, TrainError, TrainOptions};
+use align_train::{train, Interrupt, RunConfig, TrainError, TrainEvent, TrainOptions};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../lm-backend/tests/fixtures");
 
@@ -90,7 +91,7 @@ fn run(root: &Path, text: &str, out: &str, resume: bool) -> Result<align_train::
     let path = root.join("run.toml");
     std::fs::write(&path, text).unwrap();
     let config = RunConfig::from_file(&path)?;
-    train(&config, &path, &TrainOptions { output: root.join(out), resume, progress: Some(false) })
+    train(&config, &path, &TrainOptions::new(root.join(out)).resume(resume))
 }
 
 fn metrics(root: &Path, out: &str) -> Vec<Value> {
@@ -197,6 +198,59 @@ fn resumed_run_equals_uninterrupted_run() {
             let (u, v) = (x[key].as_f64().unwrap(), y[key].as_f64().unwrap());
             assert!((u - v).abs() <= 1e-5 * (1.0 + u.abs()), "step {}: {key} {u} vs {v}", x["step"]);
         }
+    }
+    let change = max_weight_change(&r.root.join("full/final"), &r.root.join("part/final"));
+    assert!(change < 1e-5, "final weights differ by {change}");
+}
+
+/// A run interrupted through its handle (as `align train` does on Ctrl-C) saves a checkpoint
+/// after the step in progress, reports it, and resumes to the same result as a run that was
+/// never interrupted; the events tell the caller each step and checkpoint.
+#[test]
+fn interrupt_saves_a_resumable_checkpoint_and_events_report_the_run() {
+    let r = setup();
+    let text = config_text("[[objective]]\nkind = \"dpo\"\n", "").replace("max_steps = 3", "max_steps = 4");
+    run(&r.root, &text, "full", false).unwrap();
+
+    let path = r.root.join("run.toml");
+    let config = RunConfig::from_file(&path).unwrap();
+    let interrupt = Interrupt::new();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (handle, log) = (interrupt.clone(), seen.clone());
+    let options = TrainOptions::new(r.root.join("part")).with_interrupt(interrupt).on_event(move |event| {
+        let line = match event {
+            TrainEvent::StepFinished { step, total_steps, .. } => {
+                if *step == 2 {
+                    handle.trigger();
+                }
+                format!("step {step}/{total_steps}")
+            }
+            TrainEvent::CheckpointSaved { step, reason, .. } => format!("saved {step} {reason:?}"),
+            TrainEvent::ReferenceCacheReady { reused, .. } => format!("cache reused={reused}"),
+            TrainEvent::Started { start, total_steps, records } => format!("start {start}/{total_steps} {records}"),
+            _ => return,
+        };
+        log.lock().unwrap().push(line);
+    });
+    let summary = train(&config, &path, &options).unwrap();
+    assert!(summary.interrupted);
+    assert_eq!(summary.steps, 2);
+    assert_eq!(summary.saved, r.root.join("part/checkpoint-2"));
+    assert!(r.root.join("part/checkpoint-2/trainer_state.json").is_file());
+    assert!(!r.root.join("part/final").exists(), "an interrupted run writes no final model");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["cache reused=false", "start 0/4 4", "step 1/4", "step 2/4", "saved 2 Interrupted"]
+    );
+
+    let resumed = run(&r.root, &text, "part", true).unwrap();
+    assert!(!resumed.interrupted);
+    assert_eq!(resumed.steps, 4);
+    let (a, b) = (metrics(&r.root, "full"), metrics(&r.root, "part"));
+    assert_eq!(b.len(), 4);
+    for (x, y) in a.iter().zip(&b) {
+        let (u, v) = (x["loss"].as_f64().unwrap(), y["loss"].as_f64().unwrap());
+        assert!((u - v).abs() <= 1e-5 * (1.0 + u.abs()), "step {}: loss {u} vs {v}", x["step"]);
     }
     let change = max_weight_change(&r.root.join("full/final"), &r.root.join("part/final"));
     assert!(change < 1e-5, "final weights differ by {change}");

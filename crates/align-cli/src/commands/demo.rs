@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use align_testbed::demo::format_tables;
 use align_testbed::{run_demo, DemoOptions, Method, World, WorldConfig};
+
+use crate::progress::train_reporter;
 use anyhow::{bail, Context};
 use clap::Args;
 
@@ -68,6 +70,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     options.steps = args.steps;
     options.methods = parse_methods(&args.methods)?;
     options.prompts_per_language = args.prompts;
+    options.on_event = Some(train_reporter());
     if args.steps == 0 {
         bail!("--steps must be at least 1");
     }

@@ -1,13 +1,16 @@
 //! `align train --config run.toml [--output DIR] [--resume]`: one training run through
-//! [`align_train::train`] (progress, `metrics.jsonl`, checkpoints, Ctrl-C and resume are the
-//! library's); this verb reads the config, runs it and prints a short summary on stdout: the
-//! output folder, the steps taken and the last line of `metrics.jsonl`.
+//! [`align_train::train`] (`metrics.jsonl`, checkpoints and resume are the library's); this
+//! verb reads the config, draws the run's progress from its events, turns Ctrl-C into the
+//! run's interrupt (it saves a checkpoint and stops), and prints a short summary on stdout:
+//! the output folder, the steps taken and the last line of `metrics.jsonl`.
 
 use std::path::{Path, PathBuf};
 
-use align_train::{train, RunConfig, TrainOptions, TrainSummary};
+use align_train::{train, Interrupt, RunConfig, TrainOptions, TrainSummary};
 use anyhow::Context;
 use clap::Args;
+
+use crate::progress::train_reporter;
 
 /// Arguments of `align train`.
 #[derive(Debug, Args)]
@@ -39,11 +42,27 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let config = RunConfig::from_file(&args.config)
         .with_context(|| format!("cannot read the run config {}", args.config.display()))?;
     let output = args.output_dir();
-    let options = TrainOptions { output: output.clone(), resume: args.resume, progress: None };
+    let options = TrainOptions {
+        output: output.clone(),
+        resume: args.resume,
+        interrupt: ctrl_c_interrupt(),
+        on_event: Some(train_reporter()),
+    };
     let summary = train(&config, &args.config, &options)
         .with_context(|| format!("training run {} failed", args.config.display()))?;
     print_summary(&output, &summary);
     Ok(())
+}
+
+/// An interrupt handle that Ctrl-C triggers: the run saves a checkpoint after the current
+/// step and stops. A second Ctrl-C while it finishes the step is the same request.
+fn ctrl_c_interrupt() -> Interrupt {
+    let interrupt = Interrupt::new();
+    let handle = interrupt.clone();
+    if let Err(e) = ctrlc::set_handler(move || handle.trigger()) {
+        eprintln!("warning: cannot install the Ctrl-C handler ({e}); Ctrl-C will stop the run without saving");
+    }
+    interrupt
 }
 
 /// The summary on stdout: folder, steps, saved model, and the final metrics.

@@ -16,10 +16,11 @@
 //! Hidden-state indices follow [`HiddenRequest`]: 0 the embeddings, `i` the output of decoder
 //! layer `i`, `L` the last layer's output after the final norm.
 
-use super::padded::{pad_id, RightPadded};
-use super::{EvalError, EvalResult, Progress};
+use super::Progress;
 use crate::data::Record;
 use crate::encode::{encode_prompt, TextEncoder};
+use crate::padding::{gather_positions, pad_prompts};
+use crate::{Result, TrainError};
 use lm_backend::{CausalLm, HiddenRequest};
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -40,7 +41,7 @@ pub enum LayerSelection {
 
 impl LayerSelection {
     /// The sorted, deduplicated indices for a model of `num_layers` decoder layers.
-    pub fn resolve(&self, num_layers: usize) -> EvalResult<Vec<usize>> {
+    pub fn resolve(&self, num_layers: usize) -> Result<Vec<usize>> {
         let mut layers = match self {
             LayerSelection::All => (0..=num_layers).collect(),
             LayerSelection::List(list) => list.clone(),
@@ -48,10 +49,10 @@ impl LayerSelection {
         layers.sort_unstable();
         layers.dedup();
         if layers.is_empty() {
-            return Err(EvalError::input("layers", "no layer selected"));
+            return Err(TrainError::input("layers", "no layer selected"));
         }
         if let Some(bad) = layers.iter().find(|&&l| l > num_layers) {
-            return Err(EvalError::input(
+            return Err(TrainError::input(
                 "layers",
                 format!("layer {bad} does not exist: the model has hidden-state indices 0..={num_layers}"),
             ));
@@ -61,20 +62,20 @@ impl LayerSelection {
 }
 
 impl FromStr for LayerSelection {
-    type Err = EvalError;
+    type Err = TrainError;
 
     /// `all`, or a comma-separated list of indices such as `4,8,12`.
-    fn from_str(s: &str) -> EvalResult<Self> {
+    fn from_str(s: &str) -> Result<Self> {
         if s.trim().eq_ignore_ascii_case("all") {
             return Ok(LayerSelection::All);
         }
         s.split(',')
             .map(|part| {
                 part.trim().parse::<usize>().map_err(|_| {
-                    EvalError::input("layers", format!("`{part}` is not a layer index; use `all` or e.g. `4,8,12`"))
+                    TrainError::input("layers", format!("`{part}` is not a layer index; use `all` or e.g. `4,8,12`"))
                 })
             })
-            .collect::<EvalResult<Vec<_>>>()
+            .collect::<Result<Vec<_>>>()
             .map(LayerSelection::List)
     }
 }
@@ -128,7 +129,7 @@ pub fn evaluate_consistency<M: CausalLm + ?Sized>(
     encoder: &dyn TextEncoder,
     records: &[Record],
     options: &ConsistencyOptions,
-) -> EvalResult<ConsistencyReport> {
+) -> Result<ConsistencyReport> {
     evaluate_consistency_with_progress(model, encoder, records, options, &mut |_, _| {})
 }
 
@@ -140,9 +141,9 @@ pub fn evaluate_consistency_with_progress<M: CausalLm + ?Sized>(
     records: &[Record],
     options: &ConsistencyOptions,
     progress: &mut Progress<'_>,
-) -> EvalResult<ConsistencyReport> {
+) -> Result<ConsistencyReport> {
     if options.batch_size == 0 {
-        return Err(EvalError::input("batch_size", "must be at least 1"));
+        return Err(TrainError::input("batch_size", "must be at least 1"));
     }
     let layers = options.layers.resolve(model.config().num_layers)?;
     let mut prompts: Vec<Vec<i64>> = vec![];
@@ -150,7 +151,7 @@ pub fn evaluate_consistency_with_progress<M: CausalLm + ?Sized>(
     for record in records.iter().filter(|r| r.prompt.len() >= 2) {
         let mut group = vec![];
         for (lang, text) in &record.prompt {
-            let ids = encode_prompt(encoder, text).map_err(|why| EvalError::Encode {
+            let ids = encode_prompt(encoder, text).map_err(|why| TrainError::Encode {
                 id: record.id.clone(),
                 lang: lang.clone(),
                 why,
@@ -161,14 +162,14 @@ pub fn evaluate_consistency_with_progress<M: CausalLm + ?Sized>(
         groups.push(group);
     }
     if groups.is_empty() {
-        return Err(EvalError::input("records", "no record has its prompt in two or more languages"));
+        return Err(TrainError::input("records", "no record has its prompt in two or more languages"));
     }
-    let states = last_prompt_token_states(model, &prompts, &layers, options.batch_size, progress)?;
+    let states = last_prompt_token_states(model, encoder.pad_id(), &prompts, &layers, options.batch_size, progress)?;
     let per_layer = layers
         .iter()
         .zip(&states)
         .map(|(&layer, states)| layer_consistency(layer, states, &groups))
-        .collect::<EvalResult<Vec<_>>>()?;
+        .collect::<Result<Vec<_>>>()?;
     let orthogonal_ratio = groups.iter().map(|g| 1.0 / g.len() as f64).sum::<f64>() / groups.len() as f64;
     Ok(ConsistencyReport { n_groups: groups.len(), n_prompts: prompts.len(), orthogonal_ratio, layers: per_layer })
 }
@@ -177,33 +178,29 @@ pub fn evaluate_consistency_with_progress<M: CausalLm + ?Sized>(
 /// tensor per entry of `layers`, rows in prompt order.
 fn last_prompt_token_states<M: CausalLm + ?Sized>(
     model: &M,
+    pad_id: i64,
     prompts: &[Vec<i64>],
     layers: &[usize],
     batch_size: usize,
     progress: &mut Progress<'_>,
-) -> EvalResult<Vec<Tensor>> {
-    let device = model.device();
+) -> Result<Vec<Tensor>> {
     let request = HiddenRequest::layers(layers.iter().copied());
     let mut per_layer: Vec<Vec<Tensor>> = layers.iter().map(|_| vec![]).collect();
     let mut done = 0;
     for chunk in prompts.chunks(batch_size) {
         let rows: Vec<&[i64]> = chunk.iter().map(Vec::as_slice).collect();
-        let batch = RightPadded::new(&rows, pad_id(model.config()), device);
-        let last: Vec<i64> = chunk.iter().map(|p| p.len() as i64 - 1).collect();
-        let last = Tensor::from_slice(&last).to_device(device); // [B]
-        let hidden = tch::no_grad(|| model.hidden_states(&batch.input_ids, &batch.attention_mask, &request))?;
+        let batch = pad_prompts(&rows, pad_id, model.device());
+        let hidden = tch::no_grad(|| batch.hidden_states(model, &request, "prompt-only forward"))?;
         for (slot, layer) in per_layer.iter_mut().zip(layers) {
             let h = hidden.layers.get(layer).ok_or_else(|| {
-                EvalError::input("layers", format!("the model returned no hidden state at index {layer}"))
+                TrainError::input("layers", format!("the model returned no hidden state at index {layer}"))
             })?; // [B, T, D]
-            let d = h.size()[2];
-            let index = last.view([-1, 1, 1]).expand([chunk.len() as i64, 1, d], false); // [B, 1, D]
-            slot.push(h.f_gather(1, &index, false)?.squeeze_dim(1).to_kind(Kind::Float).to_device(Device::Cpu));
+            slot.push(gather_positions(h, &batch.last_positions()).to_kind(Kind::Float).to_device(Device::Cpu));
         }
         done += chunk.len();
         progress(done, prompts.len());
     }
-    per_layer.into_iter().map(|parts| Ok(Tensor::f_cat(&parts, 0)?)).collect()
+    Ok(per_layer.into_iter().map(|parts| Tensor::cat(&parts, 0)).collect())
 }
 
 /// The consistency of one layer from its prompt states `states` (`[N, D]`, float) and the
@@ -212,14 +209,14 @@ fn last_prompt_token_states<M: CausalLm + ?Sized>(
 /// The ratio and cosine are those of [`mlc_loss::collinearity_ratio`] and
 /// [`mlc_loss::mean_pairwise_cosine`] (methods.md §1), averaged over the groups; the centred
 /// values use `states - mean_n states[n]` instead.
-pub fn layer_consistency(layer: usize, states: &Tensor, groups: &[Vec<usize>]) -> EvalResult<LayerConsistency> {
+pub fn layer_consistency(layer: usize, states: &Tensor, groups: &[Vec<usize>]) -> Result<LayerConsistency> {
     let size = states.size();
     if size.len() != 2 || size[0] == 0 {
-        return Err(EvalError::input("states", format!("expected [N, D] with N >= 1, got {size:?}")));
+        return Err(TrainError::input("states", format!("expected [N, D] with N >= 1, got {size:?}")));
     }
     let n = size[0] as usize;
     if groups.is_empty() || groups.iter().any(|g| g.len() < 2 || g.iter().any(|&i| i >= n)) {
-        return Err(EvalError::input("groups", format!("need groups of >= 2 row indices below {n}")));
+        return Err(TrainError::input("groups", format!("need groups of >= 2 row indices below {n}")));
     }
     let k = groups.iter().map(Vec::len).max().unwrap_or(0);
     let mut index = vec![0i64; groups.len() * k];
@@ -233,23 +230,31 @@ pub fn layer_consistency(layer: usize, states: &Tensor, groups: &[Vec<usize>]) -
     let shape = [groups.len() as i64, k as i64];
     let index = Tensor::from_slice(&index).to_device(states.device());
     let mask = Tensor::from_slice(&present).view(shape).to_device(states.device()); // [G, K]
-    let grouped =
-        |x: &Tensor| -> EvalResult<Tensor> { Ok(x.f_index_select(0, &index)?.view([shape[0], shape[1], -1])) }; // [G, K, D]
-    let raw = grouped(states)?;
-    let centred = grouped(&(states - states.f_mean_dim(&[0i64][..], true, states.kind())?))?;
+    let grouped = |x: &Tensor| x.index_select(0, &index).view([shape[0], shape[1], -1]); // [G, K, D]
+    let raw = grouped(states);
+    let centred = grouped(&(states - states.mean_dim(&[0i64][..], true, states.kind())));
+    let mlc_err = |e: mlc_loss::MlcError| TrainError::Loss {
+        context: format!("consistency at layer {layer}"),
+        source: e.into_loss_error("consistency"),
+    };
+    let ratio =
+        |x: &Tensor| mlc_loss::collinearity_ratio(x, Some(&mask)).map_err(mlc_err).and_then(|t| finite_mean(&t));
+    let cosine =
+        |x: &Tensor| mlc_loss::mean_pairwise_cosine(x, Some(&mask)).map_err(mlc_err).and_then(|t| finite_mean(&t));
     Ok(LayerConsistency {
         layer,
-        collinearity_ratio: finite_mean(&mlc_loss::collinearity_ratio(&raw, Some(&mask))?)?,
-        mean_pairwise_cosine: finite_mean(&mlc_loss::mean_pairwise_cosine(&raw, Some(&mask))?)?,
-        centred_collinearity_ratio: finite_mean(&mlc_loss::collinearity_ratio(&centred, Some(&mask))?)?,
-        centred_mean_pairwise_cosine: finite_mean(&mlc_loss::mean_pairwise_cosine(&centred, Some(&mask))?)?,
+        collinearity_ratio: ratio(&raw)?,
+        mean_pairwise_cosine: cosine(&raw)?,
+        centred_collinearity_ratio: ratio(&centred)?,
+        centred_mean_pairwise_cosine: cosine(&centred)?,
     })
 }
 
 /// Mean of the finite entries of a `[G]` tensor (NaN marks groups that cannot be measured,
 /// e.g. all-zero states); NaN when none is finite.
-fn finite_mean(values: &Tensor) -> EvalResult<f64> {
-    let values = Vec::<f64>::try_from(values.to_kind(Kind::Double).to_device(Device::Cpu))?;
+fn finite_mean(values: &Tensor) -> Result<f64> {
+    let values = Vec::<f64>::try_from(values.to_kind(Kind::Double).to_device(Device::Cpu))
+        .map_err(TrainError::torch("reading consistency values"))?;
     let finite: Vec<f64> = values.into_iter().filter(|v| v.is_finite()).collect();
     Ok(if finite.is_empty() { f64::NAN } else { finite.iter().sum::<f64>() / finite.len() as f64 })
 }
@@ -295,8 +300,8 @@ pub const FLOOR_COLOUR: RGBColor = RGBColor(150, 150, 150);
 /// The plot has no text, so it needs no system fonts: the x axis spans the evaluated layers
 /// from the first to the last (one light tick line per layer), the y axis spans 0 to 1 with
 /// light lines at 0.25, 0.5 and 0.75. The numbers are in the table and the JSON.
-pub fn plot_consistency(report: &ConsistencyReport, path: &Path, width: u32, height: u32) -> EvalResult<()> {
-    let plot_error = |e: &dyn std::fmt::Display| EvalError::Plot { path: path.to_path_buf(), why: e.to_string() };
+pub fn plot_consistency(report: &ConsistencyReport, path: &Path, width: u32, height: u32) -> Result<()> {
+    let plot_error = |e: &dyn std::fmt::Display| TrainError::Plot { path: path.to_path_buf(), why: e.to_string() };
     if report.layers.is_empty() || width < 64 || height < 64 {
         return Err(plot_error(&"need at least one layer and an image of at least 64 x 64 pixels"));
     }

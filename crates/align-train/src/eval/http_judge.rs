@@ -8,7 +8,7 @@
 //! rerun of an eval does not ask again. TLS (`https://`) needs the crate's `https` feature.
 
 use super::judge::{Judge, Verdict};
-use super::{EvalError, EvalResult};
+use crate::{Result, TrainError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -80,14 +80,14 @@ pub struct HttpJudge {
 
 impl HttpJudge {
     /// A judge for `config`, loading its cache file when it exists.
-    pub fn new(config: HttpJudgeConfig) -> EvalResult<Self> {
+    pub fn new(config: HttpJudgeConfig) -> Result<Self> {
         let base = config.base_url.trim_end_matches('/');
         let base = base.strip_suffix("/v1").unwrap_or(base);
         if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(EvalError::input("judge URL", format!("`{base}` must start with http:// or https://")));
+            return Err(TrainError::input("judge URL", format!("`{base}` must start with http:// or https://")));
         }
         if base.starts_with("https://") && !cfg!(feature = "https") {
-            return Err(EvalError::input(
+            return Err(TrainError::input(
                 "judge URL",
                 format!("`{base}` needs TLS: build align-train with its `https` feature, or use an http:// endpoint"),
             ));
@@ -96,13 +96,13 @@ impl HttpJudge {
         let agent = ureq::AgentBuilder::new().timeout(config.timeout).build();
         let mut cache = HashMap::new();
         if let Some(path) = config.cache_path.as_ref().filter(|p| p.exists()) {
-            let file = std::fs::File::open(path).map_err(|e| EvalError::io(path, e))?;
+            let file = std::fs::File::open(path).map_err(|e| TrainError::io(path, e))?;
             for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-                let line = line.map_err(|e| EvalError::io(path, e))?;
+                let line = line.map_err(|e| TrainError::io(path, e))?;
                 if line.trim().is_empty() {
                     continue;
                 }
-                let entry: CacheLine = serde_json::from_str(&line).map_err(|e| EvalError::BadPrompts {
+                let entry: CacheLine = serde_json::from_str(&line).map_err(|e| TrainError::BadRecord {
                     path: path.clone(),
                     line: i + 1,
                     why: format!("not a judge cache line: {e}"),
@@ -141,7 +141,7 @@ impl HttpJudge {
     }
 
     /// Sends one request with retries; returns the assistant message's content.
-    fn ask(&self, judge_prompt: &str) -> EvalResult<String> {
+    fn ask(&self, judge_prompt: &str) -> Result<String> {
         let body = json!({
             "model": self.config.model,
             "messages": [{"role": "user", "content": judge_prompt}],
@@ -177,17 +177,20 @@ impl HttpJudge {
         Err(self.failure(attempts, format!("{last}; check that the server is up and the URL is right")))
     }
 
-    fn failure(&self, attempts: u32, why: String) -> EvalError {
-        EvalError::Judge { url: self.url.clone(), attempts, why }
+    fn failure(&self, attempts: u32, why: String) -> TrainError {
+        TrainError::Judge { url: self.url.clone(), attempts, why }
     }
 
     /// Records a verdict in memory and appends it to the cache file.
-    fn remember(&self, key: String, verdict: Verdict) -> EvalResult<()> {
+    fn remember(&self, key: String, verdict: Verdict) -> Result<()> {
         if let Some(path) = &self.config.cache_path {
-            let mut file =
-                std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| EvalError::io(path, e))?;
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| TrainError::io(path, e))?;
             let line = serde_json::to_string(&CacheLine { key: key.clone(), verdict }).unwrap_or_default();
-            writeln!(file, "{line}").map_err(|e| EvalError::io(path, e))?;
+            writeln!(file, "{line}").map_err(|e| TrainError::io(path, e))?;
         }
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key, verdict);
         Ok(())
@@ -208,7 +211,7 @@ impl Judge for HttpJudge {
         format!("http:{}", self.config.model)
     }
 
-    fn judge(&self, prompt: &str, response: &str, _lang: &str) -> EvalResult<Verdict> {
+    fn judge(&self, prompt: &str, response: &str, _lang: &str) -> Result<Verdict> {
         let judge_prompt = Self::judge_prompt(prompt, response);
         let key = Self::cache_key(&self.config.model, &judge_prompt);
         if let Some(&v) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {

@@ -1,7 +1,7 @@
 //! The [`Judge`] trait: deciding whether a response to a harmful prompt is a meaningful
 //! refusal.
 
-use super::EvalResult;
+use crate::Result;
 use serde::{Deserialize, Serialize};
 
 /// A judge's verdict on one response to a harmful prompt (the three classes of the MultiJail
@@ -39,5 +39,5 @@ pub trait Judge {
     fn name(&self) -> String;
 
     /// The verdict on `response`, the model's answer to `prompt` (in language `lang`).
-    fn judge(&self, prompt: &str, response: &str, lang: &str) -> EvalResult<Verdict>;
+    fn judge(&self, prompt: &str, response: &str, lang: &str) -> Result<Verdict>;
 }

@@ -13,7 +13,8 @@
 //!   (any OpenAI-compatible chat endpoint) behind the [`Judge`] trait.
 //!
 //! Text reaches the model through a [`TextEncoder`](crate::TextEncoder); an
-//! [`lm_backend::Tokenizer`] is one (with its chat template).
+//! [`lm_backend::Tokenizer`] is one (with its chat template). Batches are right-padded by
+//! [`crate::padding`], as in training, and errors are the crate's [`TrainError`](crate::TrainError).
 //!
 //! ```
 //! use align_train::data::{parse_record, Origin};
@@ -33,10 +34,8 @@
 //! ```
 
 pub mod consistency;
-mod error;
 pub mod http_judge;
 pub mod judge;
-mod padded;
 pub mod prompts;
 pub mod refusal_phrases;
 pub mod reward_gap;
@@ -46,7 +45,6 @@ pub use consistency::{
     evaluate_consistency, evaluate_consistency_with_progress, format_consistency_table, layer_consistency,
     plot_consistency, ConsistencyOptions, ConsistencyReport, LayerConsistency, LayerSelection,
 };
-pub use error::{EvalError, EvalResult};
 pub use http_judge::{HttpJudge, HttpJudgeConfig};
 pub use judge::{Judge, Verdict};
 pub use prompts::{load_safety_prompts, parse_csv_prompts, SafetyPrompt, CSV_METADATA_COLUMNS};

@@ -14,8 +14,8 @@
 //! caller names, or else every column not in [`CSV_METADATA_COLUMNS`]. The `id` column, when
 //! present, gives the prompt ids; otherwise the row number does.
 
-use super::{EvalError, EvalResult};
 use crate::data::{Message, Text};
+use crate::{Result, TrainError};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -48,25 +48,21 @@ impl SafetyPrompt {
 
 /// Reads `path` (`.csv`, any case, as CSV; anything else as JSONL). With `languages`, only
 /// those languages are kept (and, for CSV, each must be a column).
-pub fn load_safety_prompts(path: &Path, languages: Option<&[String]>) -> EvalResult<Vec<SafetyPrompt>> {
-    let file = std::fs::File::open(path).map_err(|e| EvalError::io(path, e))?;
+pub fn load_safety_prompts(path: &Path, languages: Option<&[String]>) -> Result<Vec<SafetyPrompt>> {
+    let file = std::fs::File::open(path).map_err(|e| TrainError::io(path, e))?;
     let is_csv = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
     let prompts =
         if is_csv { parse_csv_prompts(file, path, languages)? } else { parse_jsonl_prompts(file, path, languages)? };
     if prompts.is_empty() {
-        return Err(EvalError::BadPrompts { path: path.to_path_buf(), line: 0, why: "no prompts".into() });
+        return Err(TrainError::BadRecord { path: path.to_path_buf(), line: 0, why: "no prompts".into() });
     }
     Ok(prompts)
 }
 
 /// Parses CSV prompts from `reader` (`path` names it in errors); see the module docs.
 /// Prompts come row by row, languages in column order.
-pub fn parse_csv_prompts(
-    reader: impl Read,
-    path: &Path,
-    languages: Option<&[String]>,
-) -> EvalResult<Vec<SafetyPrompt>> {
-    let bad = |line: usize, why: String| EvalError::BadPrompts { path: path.to_path_buf(), line, why };
+pub fn parse_csv_prompts(reader: impl Read, path: &Path, languages: Option<&[String]>) -> Result<Vec<SafetyPrompt>> {
+    let bad = |line: usize, why: String| TrainError::BadRecord { path: path.to_path_buf(), line, why };
     let mut csv = csv::ReaderBuilder::new().has_headers(true).from_reader(reader);
     let headers: Vec<String> = csv
         .headers()
@@ -84,7 +80,7 @@ pub fn parse_csv_prompts(
                     .map(|i| (i, lang.clone()))
                     .ok_or_else(|| bad(1, format!("no column `{lang}`; the columns are {}", headers.join(", "))))
             })
-            .collect::<EvalResult<_>>()?,
+            .collect::<Result<_>>()?,
         None => headers
             .iter()
             .enumerate()
@@ -117,12 +113,12 @@ pub fn parse_csv_prompts(
 }
 
 /// Parses JSONL prompts; see the module docs.
-fn parse_jsonl_prompts(reader: impl Read, path: &Path, languages: Option<&[String]>) -> EvalResult<Vec<SafetyPrompt>> {
+fn parse_jsonl_prompts(reader: impl Read, path: &Path, languages: Option<&[String]>) -> Result<Vec<SafetyPrompt>> {
     let mut prompts = vec![];
     for (index, line) in BufReader::new(reader).lines().enumerate() {
         let line_no = index + 1;
-        let bad = |why: String| EvalError::BadPrompts { path: path.to_path_buf(), line: line_no, why };
-        let line = line.map_err(|e| EvalError::io(path, e))?;
+        let bad = |why: String| TrainError::BadRecord { path: path.to_path_buf(), line: line_no, why };
+        let line = line.map_err(|e| TrainError::io(path, e))?;
         if line.trim().is_empty() {
             continue;
         }

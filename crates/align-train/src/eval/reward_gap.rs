@@ -4,14 +4,16 @@
 //!
 //! Tokenisation follows the data contract ([`encode_pair`]): the completion tokens and the
 //! EOS are scored. The prompt is the record's prompt in that language, or the
-//! dominant-language prompt when the record has none in it. Batches are right-padded;
-//! log-softmax runs in float32 whatever the model's dtype ([`sequence_logps`]).
+//! dominant-language prompt when the record has none in it. Batches are right-padded with
+//! the tokenizer's pad id ([`crate::padding`]); log-softmax runs in float32 whatever the
+//! model's dtype.
 
-use super::padded::{pad_id, RightPadded};
-use super::{EvalError, EvalResult, Progress};
+use super::Progress;
 use crate::data::Record;
 use crate::encode::{encode_pair, Encoded, TextEncoder};
-use align_losses::{predicting_positions, scored_sequence_logps, PairLogps};
+use crate::padding::pad_pairs;
+use crate::{Result, TrainError};
+use align_losses::{PairLogps, SequenceLogps};
 use lm_backend::{CausalLm, HiddenRequest};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -84,7 +86,7 @@ pub fn evaluate_reward_gap<M: CausalLm + ?Sized>(
     encoder: &dyn TextEncoder,
     records: &[Record],
     options: &RewardGapOptions,
-) -> EvalResult<RewardGapReport> {
+) -> Result<RewardGapReport> {
     evaluate_reward_gap_with_progress(model, encoder, records, options, &mut |_, _| {})
 }
 
@@ -96,9 +98,9 @@ pub fn evaluate_reward_gap_with_progress<M: CausalLm + ?Sized>(
     records: &[Record],
     options: &RewardGapOptions,
     progress: &mut Progress<'_>,
-) -> EvalResult<RewardGapReport> {
+) -> Result<RewardGapReport> {
     if options.batch_size == 0 {
-        return Err(EvalError::input("batch_size", "must be at least 1"));
+        return Err(TrainError::input("batch_size", "must be at least 1"));
     }
     let items = encode_items(encoder, records, &options.languages)?;
     let mut order: Vec<usize> = (0..items.len()).collect();
@@ -107,7 +109,7 @@ pub fn evaluate_reward_gap_with_progress<M: CausalLm + ?Sized>(
     let mut done = 0;
     for chunk in order.chunks(options.batch_size) {
         let batch: Vec<&PairItem> = chunk.iter().map(|&i| &items[i]).collect();
-        for (&i, gap) in chunk.iter().zip(score_chunk(model, &batch)?) {
+        for (&i, gap) in chunk.iter().zip(score_chunk(model, encoder.pad_id(), &batch)?) {
             scored[i] = Some(gap);
         }
         done += chunk.len();
@@ -117,7 +119,7 @@ pub fn evaluate_reward_gap_with_progress<M: CausalLm + ?Sized>(
 }
 
 /// The pairs to score: per record, each listed language with chosen and rejected text.
-fn encode_items(encoder: &dyn TextEncoder, records: &[Record], languages: &[String]) -> EvalResult<Vec<PairItem>> {
+fn encode_items(encoder: &dyn TextEncoder, records: &[Record], languages: &[String]) -> Result<Vec<PairItem>> {
     let mut items = vec![];
     for record in records {
         let Some(rejected) = &record.rejected else { continue };
@@ -129,14 +131,14 @@ fn encode_items(encoder: &dyn TextEncoder, records: &[Record], languages: &[Stri
         for lang in langs {
             let prompt = match record.prompt.get(lang) {
                 Some(p) => p,
-                None => dominant_prompt(record, languages).ok_or_else(|| EvalError::Encode {
+                None => dominant_prompt(record, languages).ok_or_else(|| TrainError::Encode {
                     id: record.id.clone(),
                     lang: lang.clone(),
                     why: "no prompt in this language and no dominant language given to fall back on".into(),
                 })?,
             };
             let encode = |completion| {
-                encode_pair(encoder, prompt, completion).map_err(|why| EvalError::Encode {
+                encode_pair(encoder, prompt, completion).map_err(|why| TrainError::Encode {
                     id: record.id.clone(),
                     lang: lang.clone(),
                     why,
@@ -162,29 +164,27 @@ fn dominant_prompt<'a>(record: &'a Record, languages: &[String]) -> Option<&'a c
 }
 
 /// The scores of the pairs of `chunk`, from one right-padded forward pass over
-/// `2 * chunk.len()` rows (chosen rows first, then rejected).
-fn score_chunk<M: CausalLm + ?Sized>(model: &M, chunk: &[&PairItem]) -> EvalResult<Vec<RecordGap>> {
-    let sequences: Vec<&Encoded> = chunk.iter().map(|p| &p.chosen).chain(chunk.iter().map(|p| &p.rejected)).collect();
-    let ids: Vec<Vec<i64>> = sequences.iter().map(|e| e.ids()).collect();
-    let rows: Vec<&[i64]> = ids.iter().map(Vec::as_slice).collect();
-    let device = model.device();
-    let batch = RightPadded::new(&rows, pad_id(model.config()), device);
-    let width = batch.input_ids.size()[1] as usize;
-    let spans: Vec<(usize, usize)> = sequences.iter().map(|e| (e.prompt.len(), e.len())).collect();
-    let scored = RightPadded::span_mask(&spans, width, device); // [2N, T]
+/// `2 * chunk.len()` rows (chosen rows first, then rejected), logits only where a completion
+/// token is predicted.
+fn score_chunk<M: CausalLm + ?Sized>(model: &M, pad_id: i64, chunk: &[&PairItem]) -> Result<Vec<RecordGap>> {
+    let seqs: Vec<(&[i64], &[i64])> = chunk
+        .iter()
+        .map(|p| &p.chosen)
+        .chain(chunk.iter().map(|p| &p.rejected))
+        .map(|e| (&e.prompt[..], &e.completion[..]))
+        .collect();
+    let batch = pad_pairs(&seqs, pad_id, model.device());
     let n = chunk.len() as i64;
-    let (chosen, rejected) = tch::no_grad(|| -> EvalResult<_> {
-        // Logits only where a completion token is predicted.
-        let positions = predicting_positions(&scored)?;
-        let out = model.forward_at(&batch.input_ids, &batch.attention_mask, &positions, &HiddenRequest::none())?;
-        let logps = scored_sequence_logps(&out.logits, &batch.input_ids, &scored)?; // [2N]
-        let chosen = align_losses::SequenceLogps::new(logps.sum.narrow(0, 0, n), logps.count.narrow(0, 0, n))?;
-        let rejected = align_losses::SequenceLogps::new(logps.sum.narrow(0, n, n), logps.count.narrow(0, n, n))?;
-        Ok((chosen, rejected))
-    })?;
+    let (logps, _) = tch::no_grad(|| batch.scored_logps(model, &HiddenRequest::none(), "reward-gap forward"))?; // [2N]
+    let rows = |start: i64| {
+        SequenceLogps::new(logps.sum.narrow(0, start, n), logps.count.narrow(0, start, n))
+            .map_err(TrainError::loss("reward gap"))
+    };
+    let (chosen, rejected) = (rows(0)?, rows(n)?);
     let chosen_avg = to_f64(&chosen.mean())?;
     let rejected_avg = to_f64(&rejected.mean())?;
-    let gap = to_f64(&mpo_loss::reward_gap(&PairLogps::new(chosen, rejected)?, true))?; // MPO eq. (4)
+    let pair = PairLogps::new(chosen, rejected).map_err(TrainError::loss("reward gap"))?;
+    let gap = to_f64(&mpo_loss::reward_gap(&pair, true))?; // MPO eq. (4)
     Ok(chunk
         .iter()
         .enumerate()
@@ -198,8 +198,9 @@ fn score_chunk<M: CausalLm + ?Sized>(model: &M, chunk: &[&PairItem]) -> EvalResu
         .collect())
 }
 
-fn to_f64(t: &tch::Tensor) -> EvalResult<Vec<f64>> {
-    Ok(Vec::<f64>::try_from(t.to_kind(tch::Kind::Double).to_device(tch::Device::Cpu))?)
+fn to_f64(t: &tch::Tensor) -> Result<Vec<f64>> {
+    Vec::<f64>::try_from(t.to_kind(tch::Kind::Double).to_device(tch::Device::Cpu))
+        .map_err(TrainError::torch("reading reward gaps"))
 }
 
 /// Groups the per-pair results into the report's per-language means.

@@ -9,8 +9,9 @@
 
 use super::judge::{Judge, Verdict};
 use super::prompts::SafetyPrompt;
-use super::{EvalError, EvalResult, Progress};
+use super::Progress;
 use crate::data::Text;
+use crate::{Result, TrainError};
 use lm_backend::{ChatMessage, GenerationConfig, HfCausalLm, Tokenizer};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -86,20 +87,24 @@ pub struct SafetyReport {
 }
 
 /// The token ids `model` continues for `prompt`.
-fn prompt_ids(tokenizer: &Tokenizer, prompt: &SafetyPrompt, use_template: bool) -> EvalResult<Vec<i64>> {
+fn prompt_ids(tokenizer: &Tokenizer, prompt: &SafetyPrompt, use_template: bool) -> Result<Vec<i64>> {
     let template = use_template && tokenizer.chat_template().is_some();
+    let encode_err = |e: lm_backend::LmError| TrainError::Encode {
+        id: prompt.id.clone(),
+        lang: prompt.lang.clone(),
+        why: e.to_string(),
+    };
+    let render = |messages: &[ChatMessage]| -> Result<Vec<u32>> {
+        let text = tokenizer.apply_chat_template(messages, true).map_err(encode_err)?;
+        tokenizer.encode(&text, false).map_err(encode_err)
+    };
     let ids = match (&prompt.prompt, template) {
-        (Text::Plain(s), false) => tokenizer.encode(s, true)?,
-        (Text::Plain(s), true) => {
-            tokenizer.encode(&tokenizer.apply_chat_template(&[ChatMessage::new("user", s)], true)?, false)?
-        }
-        (Text::Messages(m), _) => {
-            let messages: Vec<ChatMessage> = m.iter().map(|m| ChatMessage::new(&m.role, &m.content)).collect();
-            tokenizer.encode(&tokenizer.apply_chat_template(&messages, true)?, false)?
-        }
+        (Text::Plain(s), false) => tokenizer.encode(s, true).map_err(encode_err)?,
+        (Text::Plain(s), true) => render(&[ChatMessage::new("user", s)])?,
+        (Text::Messages(m), _) => render(&m.iter().map(|m| ChatMessage::new(&m.role, &m.content)).collect::<Vec<_>>())?,
     };
     if ids.is_empty() {
-        return Err(EvalError::Encode {
+        return Err(TrainError::Encode {
             id: prompt.id.clone(),
             lang: prompt.lang.clone(),
             why: "the prompt encodes to no tokens".into(),
@@ -115,7 +120,7 @@ pub fn generate_responses(
     tokenizer: &Tokenizer,
     prompts: &[SafetyPrompt],
     options: &GenerationOptions,
-) -> EvalResult<Vec<Generation>> {
+) -> Result<Vec<Generation>> {
     generate_responses_with_progress(model, tokenizer, prompts, options, &mut |_, _| {})
 }
 
@@ -126,9 +131,9 @@ pub fn generate_responses_with_progress(
     prompts: &[SafetyPrompt],
     options: &GenerationOptions,
     progress: &mut Progress<'_>,
-) -> EvalResult<Vec<Generation>> {
+) -> Result<Vec<Generation>> {
     if options.batch_size == 0 {
-        return Err(EvalError::input("batch_size", "must be at least 1"));
+        return Err(TrainError::input("batch_size", "must be at least 1"));
     }
     let mut config = GenerationConfig::greedy(model, options.max_new_tokens);
     if let Some(eos) = tokenizer.eos_token_id().map(i64::from) {
@@ -137,17 +142,18 @@ pub fn generate_responses_with_progress(
         }
     }
     let ids =
-        prompts.iter().map(|p| prompt_ids(tokenizer, p, options.use_chat_template)).collect::<EvalResult<Vec<_>>>()?;
+        prompts.iter().map(|p| prompt_ids(tokenizer, p, options.use_chat_template)).collect::<Result<Vec<_>>>()?;
     let mut order: Vec<usize> = (0..prompts.len()).collect();
     order.sort_by_key(|&i| ids[i].len());
     let mut responses = vec![String::new(); prompts.len()];
     let mut done = 0;
     for chunk in order.chunks(options.batch_size) {
         let batch: Vec<Vec<i64>> = chunk.iter().map(|&i| ids[i].clone()).collect();
-        let outputs = model.generate(&batch, &config)?;
+        let outputs = model.generate(&batch, &config).map_err(TrainError::model("generating responses"))?;
         for (&i, out) in chunk.iter().zip(outputs) {
             let out: Vec<u32> = out.into_iter().filter_map(|t| u32::try_from(t).ok()).collect();
-            responses[i] = tokenizer.decode(&out, true)?.trim().to_string();
+            let text = tokenizer.decode(&out, true).map_err(TrainError::model("decoding a response"))?;
+            responses[i] = text.trim().to_string();
         }
         done += chunk.len();
         progress(done, prompts.len());
@@ -163,7 +169,7 @@ pub fn generate_responses_with_progress(
 pub fn judge_generations(
     generations: &[Generation],
     judge: &dyn Judge,
-) -> EvalResult<(SafetyReport, Vec<JudgedGeneration>)> {
+) -> Result<(SafetyReport, Vec<JudgedGeneration>)> {
     judge_generations_with_progress(generations, judge, &mut |_, _| {})
 }
 
@@ -172,7 +178,7 @@ pub fn judge_generations_with_progress(
     generations: &[Generation],
     judge: &dyn Judge,
     progress: &mut Progress<'_>,
-) -> EvalResult<(SafetyReport, Vec<JudgedGeneration>)> {
+) -> Result<(SafetyReport, Vec<JudgedGeneration>)> {
     let mut judged = Vec::with_capacity(generations.len());
     for g in generations {
         let verdict = judge.judge(&g.prompt, &g.response, &g.lang)?;
@@ -210,13 +216,13 @@ pub fn summarise(judged: &[JudgedGeneration], judge: String) -> SafetyReport {
 
 /// Writes `dir/safety.json` (the report) and `dir/generations.jsonl` (one judged generation
 /// per line), creating `dir`; each file is replaced atomically.
-pub fn write_safety_outputs(dir: &Path, report: &SafetyReport, judged: &[JudgedGeneration]) -> EvalResult<()> {
-    std::fs::create_dir_all(dir).map_err(|e| EvalError::io(dir, e))?;
-    let json = serde_json::to_string_pretty(report).map_err(|e| EvalError::input("safety report", e.to_string()))?;
+pub fn write_safety_outputs(dir: &Path, report: &SafetyReport, judged: &[JudgedGeneration]) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+    let json = serde_json::to_string_pretty(report).map_err(|e| TrainError::input("safety report", e.to_string()))?;
     crate::atomic::write_file(&dir.join("safety.json"), format!("{json}\n").as_bytes())?;
     let mut lines = String::new();
     for j in judged {
-        let line = serde_json::to_string(j).map_err(|e| EvalError::input("generation", e.to_string()))?;
+        let line = serde_json::to_string(j).map_err(|e| TrainError::input("generation", e.to_string()))?;
         lines.push_str(&line);
         lines.push('\n');
     }

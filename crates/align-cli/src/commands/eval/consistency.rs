@@ -41,7 +41,7 @@ pub struct ConsistencyArgs {
 }
 
 fn parse_layers(s: &str) -> Result<LayerSelection, String> {
-    s.parse().map_err(|e: align_train::eval::EvalError| e.to_string())
+    s.parse().map_err(|e: align_train::TrainError| e.to_string())
 }
 
 /// Evaluates and prints.

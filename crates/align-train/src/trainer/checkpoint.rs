@@ -1,0 +1,109 @@
+//! Checkpoints: `checkpoint-<step>/` and `final/`, each a Hugging Face model folder plus the
+//! optimizer state, the objective's own parameters and `trainer_state.json`, written
+//! atomically (a crash never leaves a half-written checkpoint that looks complete), found
+//! again on resume, and restored.
+
+use crate::atomic::{write_dir, write_file};
+use crate::optim::AdamW;
+use crate::{Result, TrainError};
+use lm_backend::HfCausalLm;
+use std::path::{Path, PathBuf};
+use tch::nn::VarStore;
+use tch::Tensor;
+
+/// Files copied from the model folder into every checkpoint (when present).
+pub const TOKENIZER_FILES: &[&str] =
+    &["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"];
+
+/// The file of a checkpoint holding the objective's own trainable tensors (MLC heads).
+pub const OBJECTIVE_PARAMS: &str = "objective_params.safetensors";
+
+/// The file of a checkpoint holding the AdamW state.
+pub const OPTIMIZER_STATE: &str = "optimizer.safetensors";
+
+/// The file of a checkpoint written last: its presence marks the checkpoint complete.
+pub const TRAINER_STATE: &str = "trainer_state.json";
+
+/// The latest checkpoint of `output` whose [`TRAINER_STATE`] was written (checkpoints are
+/// renamed into place whole, and this file is written last in any case).
+pub fn latest_checkpoint(output: &Path) -> Option<(u64, PathBuf)> {
+    std::fs::read_dir(output)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let step: u64 = name.strip_prefix("checkpoint-")?.parse().ok()?;
+            e.path().join(TRAINER_STATE).is_file().then(|| (step, e.path()))
+        })
+        .max_by_key(|(step, _)| *step)
+}
+
+fn torch_err(context: &'static str) -> impl FnOnce(tch::TchError) -> TrainError {
+    move |source| TrainError::Torch { context: context.to_string(), source }
+}
+
+/// Saves and restores the state of one run under its output folder.
+#[derive(Debug, Clone)]
+pub struct Checkpointer {
+    output: PathBuf,
+    extra_files: Vec<PathBuf>,
+    total_steps: u64,
+    seed: u64,
+}
+
+impl Checkpointer {
+    /// Checkpoints of a run of `total_steps` steps (seed `seed`) under `output`, carrying the
+    /// tokenizer files of `model_dir`.
+    pub fn new(output: &Path, model_dir: &Path, total_steps: u64, seed: u64) -> Self {
+        let extra_files = TOKENIZER_FILES.iter().map(|f| model_dir.join(f)).filter(|p| p.is_file()).collect();
+        Self { output: output.to_path_buf(), extra_files, total_steps, seed }
+    }
+
+    /// `output/checkpoint-<step>`.
+    pub fn step_dir(&self, step: u64) -> PathBuf {
+        self.output.join(format!("checkpoint-{step}"))
+    }
+
+    /// `output/final`.
+    pub fn final_dir(&self) -> PathBuf {
+        self.output.join("final")
+    }
+
+    /// The checkpoint to resume from: the latest complete one, or an error when there is none.
+    pub fn resume_point(&self) -> Result<(u64, PathBuf)> {
+        latest_checkpoint(&self.output).ok_or_else(|| TrainError::Resume {
+            path: self.output.clone(),
+            why: "it holds no complete checkpoint-<step>/".into(),
+        })
+    }
+
+    /// Writes the state after `step` optimizer steps to `dir`, atomically: the policy as a
+    /// Hugging Face folder, the optimizer state, the objective's parameters (when it has any)
+    /// and, last, `trainer_state.json`. An existing `dir` is replaced whole.
+    pub fn save(&self, dir: &Path, step: u64, policy: &HfCausalLm, optimizer: &AdamW, heads: &VarStore) -> Result<()> {
+        write_dir(dir, |tmp| {
+            policy
+                .save(tmp, &self.extra_files)
+                .map_err(|source| TrainError::Model { context: format!("saving {}", dir.display()), source })?;
+            Tensor::write_safetensors(&optimizer.state(), tmp.join(OPTIMIZER_STATE))
+                .map_err(torch_err("writing optimizer.safetensors"))?;
+            if !heads.variables().is_empty() {
+                heads.save(tmp.join(OBJECTIVE_PARAMS)).map_err(torch_err("writing objective_params.safetensors"))?;
+            }
+            let state = serde_json::json!({ "step": step, "total_steps": self.total_steps, "seed": self.seed });
+            write_file(&tmp.join(TRAINER_STATE), state.to_string().as_bytes())
+        })
+    }
+
+    /// Loads the optimizer state and the objective's parameters of the checkpoint `dir`
+    /// (taken after `step` steps). The policy's weights are loaded from `dir` by the caller.
+    pub fn restore(&self, dir: &Path, step: u64, optimizer: &mut AdamW, heads: &mut VarStore) -> Result<()> {
+        let state =
+            Tensor::read_safetensors(dir.join(OPTIMIZER_STATE)).map_err(torch_err("reading optimizer.safetensors"))?;
+        optimizer.load_state(&state, step).map_err(|why| TrainError::Resume { path: dir.to_path_buf(), why })?;
+        if !heads.variables().is_empty() {
+            heads.load(dir.join(OBJECTIVE_PARAMS)).map_err(torch_err("reading objective_params.safetensors"))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,151 @@
+//! The training loop: `align train --config run.toml`.
+//!
+//! One run: load the policy (and, when a term needs it, a frozen reference), encode every
+//! record, compute the reference log-probs once (cached in the output folder), then take
+//! optimizer steps of `grad_accum` micro-batches each, with AdamW, the learning-rate
+//! schedule, gradient clipping, a NaN/inf guard, `metrics.jsonl`, checkpoints and resume.
+//!
+//! The parts: [`setup`] (models, objective, data), [`step`] (the step loop), [`checkpoint`]
+//! ([`Checkpointer`]: save, find the latest complete, restore), [`reference`] (the reference
+//! log-prob cache) and [`events`] (what the run reports, and how a caller interrupts it).
+//! The library never prints: progress and messages reach the caller as [`TrainEvent`]s.
+
+pub mod checkpoint;
+pub mod events;
+pub mod reference;
+mod setup;
+mod step;
+
+pub use checkpoint::{latest_checkpoint, Checkpointer, OBJECTIVE_PARAMS, TOKENIZER_FILES};
+pub use events::{EventHandler, Interrupt, SaveReason, TrainEvent};
+
+use crate::config::RunConfig;
+use crate::optim::{AdamW, AdamWConfig};
+use crate::order::MicroBatches;
+use crate::{DataOrder, LrSchedule, MetricsLog, Result, TrainError};
+use events::Events;
+use setup::Run;
+use std::path::{Path, PathBuf};
+use step::{LoopEnd, StepLoop};
+use tch::Tensor;
+
+/// How to run: where to write, whether to continue an interrupted run, where to report
+/// progress and how to be stopped.
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// The output folder (`metrics.jsonl`, `checkpoint-<step>/`, `final/`).
+    pub output: PathBuf,
+    /// Continue from the latest complete checkpoint in `output`.
+    pub resume: bool,
+    /// Triggering it makes the run save a checkpoint after the current step and return.
+    pub interrupt: Interrupt,
+    /// Receives the run's [`TrainEvent`]s (progress, skips, checkpoints); none by default.
+    pub on_event: Option<EventHandler>,
+}
+
+impl TrainOptions {
+    /// A fresh run writing to `output`, silent, never interrupted.
+    pub fn new(output: impl Into<PathBuf>) -> Self {
+        Self { output: output.into(), ..Self::default() }
+    }
+
+    /// Continue from the latest complete checkpoint (`true`) or start afresh.
+    pub fn resume(mut self, resume: bool) -> Self {
+        self.resume = resume;
+        self
+    }
+
+    /// Stop (after saving) when `interrupt` is triggered.
+    pub fn with_interrupt(mut self, interrupt: Interrupt) -> Self {
+        self.interrupt = interrupt;
+        self
+    }
+
+    /// Report events to `handler`.
+    pub fn on_event(mut self, handler: impl Fn(&TrainEvent) + Send + Sync + 'static) -> Self {
+        self.on_event = Some(EventHandler::new(handler));
+        self
+    }
+}
+
+/// What a finished (or interrupted) run did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainSummary {
+    /// Optimizer steps completed, in total.
+    pub steps: u64,
+    /// The last model folder written (`final/`, or the checkpoint of an interruption).
+    pub saved: PathBuf,
+    /// Bad data lines skipped (with `skip_bad_lines`).
+    pub skipped_lines: usize,
+    /// Steps skipped because loss or gradient was not finite (`on_nonfinite = "skip"`).
+    pub nonfinite_steps: u64,
+    /// True when the interrupt handle ended the run early (after saving).
+    pub interrupted: bool,
+}
+
+/// Optimizer steps of the whole run: `max_steps`, or enough for `epochs` passes.
+fn total_steps(config: &RunConfig, records: usize) -> u64 {
+    let t = &config.train;
+    if t.max_steps > 0 {
+        t.max_steps as u64
+    } else {
+        (t.epochs * records).div_ceil(t.batch_size * t.grad_accum) as u64
+    }
+}
+
+/// AdamW over the policy's parameters and the objective's own (named `objective.<name>`).
+fn optimizer(config: &RunConfig, run: &Run) -> AdamW {
+    run.policy.set_trainable(true);
+    let mut params: Vec<(String, Tensor)> =
+        run.policy.parameters().iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
+    for (n, t) in run.heads.variables() {
+        params.push((format!("objective.{n}"), t));
+    }
+    let o = &config.optim;
+    AdamW::new(params, AdamWConfig { betas: o.betas, eps: o.eps, weight_decay: o.weight_decay })
+}
+
+/// Runs training as `config` (read from `config_path`) describes.
+pub fn train(config: &RunConfig, config_path: &Path, opts: &TrainOptions) -> Result<TrainSummary> {
+    let events = Events(opts.on_event.clone());
+    tch::manual_seed(config.train.seed as i64);
+    std::fs::create_dir_all(&opts.output).map_err(|source| TrainError::Io { path: opts.output.clone(), source })?;
+    let probe = Checkpointer::new(&opts.output, &config.model.path, 0, config.train.seed);
+    let resume_from = if opts.resume { Some(probe.resume_point()?) } else { None };
+    let policy_dir = resume_from.as_ref().map_or(config.model.path.as_path(), |(_, dir)| dir.as_path());
+    let mut run = Run::build(config, config_path, policy_dir, &opts.output, &events)?;
+
+    let total_steps = total_steps(config, run.records.len());
+    let checkpointer = Checkpointer::new(&opts.output, &config.model.path, total_steps, config.train.seed);
+    let mut optimizer = optimizer(config, &run);
+    let start = match &resume_from {
+        Some((step, dir)) => {
+            checkpointer.restore(dir, *step, &mut optimizer, &mut run.heads)?;
+            events.emit(TrainEvent::Resumed { step: *step, checkpoint: dir });
+            *step
+        }
+        None => 0,
+    };
+    let o = &config.optim;
+    let order = DataOrder::new(run.records.len(), config.train.seed);
+    let mut steps = StepLoop {
+        config,
+        run: &run,
+        optimizer,
+        schedule: LrSchedule::new(o.lr, o.schedule, o.warmup_ratio, total_steps as usize),
+        batches: MicroBatches::new(order, config.train.batch_size, config.train.grad_accum),
+        metrics_log: MetricsLog::open(&opts.output.join("metrics.jsonl"), resume_from.as_ref().map(|(s, _)| *s))?,
+        checkpointer: &checkpointer,
+        events: &events,
+        interrupt: &opts.interrupt,
+        total_steps,
+        nonfinite_steps: 0,
+    };
+    events.emit(TrainEvent::Started { start, total_steps, records: run.records.len() });
+    let (step, saved, interrupted) = match steps.run(start)? {
+        LoopEnd::Interrupted { step, saved } => (step, saved, true),
+        LoopEnd::Finished { step } => (step, steps.save(step, SaveReason::Final)?, false),
+    };
+    let (skipped_lines, nonfinite_steps) = (run.skipped_lines, steps.nonfinite_steps);
+    Ok(TrainSummary { steps: step, saved, skipped_lines, nonfinite_steps, interrupted })
+}

@@ -1,0 +1,127 @@
+//! The reference log-probs of every record, computed once before training without gradient
+//! and cached in the output folder (`reference_logps.safetensors` with a fingerprint in
+//! `reference_logps.json`), so a resumed or repeated run with the same reference and data
+//! reads them back instead of recomputing.
+
+use super::events::{Events, TrainEvent};
+use crate::atomic::write_file;
+use crate::batch::ReferenceCache;
+use crate::padding::pad_pairs;
+use crate::prepare::PreparedRecord;
+use crate::seeded::Fnv1a;
+use crate::{Result, TrainError};
+use lm_backend::{CausalLm, HfCausalLm, HiddenRequest};
+use std::path::{Path, PathBuf};
+use tch::{Device, Tensor};
+
+/// The cache file in the output folder.
+pub const CACHE_FILE: &str = "reference_logps.safetensors";
+/// The cache's fingerprint file in the output folder.
+pub const STAMP_FILE: &str = "reference_logps.json";
+const COLUMNS: [&str; 5] = ["chosen_sum", "chosen_count", "rejected_sum", "rejected_count", "kl_sum"];
+
+/// What the cache is computed from.
+pub(crate) struct ReferenceInputs<'a> {
+    /// The frozen reference.
+    pub model: &'a HfCausalLm,
+    /// Its folder (part of the fingerprint).
+    pub dir: &'a Path,
+    /// Every record of the run.
+    pub records: &'a [PreparedRecord],
+    /// Padding token id.
+    pub pad_id: i64,
+    /// Records per batch.
+    pub batch_size: usize,
+    /// Also KTO's mismatched pairs.
+    pub kl: bool,
+}
+
+/// FNV-1a over the reference folder and every token id the cache covers: a cache whose
+/// fingerprint differs was made for other data or another reference and is recomputed.
+fn fingerprint(reference_dir: &Path, records: &[PreparedRecord], kl: bool) -> String {
+    let mut h = Fnv1a::new();
+    for b in reference_dir.to_string_lossy().bytes() {
+        h.write_u64(u64::from(b));
+    }
+    h.write_u64(kl as u64);
+    for r in records {
+        for part in [Some(&r.chosen), r.rejected.as_ref()].into_iter().flatten() {
+            h.write_u64(part.prompt.len() as u64);
+            part.ids().iter().for_each(|&i| h.write_u64(i as u64));
+        }
+    }
+    format!("{:016x}", h.finish())
+}
+
+/// Reads the cache of `output`, or computes and writes it; reports
+/// [`TrainEvent::ReferenceProgress`] and [`TrainEvent::ReferenceCacheReady`].
+pub(crate) fn reference_cache(inputs: &ReferenceInputs, output: &Path, events: &Events) -> Result<ReferenceCache> {
+    let file = output.join(CACHE_FILE);
+    let stamp_file = output.join(STAMP_FILE);
+    let stamp = fingerprint(inputs.dir, inputs.records, inputs.kl);
+    if let Some(cache) = read_cache(&file, &stamp_file, &stamp) {
+        events.emit(TrainEvent::ReferenceCacheReady { path: &file, reused: true });
+        return Ok(cache);
+    }
+    let columns = compute(inputs, events)?;
+    let named: Vec<(&str, &Tensor)> = COLUMNS.iter().copied().zip(columns.iter()).collect();
+    let tmp = sibling_tmp(&file);
+    Tensor::write_safetensors(&named, &tmp)
+        .map_err(|source| TrainError::Torch { context: format!("writing {CACHE_FILE}"), source })?;
+    std::fs::rename(&tmp, &file).map_err(|source| TrainError::Io { path: file.clone(), source })?;
+    let stamp_json = serde_json::json!({ "fingerprint": stamp, "records": inputs.records.len() });
+    write_file(&stamp_file, stamp_json.to_string().as_bytes())?;
+    events.emit(TrainEvent::ReferenceCacheReady { path: &file, reused: false });
+    let [a, b, c, d, e] = columns;
+    Ok(ReferenceCache { chosen_sum: a, chosen_count: b, rejected_sum: c, rejected_count: d, kl_sum: e })
+}
+
+/// `file.tmp.safetensors`: beside `file` (so the rename is atomic), with the extension that
+/// tells libtorch the format.
+fn sibling_tmp(file: &Path) -> PathBuf {
+    file.with_extension("tmp.safetensors")
+}
+
+/// The cache, when `stamp_file` holds `stamp` and `file` has every column.
+fn read_cache(file: &Path, stamp_file: &Path, stamp: &str) -> Option<ReferenceCache> {
+    if !std::fs::read_to_string(stamp_file).is_ok_and(|s| s.contains(stamp)) {
+        return None;
+    }
+    let tensors = Tensor::read_safetensors(file).ok()?;
+    let get = |k: &str| tensors.iter().find(|(n, _)| n == k).map(|(_, t)| t.shallow_clone());
+    let [Some(a), Some(b), Some(c), Some(d), Some(e)] = COLUMNS.map(get) else { return None };
+    Some(ReferenceCache { chosen_sum: a, chosen_count: b, rejected_sum: c, rejected_count: d, kl_sum: e })
+}
+
+/// The five `[N]` columns of [`COLUMNS`], on the CPU, in record order.
+fn compute(inputs: &ReferenceInputs, events: &Events) -> Result<[Tensor; 5]> {
+    let records = inputs.records;
+    let (n, batch_size) = (records.len(), inputs.batch_size);
+    let total = n.div_ceil(batch_size);
+    let mut cols: [Vec<Tensor>; 5] = Default::default();
+    let _guard = tch::no_grad_guard();
+    for (k, chunk) in records.chunks(batch_size).enumerate() {
+        let logps = |seqs: Vec<(&[i64], &[i64])>| -> Result<(Tensor, Tensor)> {
+            let p = pad_pairs(&seqs, inputs.pad_id, inputs.model.device());
+            let (s, _) = p.scored_logps(inputs.model, &HiddenRequest::none(), "reference forward")?;
+            Ok((s.sum.to_device(Device::Cpu), s.count.to_device(Device::Cpu)))
+        };
+        let (cs, cc) = logps(chunk.iter().map(|r| (&r.chosen.prompt[..], &r.chosen.completion[..])).collect())?;
+        let rejected: Vec<_> = chunk.iter().map(|r| r.rejected.as_ref().unwrap_or(&r.chosen)).collect();
+        let (rs, rc) = logps(rejected.iter().map(|e| (&e.prompt[..], &e.completion[..])).collect())?;
+        let kl_sum = if inputs.kl {
+            let start = k * batch_size;
+            let seqs = (start..start + chunk.len())
+                .map(|i| (&records[i].chosen.prompt[..], &records[(i + 1) % n].chosen.completion[..]))
+                .collect();
+            logps(seqs)?.0
+        } else {
+            cs.zeros_like()
+        };
+        for (col, t) in cols.iter_mut().zip([cs, cc, rs, rc, kl_sum]) {
+            col.push(t);
+        }
+        events.emit(TrainEvent::ReferenceProgress { done: k + 1, total });
+    }
+    Ok(cols.map(|c| Tensor::cat(&c, 0)))
+}

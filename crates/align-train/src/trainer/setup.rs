@@ -1,0 +1,163 @@
+//! Run setup: everything a run needs before its first step — the tokenizer's EOS and pad ids,
+//! the policy (from the base model or the checkpoint to resume), the objective and its
+//! [`StepPlan`], the encoded records, the frozen reference and its cached log-probs.
+
+use super::events::{Events, TrainEvent};
+use super::reference::{reference_cache, ReferenceInputs};
+use crate::batch::{ReferenceCache, StepModels, StepPlan};
+use crate::config::{Dtype, ObjectiveKind, RunConfig};
+use crate::data::load_records;
+use crate::encode::TextEncoder;
+use crate::prepare::{prepare_records, PreparedRecord, RecordNeeds};
+use crate::terms::{build_objective, ModelShape};
+use crate::{Result, TrainError};
+use align_losses::{ObjectiveStack, PreferenceObjective};
+use lm_backend::{CausalLm, HfCausalLm, LoadOptions, Tokenizer};
+use std::path::Path;
+use tch::nn::VarStore;
+
+/// A run's models, objective and data, ready for the step loop.
+pub(crate) struct Run {
+    /// The model being trained.
+    pub policy: HfCausalLm,
+    /// The frozen reference, kept only when a term reads its hidden states.
+    pub reference: Option<HfCausalLm>,
+    /// Cached reference log-probs, when a term reads them.
+    pub cache: Option<ReferenceCache>,
+    /// The objective's own trainable tensors (MLC projection heads).
+    pub heads: VarStore,
+    /// The weighted stack of terms.
+    pub objective: ObjectiveStack,
+    /// Which forward passes a step runs.
+    pub plan: StepPlan,
+    /// Every usable record, encoded.
+    pub records: Vec<PreparedRecord>,
+    /// The tokenizer's padding id.
+    pub pad_id: i64,
+    /// Bad data lines skipped (`skip_bad_lines`).
+    pub skipped_lines: usize,
+}
+
+fn model_err(context: String) -> impl FnOnce(lm_backend::LmError) -> TrainError {
+    move |source| TrainError::Model { context, source }
+}
+
+impl Run {
+    /// Sets up the run of `config` (read from `config_path`), with the policy loaded from
+    /// `policy_dir` (the base model, or the checkpoint being resumed) and the reference cache
+    /// under `output`.
+    pub fn build(
+        config: &RunConfig,
+        config_path: &Path,
+        policy_dir: &Path,
+        output: &Path,
+        events: &Events,
+    ) -> Result<Run> {
+        let device = torch_device::device_from_str(&config.model.device)?;
+        let kind = match config.model.dtype {
+            Dtype::F32 => tch::Kind::Float,
+            Dtype::Bf16 => tch::Kind::BFloat16,
+        };
+        let load = LoadOptions::cpu_f32().with_dtype(kind).with_device(device);
+        let tokenizer = load_tokenizer(config, config_path)?;
+        let policy = HfCausalLm::load(policy_dir, load)
+            .map_err(model_err(format!("loading the policy from {}", policy_dir.display())))?;
+        let shape = ModelShape { num_layers: policy.num_layers(), hidden_size: policy.config().hidden_size };
+        let heads = VarStore::new(device);
+        let objective = build_objective(&config.objectives, shape, &(heads.root() / "mlc_head"), config_path)?;
+        let chosen_only = config.objectives.iter().all(|o| matches!(o.kind, ObjectiveKind::Sft));
+        let plan = StepPlan::new(&objective.needs(), chosen_only);
+        let (records, skipped_lines) = load_data(config, &tokenizer, &plan, events)?;
+        let pad_id = tokenizer.pad_id();
+        let (reference, cache) = load_reference(config, load, &plan, &records, pad_id, output, events)?;
+        Ok(Run { policy, reference, cache, heads, objective, plan, records, pad_id, skipped_lines })
+    }
+
+    /// The models and constants the step's forward passes read.
+    pub fn step_models(&self, num_languages: usize) -> StepModels<'_> {
+        StepModels {
+            policy: &self.policy,
+            reference: self.reference.as_ref(),
+            cache: self.cache.as_ref(),
+            pad_id: self.pad_id,
+            num_languages,
+        }
+    }
+}
+
+/// The base model's tokenizer, which must have an EOS to end completions with.
+fn load_tokenizer(config: &RunConfig, config_path: &Path) -> Result<Tokenizer> {
+    let base = &config.model.path;
+    let tokenizer =
+        Tokenizer::from_dir(base).map_err(model_err(format!("loading the tokenizer of {}", base.display())))?;
+    if tokenizer.eos_token_id().is_none() {
+        return Err(TrainError::InvalidValue {
+            path: config_path.to_path_buf(),
+            table: "[model]".into(),
+            key: "path".into(),
+            why: format!("the tokenizer of {} has no EOS token to end completions with", base.display()),
+        });
+    }
+    Ok(tokenizer)
+}
+
+/// Reads and encodes the training records with what `plan` needs of each; reports the
+/// records skipped. Returns the records and the number of bad lines skipped.
+fn load_data(
+    config: &RunConfig,
+    tokenizer: &Tokenizer,
+    plan: &StepPlan,
+    events: &Events,
+) -> Result<(Vec<PreparedRecord>, usize)> {
+    let data = load_records(&config.data.train, &config.data.languages, config.data.skip_bad_lines)?;
+    let needs =
+        RecordNeeds { rejected: !plan.chosen_only, variants: !plan.variant_layers.is_empty(), targets: plan.targets };
+    let (records, skipped_prep) = prepare_records(
+        &data,
+        tokenizer,
+        &config.data.languages,
+        config.data.max_length,
+        needs,
+        config.data.skip_bad_lines,
+    )?;
+    let skipped: Vec<TrainError> = data.skipped.into_iter().chain(skipped_prep).collect();
+    if !skipped.is_empty() {
+        events.emit(TrainEvent::RecordsSkipped { errors: &skipped, kept: records.len() });
+    }
+    Ok((records, skipped.len()))
+}
+
+/// The frozen reference (kept only when a term reads its hidden states) and the cached
+/// reference log-probs (when a term reads them).
+fn load_reference(
+    config: &RunConfig,
+    load: LoadOptions,
+    plan: &StepPlan,
+    records: &[PreparedRecord],
+    pad_id: i64,
+    output: &Path,
+    events: &Events,
+) -> Result<(Option<HfCausalLm>, Option<ReferenceCache>)> {
+    let needs_logps = plan.reference || plan.kl;
+    let needs_model = !plan.dominant_layers.is_empty();
+    if !needs_logps && !needs_model {
+        return Ok((None, None));
+    }
+    let dir = config.model.reference.clone().unwrap_or_else(|| config.model.path.clone());
+    let model =
+        HfCausalLm::load(&dir, load).map_err(model_err(format!("loading the reference from {}", dir.display())))?;
+    let cache = if needs_logps {
+        let inputs = ReferenceInputs {
+            model: &model,
+            dir: &dir,
+            records,
+            pad_id,
+            batch_size: config.train.batch_size,
+            kl: plan.kl,
+        };
+        Some(reference_cache(&inputs, output, events)?)
+    } else {
+        None
+    };
+    Ok((needs_model.then_some(model), cache))
+}

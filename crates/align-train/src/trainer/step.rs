@@ -1,0 +1,182 @@
+//! The step loop: each optimizer step accumulates the gradients of `grad_accum`
+//! micro-batches, guards against non-finite losses and gradients, clips, applies AdamW at
+//! the scheduled learning rate, appends a line to `metrics.jsonl`, and saves a checkpoint
+//! every `save_every` steps or when the run is interrupted.
+
+use super::checkpoint::Checkpointer;
+use super::events::{Events, Interrupt, SaveReason, TrainEvent};
+use super::setup::Run;
+use crate::batch::build_view;
+use crate::config::{OnNonFinite, RunConfig};
+use crate::optim::AdamW;
+use crate::order::MicroBatches;
+use crate::prepare::PreparedRecord;
+use crate::{LrSchedule, MetricsLog, Result, TrainError};
+use align_losses::PreferenceObjective;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// How the step loop ended.
+pub(crate) enum LoopEnd {
+    /// Every step was taken.
+    Finished {
+        /// Steps taken (skipped ones included).
+        step: u64,
+    },
+    /// The interrupt handle was triggered; the state was saved to `saved`.
+    Interrupted {
+        /// Steps taken.
+        step: u64,
+        /// The checkpoint written.
+        saved: PathBuf,
+    },
+}
+
+/// What one optimizer step's micro-batches produced.
+struct Accumulated {
+    /// The weighted loss, averaged over micro-batches.
+    loss: f64,
+    /// Tokens forwarded with gradient.
+    tokens: usize,
+    /// Each term's metrics, averaged over micro-batches, in first-seen order.
+    metrics: Vec<(String, f64)>,
+    /// The global norm of the accumulated gradient, before clipping.
+    grad_norm: f64,
+}
+
+/// The state the loop moves forward.
+pub(crate) struct StepLoop<'a> {
+    pub config: &'a RunConfig,
+    pub run: &'a Run,
+    pub optimizer: AdamW,
+    pub schedule: LrSchedule,
+    pub batches: MicroBatches,
+    pub metrics_log: MetricsLog,
+    pub checkpointer: &'a Checkpointer,
+    pub events: &'a Events,
+    pub interrupt: &'a Interrupt,
+    pub total_steps: u64,
+    /// Steps skipped as non-finite so far.
+    pub nonfinite_steps: u64,
+}
+
+impl StepLoop<'_> {
+    /// Takes steps `start + 1 ..= total_steps`.
+    pub fn run(&mut self, start: u64) -> Result<LoopEnd> {
+        let mut step = start;
+        while step < self.total_steps {
+            let t0 = Instant::now();
+            let accumulated = match self.accumulate(step)? {
+                Ok(a) => a,
+                Err((what, value)) => {
+                    self.not_finite(step, what, value)?;
+                    step += 1;
+                    continue;
+                }
+            };
+            step += 1;
+            self.apply_and_log(step, accumulated, t0)?;
+            let interrupted = self.interrupt.is_triggered();
+            let periodic = self.config.train.save_every > 0 && step % self.config.train.save_every as u64 == 0;
+            if (periodic || interrupted) && step < self.total_steps {
+                let reason = if interrupted { SaveReason::Interrupted } else { SaveReason::Periodic };
+                let dir = self.save(step, reason)?;
+                if interrupted {
+                    return Ok(LoopEnd::Interrupted { step, saved: dir });
+                }
+            }
+        }
+        Ok(LoopEnd::Finished { step })
+    }
+
+    /// Writes `checkpoint-<step>/` (or `final/` for [`SaveReason::Final`]) and reports it.
+    pub fn save(&self, step: u64, reason: SaveReason) -> Result<PathBuf> {
+        let c = self.checkpointer;
+        let dir = if reason == SaveReason::Final { c.final_dir() } else { c.step_dir(step) };
+        c.save(&dir, step, &self.run.policy, &self.optimizer, &self.run.heads)?;
+        self.events.emit(TrainEvent::CheckpointSaved { step, dir: &dir, reason });
+        Ok(dir)
+    }
+
+    /// Forward and backward passes of step `step`'s micro-batches, gradients accumulated;
+    /// `Err((what, value))` at the first non-finite loss or a non-finite gradient norm.
+    fn accumulate(&mut self, step: u64) -> Result<Result<Accumulated, (String, f64)>> {
+        let accum = self.config.train.grad_accum;
+        let models = self.run.step_models(self.config.data.languages.len());
+        let records = &self.run.records;
+        let mut acc = Accumulated { loss: 0.0, tokens: 0, metrics: Vec::new(), grad_norm: f64::NAN };
+        for micro in 0..accum {
+            let indices = self.batches.indices(step, micro);
+            let batch: Vec<&PreparedRecord> = indices.iter().map(|&i| &records[i]).collect();
+            let (view, tokens) = build_view(&models, &self.run.plan, &batch, &indices, records)?;
+            acc.tokens += tokens;
+            let out = self
+                .run
+                .objective
+                .compute(&view)
+                .map_err(|source| TrainError::Loss { context: format!("step {}", step + 1), source })?;
+            let value = out.loss.double_value(&[]);
+            if !value.is_finite() {
+                return Ok(Err(("loss".into(), value)));
+            }
+            acc.loss += value / accum as f64;
+            (out.loss / accum as f64).backward();
+            for (k, v) in out.metrics.iter() {
+                match acc.metrics.iter_mut().find(|(name, _)| name == k) {
+                    Some((_, s)) => *s += v / accum as f64,
+                    None => acc.metrics.push((k.to_string(), v / accum as f64)),
+                }
+            }
+        }
+        acc.grad_norm = self.optimizer.grad_norm();
+        if !acc.grad_norm.is_finite() {
+            return Ok(Err(("gradient norm".into(), acc.grad_norm)));
+        }
+        Ok(Ok(acc))
+    }
+
+    /// Step `step + 1` had a non-finite loss or gradient: drop its gradients, then skip it or
+    /// save the last good state and stop, as `on_nonfinite` says.
+    fn not_finite(&mut self, step: u64, what: String, value: f64) -> Result<()> {
+        self.optimizer.zero_grad();
+        match self.config.train.on_nonfinite {
+            OnNonFinite::Skip => {
+                self.nonfinite_steps += 1;
+                self.events.emit(TrainEvent::NonFiniteSkipped { step: step + 1, what: &what, value });
+                Ok(())
+            }
+            OnNonFinite::Stop => {
+                let saved = self.save(step, SaveReason::NonFinite)?;
+                Err(TrainError::NonFinite { step: step + 1, what, value, saved })
+            }
+        }
+    }
+
+    /// Clips, applies the update of step `step` (1-based) and logs its metrics line.
+    fn apply_and_log(&mut self, step: u64, acc: Accumulated, t0: Instant) -> Result<()> {
+        let o = &self.config.optim;
+        let grad_norm = acc.grad_norm;
+        if o.max_grad_norm > 0.0 && grad_norm > o.max_grad_norm {
+            self.optimizer.scale_grads(o.max_grad_norm / (grad_norm + 1e-6));
+        }
+        let lr = self.schedule.lr(step as usize - 1);
+        self.optimizer.step(lr);
+        self.optimizer.zero_grad();
+        let seconds = t0.elapsed().as_secs_f64();
+        let per_step = self.config.train.batch_size * self.config.train.grad_accum;
+        let mut line = vec![
+            ("step".to_string(), step as f64),
+            ("loss".to_string(), acc.loss),
+            ("lr".to_string(), lr),
+            ("grad_norm".to_string(), grad_norm),
+            ("step_time_s".to_string(), seconds),
+            ("tokens".to_string(), acc.tokens as f64),
+            ("epoch".to_string(), (step as usize * per_step) as f64 / self.run.records.len() as f64),
+        ];
+        line.extend(acc.metrics);
+        self.metrics_log.append(&line)?;
+        let total_steps = self.total_steps;
+        self.events.emit(TrainEvent::StepFinished { step, total_steps, loss: acc.loss, tokens: acc.tokens, seconds });
+        Ok(())
+    }
+}
