@@ -34,6 +34,12 @@
 //! [`RobustDpo`], [`Hinge`], [`Ipo`], [`RDpo`], [`SimPo`], [`Cpo`], [`Orpo`] (with the
 //! stable [`log1mexp`]), [`Kto`] and [`Sft`]. Each has a `new(...)` that validates its
 //! parameters and a `named(...)` to give two terms of one kind distinct names.
+//!
+//! Errors: one vocabulary, [`LossError`], for every objective crate. The input checks behind
+//! it (shape, element kind, device, parameter range) live in [`check`], which `mlc-loss` and
+//! `mpo-loss` call too; their own error types wrap a [`LossError`] for these failures and turn
+//! into one inside an [`ObjectiveStack`] (their `into_loss_error(term)`, built on
+//! [`LossError::attributed_to`]).
 
 mod batch;
 pub mod check;

@@ -1,8 +1,8 @@
 //! DPO (Rafailov et al., 2023, arXiv 2305.18290) with cDPO label smoothing.
 
-use crate::check::check_parameter;
+use crate::check::{check_parameter, check_parameter_where};
 use crate::metrics::reward_metrics;
-use crate::{BatchView, LossError, Need, PreferenceObjective, Result, TermOutput};
+use crate::{BatchView, Need, PreferenceObjective, Result, TermOutput};
 
 /// Direct Preference Optimisation, sigmoid form, with optional conservative label smoothing
 /// (cDPO, Mitchell 2023).
@@ -25,14 +25,8 @@ impl Dpo {
     /// DPO with `beta > 0` and `label_smoothing` (cDPO's `eps`) in `[0, 0.5]`.
     pub fn new(beta: f64, label_smoothing: f64) -> Result<Self> {
         check_parameter("dpo", "beta", beta, 0.0, false)?;
-        if !(0.0..=0.5).contains(&label_smoothing) {
-            return Err(LossError::InvalidParameter {
-                term: "dpo".into(),
-                parameter: "label_smoothing".into(),
-                value: label_smoothing,
-                why: "must be in [0, 0.5]".into(),
-            });
-        }
+        let in_range = |eps: f64| (0.0..=0.5).contains(&eps);
+        check_parameter_where("dpo", "label_smoothing", label_smoothing, "must be in [0, 0.5]", in_range)?;
         Ok(Self { name: "dpo".into(), beta, label_smoothing })
     }
 

@@ -1,8 +1,8 @@
 //! KTO (Ethayarajh et al., 2024, arXiv 2402.01306), on preference pairs.
 
-use crate::check::{check_device, check_float, check_parameter, check_shape, loss_precision};
+use crate::check::{check_device, check_float, check_parameter, check_shape, check_shape_where, loss_precision};
 use crate::metrics::reward_metrics;
-use crate::{missing, BatchView, KlLogps, LossError, Need, PreferenceObjective, Result, TermOutput};
+use crate::{missing, BatchView, KlLogps, Need, PreferenceObjective, Result, TermOutput};
 use tch::{Kind, Tensor};
 
 /// Kahneman-Tversky Optimisation (Ethayarajh et al. 2024, *KTO: Model Alignment as Prospect
@@ -54,13 +54,7 @@ impl Kto {
         check_shape(&kl.policy, "kl.policy", &[None], "[M]")?;
         let m = kl.policy.size()[0];
         check_shape(&kl.reference, "kl.reference", &[Some(m)], "[M], as kl.policy")?;
-        if m == 0 {
-            return Err(LossError::Shape {
-                what: "kl.policy".into(),
-                expected: "at least one mismatched pair".into(),
-                got: vec![0],
-            });
-        }
+        check_shape_where(&kl.policy, "kl.policy", "at least one mismatched pair", |s| s[0] > 0)?;
         check_device(&kl.policy, "kl.policy", device)?;
         check_device(&kl.reference, "kl.reference", device)?;
         let diff = loss_precision(&kl.policy) - loss_precision(&kl.reference); // [M]

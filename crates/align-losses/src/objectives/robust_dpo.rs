@@ -1,8 +1,8 @@
 //! Robust DPO (rDPO; Chowdhury et al., 2024, arXiv 2403.00409).
 
-use crate::check::check_parameter;
+use crate::check::{check_parameter, check_parameter_where};
 use crate::metrics::reward_metrics;
-use crate::{BatchView, LossError, Need, PreferenceObjective, Result, TermOutput};
+use crate::{BatchView, Need, PreferenceObjective, Result, TermOutput};
 
 /// Provably robust DPO for noisy preference labels (rDPO; Chowdhury, Kini & Natarajan 2024,
 /// *Provably Robust DPO: Aligning Language Models with Noisy Feedback*, arXiv 2403.00409:
@@ -27,14 +27,9 @@ impl RobustDpo {
     /// rDPO with `beta > 0` and flip rate `label_smoothing` (the paper's `eps`) in `[0, 0.5)`.
     pub fn new(beta: f64, label_smoothing: f64) -> Result<Self> {
         check_parameter("robust_dpo", "beta", beta, 0.0, false)?;
-        if !(0.0..0.5).contains(&label_smoothing) {
-            return Err(LossError::InvalidParameter {
-                term: "robust_dpo".into(),
-                parameter: "label_smoothing".into(),
-                value: label_smoothing,
-                why: "must be in [0, 0.5) (the loss divides by 1 - 2 eps)".into(),
-            });
-        }
+        let why = "must be in [0, 0.5) (the loss divides by 1 - 2 eps)";
+        let in_range = |eps: f64| (0.0..0.5).contains(&eps);
+        check_parameter_where("robust_dpo", "label_smoothing", label_smoothing, why, in_range)?;
         Ok(Self { name: "robust_dpo".into(), beta, label_smoothing })
     }
 
