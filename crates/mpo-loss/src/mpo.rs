@@ -5,7 +5,8 @@ use crate::reward_gap::{gap_loss, reward_gap};
 use crate::{MpoError, Result, Variant};
 use align_losses::check::check_device;
 use align_losses::{
-    missing, BatchView, Layer, LossError, Metrics, Need, PairLogps, PreferenceObjective, TargetPairs, TermOutput,
+    missing, objective_term, BatchView, Layer, LossError, Metrics, Need, PairLogps, PreferenceObjective, TargetPairs,
+    TermOutput,
 };
 use std::collections::BTreeMap;
 use tch::{Kind, Tensor};
@@ -56,27 +57,28 @@ impl Default for MpoConfig {
     }
 }
 
-/// Multilingual reward-gap optimisation (Zhao et al., ACL 2025), as one objective term:
-///
-/// `L = mean_i (beta RG^t_i - RG^d_{r(i)})^2 + retain_weight * L2`
-///
-/// where `i` runs over every (record, target language) pair of the batch
-/// ([`BatchView::targets`]), `r(i)` is the record of pair `i`, `RG^t` the policy's reward gap
-/// on the target-language pair ([`reward_gap`](crate::reward_gap)), `RG^d` the reference's on
-/// the record's dominant-language pair (or what the [`Variant`] puts there), and `L2` the
-/// retain term on the dominant-language states at `retain_layer`
-/// ([`retain_last_token`](crate::retain_last_token) or
-/// [`retain_mean_pool`](crate::retain_mean_pool)).
-///
-/// Metrics: `<name>/gap_loss` (`L1`), `<name>/retain_loss` (`L2`, unweighted; only when
-/// `retain_weight > 0`), `reward_gap/<lang>` (the batch mean of the policy's `RG^t` over the
-/// pairs of each target language present) and `reward_gap/dominant` (the batch mean of `RG^d`
-/// over the dominant pairs; absent for a constant target). The gaps in the metrics are the ones
-/// the loss uses, so they are sums under [`Variant::NoLengthNorm`].
-#[derive(Debug, Clone)]
-pub struct Mpo {
-    name: String,
-    config: MpoConfig,
+objective_term! {
+    /// Multilingual reward-gap optimisation (Zhao et al., ACL 2025), as one objective term:
+    ///
+    /// `L = mean_i (beta RG^t_i - RG^d_{r(i)})^2 + retain_weight * L2`
+    ///
+    /// where `i` runs over every (record, target language) pair of the batch
+    /// ([`BatchView::targets`]), `r(i)` is the record of pair `i`, `RG^t` the policy's reward gap
+    /// on the target-language pair ([`reward_gap`](crate::reward_gap)), `RG^d` the reference's on
+    /// the record's dominant-language pair (or what the [`Variant`] puts there), and `L2` the
+    /// retain term on the dominant-language states at `retain_layer`
+    /// ([`retain_last_token`](crate::retain_last_token) or
+    /// [`retain_mean_pool`](crate::retain_mean_pool)).
+    ///
+    /// Metrics: `<name>/gap_loss` (`L1`), `<name>/retain_loss` (`L2`, unweighted; only when
+    /// `retain_weight > 0`), `reward_gap/<lang>` (the batch mean of the policy's `RG^t` over the
+    /// pairs of each target language present) and `reward_gap/dominant` (the batch mean of `RG^d`
+    /// over the dominant pairs; absent for a constant target). The gaps in the metrics are the ones
+    /// the loss uses, so they are sums under [`Variant::NoLengthNorm`].
+    #[derive(Debug, Clone)]
+    pub struct Mpo as "mpo" {
+        config: MpoConfig,
+    }
 }
 
 impl Mpo {
@@ -92,14 +94,8 @@ impl Mpo {
             }
             config.variant.validate()
         };
-        checked().map_err(|e| e.into_loss_error("mpo"))?;
-        Ok(Self { name: "mpo".into(), config })
-    }
-
-    /// Renames the term (its metrics are logged as `loss/<name>`, `<name>/gap_loss`, ...).
-    pub fn named(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
-        self
+        checked().map_err(|e| e.into_loss_error(Self::KIND))?;
+        Ok(Self { name: Self::KIND.into(), config })
     }
 
     /// The term's settings.
@@ -174,9 +170,7 @@ impl Mpo {
 }
 
 impl PreferenceObjective for Mpo {
-    fn name(&self) -> &str {
-        &self.name
-    }
+    objective_term!(fn name);
 
     fn needs(&self) -> Vec<Need> {
         let mut needs = vec![Need::TargetPairLogps];
