@@ -35,7 +35,7 @@ impl Mlc {
     /// MLC on the states at `layer` with temperature `tau` (finite, `> 0`; 1.0 is a good
     /// start), no head.
     pub fn new(layer: Layer, tau: f64) -> Result<Self> {
-        check_tau(tau).map_err(|e| e.into_loss_error(Self::KIND))?;
+        check_tau(tau)?;
         Ok(Self { name: Self::KIND.into(), layer, tau, head: None })
     }
 
