@@ -3,10 +3,9 @@
 use crate::retain::{retain_loss, RetainForm};
 use crate::reward_gap::{gap_loss, reward_gap};
 use crate::{MpoError, Result, Variant};
-use align_losses::check::check_device;
+use align_losses::check::{check_device, check_kind, check_parameter, check_shape};
 use align_losses::{
-    missing, objective_term, BatchView, Layer, LossError, Metrics, Need, PairLogps, PreferenceObjective, TargetPairs,
-    TermOutput,
+    missing, objective_term, BatchView, Layer, Metrics, Need, PairLogps, PreferenceObjective, TargetPairs, TermOutput,
 };
 use std::collections::BTreeMap;
 use tch::{Kind, Tensor};
@@ -85,16 +84,9 @@ impl Mpo {
     /// An MPO term with `config`, checked: `beta` finite and > 0, `retain_weight` finite and
     /// >= 0, a constant target finite.
     pub fn new(config: MpoConfig) -> align_losses::Result<Self> {
-        let checked = || -> Result<()> {
-            if !(config.beta.is_finite() && config.beta > 0.0) {
-                return Err(invalid("beta", config.beta, "must be finite and > 0"));
-            }
-            if !(config.retain_weight.is_finite() && config.retain_weight >= 0.0) {
-                return Err(invalid("retain_weight", config.retain_weight, "must be finite and >= 0"));
-            }
-            config.variant.validate()
-        };
-        checked().map_err(|e| e.into_loss_error(Self::KIND))?;
+        check_parameter(Self::KIND, "beta", config.beta, 0.0, false)?;
+        check_parameter(Self::KIND, "retain_weight", config.retain_weight, 0.0, true)?;
+        config.variant.validate().map_err(|e| e.into_loss_error(Self::KIND))?;
         Ok(Self { name: Self::KIND.into(), config })
     }
 
@@ -201,20 +193,8 @@ fn checked_records(targets: &TargetPairs) -> Result<Vec<i64>> {
     if targets.languages.len() as i64 != p {
         return Err(MpoError::LanguageCount { languages: targets.languages.len(), pairs: p });
     }
-    align_losses::check::check_shape(
-        &targets.record,
-        "target pairs' `record`",
-        &[Some(p)],
-        "[P], one per target pair",
-    )?;
-    if targets.record.kind() != Kind::Int64 {
-        return Err(LossError::Kind {
-            what: "target pairs' `record`".into(),
-            expected: "int64".into(),
-            got: targets.record.kind(),
-        }
-        .into());
-    }
+    check_shape(&targets.record, "target pairs' `record`", &[Some(p)], "[P], one per target pair")?;
+    check_kind(&targets.record, "target pairs' `record`", Kind::Int64)?;
     check_device(&targets.record, "target pairs' `record`", targets.policy.chosen.sum.device())?;
     Ok(Vec::<i64>::try_from(&targets.record.contiguous())?)
 }
@@ -238,9 +218,4 @@ fn push_language_gaps(metrics: &mut Metrics, target_gap: &Tensor, languages: &[S
         metrics.push(format!("reward_gap/{lang}"), sum / n as f64);
     }
     Ok(())
-}
-
-/// An [`MpoError::InvalidParameter`].
-fn invalid(parameter: &str, value: f64, why: &str) -> MpoError {
-    MpoError::InvalidParameter { parameter: parameter.into(), value, why: why.into() }
 }
