@@ -73,13 +73,8 @@ pub struct PairLogps {
 impl PairLogps {
     /// Pairs up chosen and rejected log-probs; both must have the same length and device.
     pub fn new(chosen: SequenceLogps, rejected: SequenceLogps) -> Result<Self> {
-        if chosen.len() != rejected.len() {
-            return Err(LossError::Shape {
-                what: "rejected log-probs".into(),
-                expected: format!("[{}] (as many as chosen)", chosen.len()),
-                got: rejected.sum.size(),
-            });
-        }
+        let n = chosen.len();
+        check_shape(&rejected.sum, "rejected log-probs", &[Some(n)], &format!("[{n}] (as many as chosen)"))?;
         check_device(&rejected.sum, "rejected log-probs", chosen.sum.device())?;
         Ok(Self { chosen, rejected })
     }
@@ -214,13 +209,9 @@ impl BatchView {
             .reference
             .as_ref()
             .ok_or_else(|| missing(term, "reference log-probs of the chosen/rejected completions"))?;
-        if reference.len() != policy.len() {
-            return Err(LossError::Shape {
-                what: "reference log-probs".into(),
-                expected: format!("[{}] (as many pairs as the policy's)", policy.len()),
-                got: reference.chosen.sum.size(),
-            });
-        }
+        let n = policy.len();
+        let words = format!("[{n}] (as many pairs as the policy's)");
+        check_shape(&reference.chosen.sum, "reference log-probs", &[Some(n)], &words)?;
         check_device(&reference.chosen.sum, "reference log-probs", policy.chosen.sum.device())?;
         Ok((policy, reference))
     }

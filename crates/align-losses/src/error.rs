@@ -75,5 +75,25 @@ pub enum LossError {
     Torch(#[from] TchError),
 }
 
+impl LossError {
+    /// This error, attributed to the objective term named `term`: the variants that name a
+    /// term ([`LossError::MissingInput`], [`LossError::InvalidParameter`], [`LossError::Term`])
+    /// name `term`, the others are returned as they are.
+    ///
+    /// The regulariser crates' `into_loss_error(term)` use it: their plain functions, which
+    /// know no term's name, attribute a bad parameter to their kind (e.g. `"mlc"`), and the
+    /// term that called them puts its own name in its place.
+    pub fn attributed_to(self, term: &str) -> LossError {
+        match self {
+            LossError::MissingInput { input, .. } => LossError::MissingInput { term: term.to_string(), input },
+            LossError::InvalidParameter { parameter, value, why, .. } => {
+                LossError::InvalidParameter { term: term.to_string(), parameter, value, why }
+            }
+            LossError::Term { source, .. } => LossError::Term { term: term.to_string(), source },
+            other => other,
+        }
+    }
+}
+
 /// Shorthand for results of this crate.
 pub type Result<T, E = LossError> = std::result::Result<T, E>;

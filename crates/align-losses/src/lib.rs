@@ -33,7 +33,15 @@
 //! Objectives (one file each in [`objectives`], formulas in their docs): [`Dpo`] (and cDPO),
 //! [`RobustDpo`], [`Hinge`], [`Ipo`], [`RDpo`], [`SimPo`], [`Cpo`], [`Orpo`] (with the
 //! stable [`log1mexp`]), [`Kto`] and [`Sft`]. Each has a `new(...)` that validates its
-//! parameters and a `named(...)` to give two terms of one kind distinct names.
+//! parameters and a `named(...)` to give two terms of one kind distinct names; that name
+//! plumbing (and the default name, the term's config `kind`, e.g. [`Dpo::KIND`]) is generated
+//! by [`objective_term!`], which terms of other crates use too.
+//!
+//! Errors: one vocabulary, [`LossError`], for every objective crate. The input checks behind
+//! it (shape, element kind, device, parameter range) live in [`check`], which `mlc-loss` and
+//! `mpo-loss` call too; their own error types wrap a [`LossError`] for these failures and turn
+//! into one inside an [`ObjectiveStack`] (their `into_loss_error(term)`, built on
+//! [`LossError::attributed_to`]).
 
 mod batch;
 pub mod check;
@@ -41,6 +49,7 @@ mod error;
 mod logps;
 pub mod metrics;
 mod objective;
+mod objective_term;
 pub mod objectives;
 mod stack;
 

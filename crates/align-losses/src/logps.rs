@@ -1,6 +1,6 @@
 //! Per-token and per-sequence log-probabilities from logits, in float32.
 
-use crate::check::{check_device, check_float, check_shape, loss_precision};
+use crate::check::{check_device, check_float, check_kind, check_shape, loss_precision};
 use crate::{LossError, Result, SequenceLogps};
 use tch::{Kind, Tensor};
 
@@ -15,9 +15,7 @@ pub fn token_logps(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let (b, t) = (logits.size()[0], logits.size()[1]);
     check_shape(targets, "targets", &[Some(b), Some(t)], "[B, T] matching logits")?;
     check_device(targets, "targets", logits.device())?;
-    if targets.kind() != Kind::Int64 {
-        return Err(LossError::Kind { what: "targets".into(), expected: "int64".into(), got: targets.kind() });
-    }
+    check_kind(targets, "targets", Kind::Int64)?;
     let logits = loss_precision(logits); // [B, T, V] f32 (f64 kept; no copy when already f32)
     let picked = logits.f_gather(2, &targets.unsqueeze(-1), false)?.squeeze_dim(-1); // [B, T]
     let normaliser = logits.f_logsumexp([-1], false)?; // [B, T]
@@ -81,9 +79,7 @@ pub fn scored_sequence_logps(logits: &Tensor, input_ids: &Tensor, scored: &Tenso
     check_shape(scored, "scored mask", &[Some(b), Some(t)], "[B, T] matching input_ids")?;
     check_device(input_ids, "input_ids", logits.device())?;
     check_device(scored, "scored mask", logits.device())?;
-    if input_ids.kind() != Kind::Int64 {
-        return Err(LossError::Kind { what: "input_ids".into(), expected: "int64".into(), got: input_ids.kind() });
-    }
+    check_kind(input_ids, "input_ids", Kind::Int64)?;
     let kind = loss_precision(logits).kind();
     let (_, count) = scored_counts(scored, kind)?;
     let flat = scored.ne(0).reshape([-1]).nonzero().squeeze_dim(1); // [N]: b * T + t

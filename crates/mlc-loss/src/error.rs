@@ -1,75 +1,65 @@
 //! The one error type of this crate.
 
 use align_losses::LossError;
-use tch::{Device, Kind, TchError};
+use tch::TchError;
 
 /// Everything that can go wrong in this crate's functions.
 ///
-/// Each variant names the input at fault. Inside an
-/// [`ObjectiveStack`](align_losses::ObjectiveStack) the terms turn it into the matching
-/// [`LossError`] variant with [`MlcError::into_loss_error`].
+/// Every failure of MLC is one of the shared vocabulary of the objective crates, so
+/// [`MlcError::Input`] is its only variant: a tensor of the wrong shape, kind or device
+/// (checked with [`align_losses::check`]), a parameter out of range (`tau`, the head's sizes;
+/// named after the kind `mlc` here, since a plain function knows no term's name), or libtorch
+/// rejecting an input. `mpo-loss`'s `MpoError` has the same variant and the same
+/// [`MlcError::into_loss_error`], plus MPO's own failures.
 #[derive(Debug, thiserror::Error)]
 pub enum MlcError {
-    /// A tensor has the wrong shape.
-    #[error("{what}: expected shape {expected}, got {got:?}")]
-    Shape {
-        /// Which input (e.g. `"states"`).
-        what: String,
-        /// The expected shape, in words (e.g. `"[G, K, D]"`).
-        expected: String,
-        /// The shape that was passed.
-        got: Vec<i64>,
-    },
-    /// A tensor has the wrong element type.
-    #[error("{what}: expected a {expected} tensor, got {got:?}")]
-    Kind {
-        /// Which input.
-        what: String,
-        /// The expected kind, in words.
-        expected: String,
-        /// The kind that was passed.
-        got: Kind,
-    },
-    /// Tensors that must live on one device do not.
-    #[error("{what}: expected device {expected:?} (the device of `states`), got {got:?}")]
-    Device {
-        /// Which input.
-        what: String,
-        /// The device of `states`.
-        expected: Device,
-        /// The device of this input.
-        got: Device,
-    },
-    /// A parameter is out of its valid range.
-    #[error("parameter `{parameter}` = {value} is invalid: {why}")]
-    InvalidParameter {
-        /// The parameter's name (as in the config file, e.g. `"tau"`).
-        parameter: String,
-        /// Its value.
-        value: f64,
-        /// Why it is rejected.
-        why: String,
-    },
-    /// An error raised by libtorch.
-    #[error("libtorch: {0}")]
-    Torch(#[from] TchError),
+    /// A failure in the vocabulary shared with `align-losses` ([`LossError`]): its message
+    /// names the input or parameter at fault.
+    #[error(transparent)]
+    Input(#[from] LossError),
+}
+
+impl From<TchError> for MlcError {
+    /// A libtorch error, as [`LossError::Torch`].
+    fn from(e: TchError) -> Self {
+        MlcError::Input(LossError::Torch(e))
+    }
 }
 
 impl MlcError {
-    /// The matching [`LossError`] for the objective term named `term`: shape, kind, device and
-    /// libtorch errors keep their variant, parameter errors name the term.
+    /// This error as a [`LossError`] of the objective term named `term`, for use inside an
+    /// [`ObjectiveStack`](align_losses::ObjectiveStack): the shared-vocabulary error itself,
+    /// attributed to `term` ([`LossError::attributed_to`]: a bad parameter or a missing input
+    /// names `term`).
     pub fn into_loss_error(self, term: &str) -> LossError {
         match self {
-            MlcError::Shape { what, expected, got } => LossError::Shape { what, expected, got },
-            MlcError::Kind { what, expected, got } => LossError::Kind { what, expected, got },
-            MlcError::Device { what, expected, got } => LossError::Device { what, expected, got },
-            MlcError::InvalidParameter { parameter, value, why } => {
-                LossError::InvalidParameter { term: term.to_string(), parameter, value, why }
-            }
-            MlcError::Torch(e) => LossError::Torch(e),
+            MlcError::Input(e) => e.attributed_to(term),
         }
     }
 }
 
 /// Shorthand for results of this crate.
 pub type Result<T, E = MlcError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{nn, Device, Kind, Tensor};
+
+    #[test]
+    fn into_loss_error_attributes_parameters_to_the_term_and_keeps_the_rest() {
+        let states = Tensor::zeros([2, 3, 4], (Kind::Float, Device::Cpu));
+        let err = crate::mlc_loss(&states, None, 0.0).unwrap_err();
+        assert!(err.to_string().starts_with("objective `mlc`: parameter `tau` = 0 is invalid"), "{err}");
+        let err = err.into_loss_error("mlc_l14");
+        assert!(matches!(err, LossError::InvalidParameter { ref term, .. } if term == "mlc_l14"), "{err}");
+
+        let vs = nn::VarStore::new(Device::Cpu);
+        let err = crate::ProjectionHead::new(&vs.root(), 16, 0).unwrap_err().into_loss_error("mlc_head");
+        let LossError::InvalidParameter { ref term, ref parameter, .. } = err else { panic!("{err}") };
+        assert_eq!((term.as_str(), parameter.as_str()), ("mlc_head", "output_dim"));
+
+        let err = crate::mlc_loss(&states.select(0, 0), None, 1.0).unwrap_err().into_loss_error("mlc");
+        assert!(matches!(err, LossError::Shape { ref what, .. } if what == "states"), "{err}");
+    }
+}

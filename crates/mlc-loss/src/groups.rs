@@ -6,7 +6,8 @@
 //! zeros *before* anything else (so whatever they hold, NaN included, cannot leak into the
 //! result or its gradient), and every present row is scaled to unit length.
 
-use crate::{MlcError, Result};
+use crate::Result;
+use align_losses::check::{check_device, check_float, check_kind, check_shape, check_shape_where};
 use tch::{Kind, Tensor};
 
 /// Vectors whose Euclidean norm is below this are divided by it instead of by their norm:
@@ -33,38 +34,20 @@ impl Groups {
     /// Checks `states` (`[G, K, D]`, floating, `K, D >= 1`) and `mask` (`[G, K]` bool on the
     /// same device), zeroes masked-out rows and normalises the rest (methods.md §1 step 3).
     pub fn new(states: &Tensor, mask: Option<&Tensor>) -> Result<Self> {
-        let size = states.size();
-        if size.len() != 3 || size[1] < 1 || size[2] < 1 {
-            return Err(MlcError::Shape {
-                what: "states".into(),
-                expected: "[G, K, D] (groups, language variants, hidden size; K, D >= 1)".into(),
-                got: size,
-            });
-        }
-        let (g, k) = (size[0], size[1]);
-        let kind = states.kind();
-        if !matches!(kind, Kind::Half | Kind::BFloat16 | Kind::Float | Kind::Double) {
-            return Err(MlcError::Kind { what: "states".into(), expected: "floating-point".into(), got: kind });
-        }
-        let precision = if kind == Kind::Double { Kind::Double } else { Kind::Float };
+        let words = "[G, K, D] (groups, language variants, hidden size; K, D >= 1)";
+        check_shape_where(states, "states", words, |s| s.len() == 3 && s[1] >= 1 && s[2] >= 1)?;
+        check_float(states, "states")?;
+        let (g, k) = (states.size()[0], states.size()[1]);
+        let precision = if states.kind() == Kind::Double { Kind::Double } else { Kind::Float };
         let x = states.f_to_kind(precision)?; // [G, K, D]
         let device = states.device();
         let present = match mask {
             None => Tensor::f_ones([g, k], (Kind::Bool, device))?,
             Some(mask) => {
-                if mask.size() != [g, k] {
-                    return Err(MlcError::Shape {
-                        what: "mask".into(),
-                        expected: format!("[G, K] = [{g}, {k}] (one flag per variant of `states`)"),
-                        got: mask.size(),
-                    });
-                }
-                if mask.kind() != Kind::Bool {
-                    return Err(MlcError::Kind { what: "mask".into(), expected: "bool".into(), got: mask.kind() });
-                }
-                if mask.device() != device {
-                    return Err(MlcError::Device { what: "mask".into(), expected: device, got: mask.device() });
-                }
+                let words = format!("[G, K] = [{g}, {k}] (one flag per variant of `states`)");
+                check_shape(mask, "mask", &[Some(g), Some(k)], &words)?;
+                check_kind(mask, "mask", Kind::Bool)?;
+                check_device(mask, "mask (must be on the device of `states`)", device)?;
                 mask.shallow_clone()
             }
         }; // [G, K]
@@ -140,6 +123,8 @@ impl Groups {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::MlcError;
+    use align_losses::LossError;
     use tch::Device;
 
     fn states(shape: &[i64], kind: Kind) -> Tensor {
@@ -150,14 +135,17 @@ mod tests {
     fn rejects_wrong_rank_and_empty_dimensions() {
         for shape in [&[3, 4][..], &[2, 3, 4, 5], &[2, 0, 4], &[2, 3, 0]] {
             let err = Groups::new(&states(shape, Kind::Float), None).unwrap_err();
-            assert!(matches!(err, MlcError::Shape { ref what, .. } if what == "states"), "{shape:?}: {err}");
+            assert!(
+                matches!(err, MlcError::Input(LossError::Shape { ref what, .. }) if what == "states"),
+                "{shape:?}: {err}"
+            );
         }
     }
 
     #[test]
     fn rejects_integer_states() {
         let err = Groups::new(&states(&[2, 3, 4], Kind::Int64), None).unwrap_err();
-        assert!(matches!(err, MlcError::Kind { .. }), "{err}");
+        assert!(matches!(err, MlcError::Input(LossError::Kind { .. })), "{err}");
     }
 
     #[test]
@@ -166,10 +154,13 @@ mod tests {
         for shape in [&[3, 2][..], &[2, 3, 1], &[2]] {
             let mask = Tensor::ones(shape, (Kind::Bool, Device::Cpu));
             let err = Groups::new(&x, Some(&mask)).unwrap_err();
-            assert!(matches!(err, MlcError::Shape { ref what, .. } if what == "mask"), "{shape:?}: {err}");
+            assert!(
+                matches!(err, MlcError::Input(LossError::Shape { ref what, .. }) if what == "mask"),
+                "{shape:?}: {err}"
+            );
         }
         let mask = Tensor::ones([2, 3], (Kind::Float, Device::Cpu));
-        assert!(matches!(Groups::new(&x, Some(&mask)).unwrap_err(), MlcError::Kind { .. }));
+        assert!(matches!(Groups::new(&x, Some(&mask)).unwrap_err(), MlcError::Input(LossError::Kind { .. })));
     }
 
     #[test]

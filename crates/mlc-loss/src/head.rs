@@ -1,6 +1,7 @@
 //! The optional trainable projection head of MLC (methods.md §1 step 2): `r = W h + b`.
 
-use crate::{MlcError, Result};
+use crate::{Mlc, Result};
+use align_losses::check::{check_device, check_float, check_parameter_where, check_shape, check_shape_where};
 use tch::nn::{Init, Path};
 use tch::{Kind, Tensor};
 
@@ -42,13 +43,8 @@ impl ProjectionHead {
     /// ```
     pub fn new(path: &Path, input_dim: i64, output_dim: i64) -> Result<Self> {
         for (parameter, value) in [("input_dim", input_dim), ("output_dim", output_dim)] {
-            if value < 1 {
-                return Err(MlcError::InvalidParameter {
-                    parameter: parameter.into(),
-                    value: value as f64,
-                    why: "the head's sizes must be >= 1 (use no head for the identity)".into(),
-                });
-            }
+            let why = "the head's sizes must be >= 1 (use no head for the identity)";
+            check_parameter_where(Mlc::KIND, parameter, value as f64, why, |size| size >= 1.0)?;
         }
         let weight = if input_dim == output_dim {
             path.f_var_copy("weight", &Tensor::f_eye(input_dim, (Kind::Float, path.device()))?)?
@@ -62,25 +58,12 @@ impl ProjectionHead {
     /// A head from existing tensors: `weight` `[d, D]` and `bias` `[d]`, floating, one device
     /// (e.g. loaded from elsewhere; they are used as given, gradients included).
     pub fn from_tensors(weight: Tensor, bias: Tensor) -> Result<Self> {
-        let w = weight.size();
-        if w.len() != 2 {
-            return Err(MlcError::Shape { what: "head weight".into(), expected: "[d, D]".into(), got: w });
-        }
-        if bias.size() != [w[0]] {
-            return Err(MlcError::Shape {
-                what: "head bias".into(),
-                expected: format!("[d] = [{}] (rows of the weight)", w[0]),
-                got: bias.size(),
-            });
-        }
-        for (what, t) in [("head weight", &weight), ("head bias", &bias)] {
-            if !t.is_floating_point() {
-                return Err(MlcError::Kind { what: what.into(), expected: "floating-point".into(), got: t.kind() });
-            }
-        }
-        if bias.device() != weight.device() {
-            return Err(MlcError::Device { what: "head bias".into(), expected: weight.device(), got: bias.device() });
-        }
+        check_shape(&weight, "head weight", &[None, None], "[d, D]")?;
+        let d = weight.size()[0];
+        check_shape(&bias, "head bias", &[Some(d)], &format!("[d] = [{d}] (rows of the weight)"))?;
+        check_float(&weight, "head weight")?;
+        check_float(&bias, "head bias")?;
+        check_device(&bias, "head bias (must be on the device of the head weight)", weight.device())?;
         Ok(Self { weight, bias })
     }
 
@@ -97,28 +80,11 @@ impl ProjectionHead {
     /// `[..., D] -> [..., d]`: `W h + b` for every vector `h` along the last dimension, in
     /// loss precision (half inputs in f32, f64 kept).
     pub fn forward(&self, states: &Tensor) -> Result<Tensor> {
-        let size = states.size();
-        if size.last() != Some(&self.input_dim()) {
-            return Err(MlcError::Shape {
-                what: "states (projection head input)".into(),
-                expected: format!("[..., D] with D = {} (the head's input size)", self.input_dim()),
-                got: size,
-            });
-        }
-        if !states.is_floating_point() {
-            return Err(MlcError::Kind {
-                what: "states".into(),
-                expected: "floating-point".into(),
-                got: states.kind(),
-            });
-        }
-        if states.device() != self.weight.device() {
-            return Err(MlcError::Device {
-                what: "projection head".into(),
-                expected: states.device(),
-                got: self.weight.device(),
-            });
-        }
+        let d = self.input_dim();
+        let words = format!("[..., D] with D = {d} (the head's input size)");
+        check_shape_where(states, "states (projection head input)", &words, |s| s.last() == Some(&d))?;
+        check_float(states, "states")?;
+        check_device(&self.weight, "projection head (must be on the device of `states`)", states.device())?;
         let kind = if states.kind() == Kind::Double { Kind::Double } else { Kind::Float };
         let x = states.f_to_kind(kind)?; // [..., D]
         let w = self.weight.f_to_kind(kind)?; // [d, D]

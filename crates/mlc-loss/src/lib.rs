@@ -33,7 +33,10 @@
 //!
 //! Every function takes `states` `[G, K, D]` (any float dtype; half types are computed in
 //! f32, f64 stays f64) and an optional `[G, K]` bool `mask` of the variants that exist, and
-//! returns an `Err`, never panics, on a wrong shape, dtype or device.
+//! returns an `Err`, never panics, on a wrong shape, dtype or device. Those errors are
+//! `align-losses`' own, checked by [`align_losses::check`]: [`MlcError::Input`] wraps the
+//! [`LossError`](align_losses::LossError) that names the input or parameter at fault, and
+//! [`MlcError::into_loss_error`] hands it to an objective stack attributed to a term.
 //!
 //! Cost: one SVD of a `D x K` matrix per group, `O(K^2 D)`, tiny next to the model: for 8
 //! groups of 10 languages at hidden size 4096 (f32, one CPU thread) the forward pass took

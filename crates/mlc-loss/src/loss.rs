@@ -1,7 +1,8 @@
 //! The MLC loss (methods.md §1, step 5) and the pairwise-cosine ablation baseline.
 
 use crate::groups::Groups;
-use crate::{MlcError, Result};
+use crate::{Mlc, Result};
+use align_losses::check::check_parameter_where;
 use tch::Tensor;
 
 /// The MLC multilingual consistency loss of Bu et al. (ICLR 2026, arXiv 2602.16660;
@@ -90,22 +91,17 @@ pub(crate) fn pairwise_cosine_sums(groups: &Groups) -> Result<Tensor> {
     Ok(total.f_sub(&diagonal)?.f_div(&pairs)?)
 }
 
-/// Fails unless `tau` is finite and `> 0`.
-pub(crate) fn check_tau(tau: f64) -> Result<()> {
-    if tau.is_finite() && tau > 0.0 {
-        Ok(())
-    } else {
-        Err(MlcError::InvalidParameter {
-            parameter: "tau".into(),
-            value: tau,
-            why: "the temperature must be finite and > 0 (around 1 for unit-normalised states)".into(),
-        })
-    }
+/// Fails unless `tau` is finite and `> 0` (an error of the kind `mlc`).
+pub(crate) fn check_tau(tau: f64) -> align_losses::Result<()> {
+    let why = "the temperature must be finite and > 0 (around 1 for unit-normalised states)";
+    check_parameter_where(Mlc::KIND, "tau", tau, why, |tau| tau.is_finite() && tau > 0.0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::MlcError;
+    use align_losses::LossError;
     use tch::{Device, Kind};
 
     #[test]
@@ -113,7 +109,10 @@ mod tests {
         let x = Tensor::randn([2, 3, 4], (Kind::Float, Device::Cpu));
         for tau in [0.0, -1.0, f64::NAN, f64::INFINITY] {
             let err = mlc_loss(&x, None, tau).unwrap_err();
-            assert!(matches!(err, MlcError::InvalidParameter { ref parameter, .. } if parameter == "tau"), "{tau}");
+            assert!(
+                matches!(err, MlcError::Input(LossError::InvalidParameter { ref parameter, .. }) if parameter == "tau"),
+                "{tau}"
+            );
         }
         assert!(mlc_loss(&x, None, 1e-3).is_ok());
     }

@@ -5,47 +5,43 @@ use crate::diagnostics::collinearity_from_spectrum;
 use crate::groups::Groups;
 use crate::loss::{check_tau, mlc_per_group, pairwise_cosine_sums};
 use crate::{MlcError, ProjectionHead};
-use align_losses::{BatchView, Layer, Metrics, Need, PreferenceObjective, Result, TermOutput};
+use align_losses::{objective_term, BatchView, Layer, Metrics, Need, PreferenceObjective, Result, TermOutput};
 use tch::{Kind, Tensor};
 
-/// The MLC consistency term (config `kind = "mlc"`): [`mlc_loss`](crate::mlc_loss) of the
-/// last-prompt-token states of every language variant at one `layer`, optionally through a
-/// trainable [`ProjectionHead`].
-///
-/// Stack it with a base objective: the stack's weight of this term is the paper's `lambda`
-/// in `L = L_align + lambda * L_mlc` (methods.md §1 step 6; the paper saw utility drop for
-/// `lambda >= 0.8`).
-///
-/// Metrics (with `<name>` = `mlc` unless renamed): `<name>/collinearity` (mean collinearity
-/// ratio over the counted groups), `<name>/pairwise_cosine` (mean pairwise cosine over the
-/// counted groups), `<name>/groups` (groups with >= 2 variants), `<name>/groups_skipped`
-/// (groups with fewer). The first two are NaN when no group counts. They are computed on the
-/// head's output, i.e. on what the loss sees.
-#[derive(Debug)]
-pub struct Mlc {
-    name: String,
-    layer: Layer,
-    tau: f64,
-    head: Option<ProjectionHead>,
+objective_term! {
+    /// The MLC consistency term (config `kind = "mlc"`): [`mlc_loss`](crate::mlc_loss) of the
+    /// last-prompt-token states of every language variant at one `layer`, optionally through a
+    /// trainable [`ProjectionHead`].
+    ///
+    /// Stack it with a base objective: the stack's weight of this term is the paper's `lambda`
+    /// in `L = L_align + lambda * L_mlc` (methods.md §1 step 6; the paper saw utility drop for
+    /// `lambda >= 0.8`). Two MLC terms in one stack (e.g. at two layers) need distinct names
+    /// ([`Mlc::named`]).
+    ///
+    /// Metrics (with `<name>` = `mlc` unless renamed): `<name>/collinearity` (mean collinearity
+    /// ratio over the counted groups), `<name>/pairwise_cosine` (mean pairwise cosine over the
+    /// counted groups), `<name>/groups` (groups with >= 2 variants), `<name>/groups_skipped`
+    /// (groups with fewer). The first two are NaN when no group counts. They are computed on the
+    /// head's output, i.e. on what the loss sees.
+    #[derive(Debug)]
+    pub struct Mlc as "mlc" {
+        layer: Layer,
+        tau: f64,
+        head: Option<ProjectionHead>,
+    }
 }
 
 impl Mlc {
     /// MLC on the states at `layer` with temperature `tau` (finite, `> 0`; 1.0 is a good
     /// start), no head.
     pub fn new(layer: Layer, tau: f64) -> Result<Self> {
-        check_tau(tau).map_err(|e| e.into_loss_error("mlc"))?;
-        Ok(Self { name: "mlc".into(), layer, tau, head: None })
+        check_tau(tau)?;
+        Ok(Self { name: Self::KIND.into(), layer, tau, head: None })
     }
 
     /// Applies `head` to the states before the loss (config `head_dim > 0`).
     pub fn with_head(mut self, head: ProjectionHead) -> Self {
         self.head = Some(head);
-        self
-    }
-
-    /// Renames the term (default `mlc`); needed to stack two MLC terms, e.g. at two layers.
-    pub fn named(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
         self
     }
 
@@ -81,9 +77,7 @@ impl Mlc {
 }
 
 impl PreferenceObjective for Mlc {
-    fn name(&self) -> &str {
-        &self.name
-    }
+    objective_term!(fn name);
 
     fn needs(&self) -> Vec<Need> {
         vec![Need::PromptVariantStates { layer: self.layer }]
@@ -99,25 +93,20 @@ impl PreferenceObjective for Mlc {
     }
 }
 
-/// The pairwise-cosine ablation term (config `kind = "cosine"`):
-/// [`pairwise_cosine_loss`](crate::pairwise_cosine_loss) of the variant states at `layer`.
-/// Same metrics as [`Mlc`], under its own name (default `cosine`).
-#[derive(Debug, Clone)]
-pub struct PairwiseCosine {
-    name: String,
-    layer: Layer,
+objective_term! {
+    /// The pairwise-cosine ablation term (config `kind = "cosine"`):
+    /// [`pairwise_cosine_loss`](crate::pairwise_cosine_loss) of the variant states at `layer`.
+    /// Same metrics as [`Mlc`], under its own name (default `cosine`).
+    #[derive(Debug, Clone)]
+    pub struct PairwiseCosine as "cosine" {
+        layer: Layer,
+    }
 }
 
 impl PairwiseCosine {
     /// The ablation on the states at `layer`.
     pub fn new(layer: Layer) -> Self {
-        Self { name: "cosine".into(), layer }
-    }
-
-    /// Renames the term (default `cosine`).
-    pub fn named(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
-        self
+        Self { name: Self::KIND.into(), layer }
     }
 
     /// The layer whose states the term reads.
@@ -137,9 +126,7 @@ impl PairwiseCosine {
 }
 
 impl PreferenceObjective for PairwiseCosine {
-    fn name(&self) -> &str {
-        &self.name
-    }
+    objective_term!(fn name);
 
     fn needs(&self) -> Vec<Need> {
         vec![Need::PromptVariantStates { layer: self.layer }]

@@ -4,6 +4,7 @@
 
 mod common;
 
+use align_losses::LossError;
 use common::*;
 use mlc_loss::{collinearity_ratio, mlc_loss, MlcError};
 use tch::{Device, Kind, Tensor};
@@ -70,5 +71,5 @@ fn inputs_on_two_devices_are_an_error() {
     let Some(gpu) = cuda() else { return };
     let x = Tensor::randn([2, 3, 4], (Kind::Float, gpu));
     let mask = Tensor::ones([2, 3], (Kind::Bool, Device::Cpu));
-    assert!(matches!(mlc_loss(&x, Some(&mask), 1.0), Err(MlcError::Device { .. })));
+    assert!(matches!(mlc_loss(&x, Some(&mask), 1.0), Err(MlcError::Input(LossError::Device { .. }))));
 }

@@ -5,12 +5,20 @@ use tch::TchError;
 
 /// Everything that can go wrong while computing MPO's terms.
 ///
-/// Every variant names the input or parameter at fault. Shape, kind and device errors are
-/// `align-losses`' own ([`LossError::Shape`] etc., inside [`MpoError::Loss`]), so a trainer
-/// sees one vocabulary for them. Inside an objective stack these errors reach the trainer as
-/// [`LossError`]s (see [`MpoError::into_loss_error`]).
+/// Every variant names the input or parameter at fault. Failures that every objective crate
+/// shares (a tensor of the wrong shape, kind or device, checked with [`align_losses::check`];
+/// a parameter out of range, named after the kind `mpo` where no term's name is known; a
+/// missing batch input; libtorch) are `align-losses`' own [`LossError`]s inside
+/// [`MpoError::Input`], so a trainer sees one vocabulary for them; the other variants are
+/// MPO's own. `mlc-loss`'s `MlcError` has the same `Input` variant and the same
+/// [`MpoError::into_loss_error`], which turns these errors into [`LossError`]s inside an
+/// objective stack.
 #[derive(Debug, thiserror::Error)]
 pub enum MpoError {
+    /// A failure in the vocabulary shared with `align-losses` ([`LossError`]): its message
+    /// names the input or parameter at fault.
+    #[error(transparent)]
+    Input(#[from] LossError),
     /// The batch has no target-language pairs, so the mean of eq. (5) is undefined.
     #[error("the batch has no target-language pairs; MPO's gap-matching loss (eq. 5) needs at least one")]
     NoTargetPairs,
@@ -44,16 +52,6 @@ pub enum MpoError {
         /// The sequence's row in the batch.
         row: usize,
     },
-    /// A hyper-parameter is out of its valid range.
-    #[error("parameter `{parameter}` = {value} is invalid: {why}")]
-    InvalidParameter {
-        /// The parameter's name (as in the config file).
-        parameter: String,
-        /// Its value.
-        value: f64,
-        /// Why it is rejected.
-        why: String,
-    },
     /// A config string names no known option.
     #[error("`{key}` = {value:?} is not one of {allowed}")]
     UnknownOption {
@@ -64,26 +62,25 @@ pub enum MpoError {
         /// The accepted values, in words.
         allowed: String,
     },
-    /// An error from the shared objective crate (e.g. a missing batch input).
-    #[error(transparent)]
-    Loss(#[from] LossError),
-    /// An error raised by libtorch.
-    #[error("libtorch: {0}")]
-    Torch(#[from] TchError),
+}
+
+impl From<TchError> for MpoError {
+    /// A libtorch error, as [`LossError::Torch`].
+    fn from(e: TchError) -> Self {
+        MpoError::Input(LossError::Torch(e))
+    }
 }
 
 impl MpoError {
-    /// This error as a [`LossError`] of the term named `term`: errors that came from
-    /// `align-losses` are handed back unchanged, an invalid parameter becomes
-    /// [`LossError::InvalidParameter`], and the rest are kept as the source of
-    /// [`LossError::Term`].
+    /// This error as a [`LossError`] of the objective term named `term`, for use inside an
+    /// [`ObjectiveStack`](align_losses::ObjectiveStack): a shared-vocabulary error is handed
+    /// back itself, attributed to `term` ([`LossError::attributed_to`]: a bad parameter or a
+    /// missing input names `term`); MPO's own errors become the source of a
+    /// [`LossError::Term`] naming `term`.
     pub fn into_loss_error(self, term: &str) -> LossError {
         match self {
-            MpoError::Loss(e) => e,
-            MpoError::InvalidParameter { parameter, value, why } => {
-                LossError::InvalidParameter { term: term.to_string(), parameter, value, why }
-            }
-            other => LossError::Term { term: term.to_string(), source: Box::new(other) },
+            MpoError::Input(e) => e.attributed_to(term),
+            own => LossError::Term { term: term.to_string(), source: Box::new(own) },
         }
     }
 }
@@ -97,9 +94,9 @@ mod tests {
 
     #[test]
     fn loss_errors_keep_their_kind() {
-        let missing = MpoError::Loss(align_losses::missing("mpo", "x")).into_loss_error("mpo");
+        let missing = MpoError::Input(align_losses::missing("mpo", "x")).into_loss_error("mpo");
         assert!(matches!(missing, LossError::MissingInput { .. }));
-        let invalid = MpoError::InvalidParameter { parameter: "beta".into(), value: 0.0, why: "w".into() };
+        let invalid = MpoError::Input(align_losses::check::invalid_parameter("mpo", "beta", 0.0, "w"));
         assert!(
             matches!(invalid.into_loss_error("mpo_zh"), LossError::InvalidParameter { ref term, .. } if term == "mpo_zh")
         );

@@ -35,8 +35,10 @@
 //! Main items: [`Mpo`] and its [`MpoConfig`] (with [`RetainForm`] and the ablation
 //! [`Variant`]s); the math on plain tensors: [`reward_gap`], [`gap_matching_loss`],
 //! [`retain_last_token`], [`retain_mean_pool`], [`last_token_positions`]; errors:
-//! [`MpoError`]. `docs/mpo.md` describes the method, the config keys and what a trainer must
-//! provide.
+//! [`MpoError`], whose [`MpoError::Input`] wraps the [`LossError`](align_losses::LossError) of
+//! a bad shape, kind, device or parameter (checked with [`align_losses::check`], as in every
+//! objective crate) and whose other variants are MPO's own. `docs/mpo.md` describes the
+//! method, the config keys and what a trainer must provide.
 
 mod error;
 mod mpo;

@@ -3,9 +3,9 @@
 use crate::retain::{retain_loss, RetainForm};
 use crate::reward_gap::{gap_loss, reward_gap};
 use crate::{MpoError, Result, Variant};
-use align_losses::check::check_device;
+use align_losses::check::{check_device, check_kind, check_parameter, check_shape};
 use align_losses::{
-    missing, BatchView, Layer, LossError, Metrics, Need, PairLogps, PreferenceObjective, TargetPairs, TermOutput,
+    missing, objective_term, BatchView, Layer, Metrics, Need, PairLogps, PreferenceObjective, TargetPairs, TermOutput,
 };
 use std::collections::BTreeMap;
 use tch::{Kind, Tensor};
@@ -56,50 +56,38 @@ impl Default for MpoConfig {
     }
 }
 
-/// Multilingual reward-gap optimisation (Zhao et al., ACL 2025), as one objective term:
-///
-/// `L = mean_i (beta RG^t_i - RG^d_{r(i)})^2 + retain_weight * L2`
-///
-/// where `i` runs over every (record, target language) pair of the batch
-/// ([`BatchView::targets`]), `r(i)` is the record of pair `i`, `RG^t` the policy's reward gap
-/// on the target-language pair ([`reward_gap`](crate::reward_gap)), `RG^d` the reference's on
-/// the record's dominant-language pair (or what the [`Variant`] puts there), and `L2` the
-/// retain term on the dominant-language states at `retain_layer`
-/// ([`retain_last_token`](crate::retain_last_token) or
-/// [`retain_mean_pool`](crate::retain_mean_pool)).
-///
-/// Metrics: `<name>/gap_loss` (`L1`), `<name>/retain_loss` (`L2`, unweighted; only when
-/// `retain_weight > 0`), `reward_gap/<lang>` (the batch mean of the policy's `RG^t` over the
-/// pairs of each target language present) and `reward_gap/dominant` (the batch mean of `RG^d`
-/// over the dominant pairs; absent for a constant target). The gaps in the metrics are the ones
-/// the loss uses, so they are sums under [`Variant::NoLengthNorm`].
-#[derive(Debug, Clone)]
-pub struct Mpo {
-    name: String,
-    config: MpoConfig,
+objective_term! {
+    /// Multilingual reward-gap optimisation (Zhao et al., ACL 2025), as one objective term:
+    ///
+    /// `L = mean_i (beta RG^t_i - RG^d_{r(i)})^2 + retain_weight * L2`
+    ///
+    /// where `i` runs over every (record, target language) pair of the batch
+    /// ([`BatchView::targets`]), `r(i)` is the record of pair `i`, `RG^t` the policy's reward gap
+    /// on the target-language pair ([`reward_gap`](crate::reward_gap)), `RG^d` the reference's on
+    /// the record's dominant-language pair (or what the [`Variant`] puts there), and `L2` the
+    /// retain term on the dominant-language states at `retain_layer`
+    /// ([`retain_last_token`](crate::retain_last_token) or
+    /// [`retain_mean_pool`](crate::retain_mean_pool)).
+    ///
+    /// Metrics: `<name>/gap_loss` (`L1`), `<name>/retain_loss` (`L2`, unweighted; only when
+    /// `retain_weight > 0`), `reward_gap/<lang>` (the batch mean of the policy's `RG^t` over the
+    /// pairs of each target language present) and `reward_gap/dominant` (the batch mean of `RG^d`
+    /// over the dominant pairs; absent for a constant target). The gaps in the metrics are the ones
+    /// the loss uses, so they are sums under [`Variant::NoLengthNorm`].
+    #[derive(Debug, Clone)]
+    pub struct Mpo as "mpo" {
+        config: MpoConfig,
+    }
 }
 
 impl Mpo {
     /// An MPO term with `config`, checked: `beta` finite and > 0, `retain_weight` finite and
     /// >= 0, a constant target finite.
     pub fn new(config: MpoConfig) -> align_losses::Result<Self> {
-        let checked = || -> Result<()> {
-            if !(config.beta.is_finite() && config.beta > 0.0) {
-                return Err(invalid("beta", config.beta, "must be finite and > 0"));
-            }
-            if !(config.retain_weight.is_finite() && config.retain_weight >= 0.0) {
-                return Err(invalid("retain_weight", config.retain_weight, "must be finite and >= 0"));
-            }
-            config.variant.validate()
-        };
-        checked().map_err(|e| e.into_loss_error("mpo"))?;
-        Ok(Self { name: "mpo".into(), config })
-    }
-
-    /// Renames the term (its metrics are logged as `loss/<name>`, `<name>/gap_loss`, ...).
-    pub fn named(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
-        self
+        check_parameter(Self::KIND, "beta", config.beta, 0.0, false)?;
+        check_parameter(Self::KIND, "retain_weight", config.retain_weight, 0.0, true)?;
+        config.variant.validate().map_err(|e| e.into_loss_error(Self::KIND))?;
+        Ok(Self { name: Self::KIND.into(), config })
     }
 
     /// The term's settings.
@@ -174,9 +162,7 @@ impl Mpo {
 }
 
 impl PreferenceObjective for Mpo {
-    fn name(&self) -> &str {
-        &self.name
-    }
+    objective_term!(fn name);
 
     fn needs(&self) -> Vec<Need> {
         let mut needs = vec![Need::TargetPairLogps];
@@ -207,20 +193,8 @@ fn checked_records(targets: &TargetPairs) -> Result<Vec<i64>> {
     if targets.languages.len() as i64 != p {
         return Err(MpoError::LanguageCount { languages: targets.languages.len(), pairs: p });
     }
-    align_losses::check::check_shape(
-        &targets.record,
-        "target pairs' `record`",
-        &[Some(p)],
-        "[P], one per target pair",
-    )?;
-    if targets.record.kind() != Kind::Int64 {
-        return Err(LossError::Kind {
-            what: "target pairs' `record`".into(),
-            expected: "int64".into(),
-            got: targets.record.kind(),
-        }
-        .into());
-    }
+    check_shape(&targets.record, "target pairs' `record`", &[Some(p)], "[P], one per target pair")?;
+    check_kind(&targets.record, "target pairs' `record`", Kind::Int64)?;
     check_device(&targets.record, "target pairs' `record`", targets.policy.chosen.sum.device())?;
     Ok(Vec::<i64>::try_from(&targets.record.contiguous())?)
 }
@@ -244,9 +218,4 @@ fn push_language_gaps(metrics: &mut Metrics, target_gap: &Tensor, languages: &[S
         metrics.push(format!("reward_gap/{lang}"), sum / n as f64);
     }
     Ok(())
-}
-
-/// An [`MpoError::InvalidParameter`].
-fn invalid(parameter: &str, value: f64, why: &str) -> MpoError {
-    MpoError::InvalidParameter { parameter: parameter.into(), value, why: why.into() }
 }

@@ -2,8 +2,8 @@
 //! inputs close to the frozen reference's.
 
 use crate::{MpoError, Result};
-use align_losses::check::{check_device, check_float, check_shape, loss_precision};
-use align_losses::{DominantStates, LossError};
+use align_losses::check::{check_device, check_float, check_shape, check_shape_where, loss_precision};
+use align_losses::DominantStates;
 use tch::{Kind, Tensor};
 
 /// Which representation of a dominant-language sequence the retain term compares.
@@ -146,14 +146,8 @@ fn checked_states(policy: &Tensor, reference: &Tensor, attention_mask: &Tensor) 
     check_float(policy, "policy hidden states")?;
     check_shape(policy, "policy hidden states", &[None, None, None], "[B, T, D]")?;
     let (b, t, d) = dims(policy);
-    if b == 0 {
-        return Err(LossError::Shape {
-            what: "policy hidden states".into(),
-            expected: "[B, T, D] with B > 0 (at least one dominant-language sequence)".into(),
-            got: policy.size(),
-        }
-        .into());
-    }
+    let words = "[B, T, D] with B > 0 (at least one dominant-language sequence)";
+    check_shape_where(policy, "policy hidden states", words, |s| s[0] > 0)?;
     check_float(reference, "reference hidden states")?;
     check_shape(reference, "reference hidden states", &[Some(b), Some(t), Some(d)], "[B, T, D] as the policy's")?;
     check_device(reference, "reference hidden states", policy.device())?;

@@ -1,7 +1,7 @@
 //! The reward gap (MPO eq. 4, 6, 7) and the gap-matching loss `L1` (MPO eq. 5).
 
-use crate::Result;
-use align_losses::check::{check_device, check_float, check_shape, loss_precision};
+use crate::{Mpo, MpoError, Result};
+use align_losses::check::{check_device, check_float, check_parameter, check_shape, loss_precision};
 use align_losses::PairLogps;
 use tch::Tensor;
 
@@ -60,18 +60,12 @@ pub fn gap_matching_loss(policy_target_gap: &Tensor, dominant_gap: &Tensor, beta
 /// the paper's "MPO - Policy" ablation (Appendix H.3, eq. 28) differentiates, since there
 /// `RG^d` is computed by the policy itself.
 pub(crate) fn gap_loss(policy_target_gap: &Tensor, dominant_gap: &Tensor, beta: f64) -> Result<Tensor> {
-    if !(beta.is_finite() && beta > 0.0) {
-        return Err(crate::MpoError::InvalidParameter {
-            parameter: "beta".into(),
-            value: beta,
-            why: "must be finite and > 0".into(),
-        });
-    }
+    check_parameter(Mpo::KIND, "beta", beta, 0.0, false)?;
     check_float(policy_target_gap, "policy target gap")?;
     check_shape(policy_target_gap, "policy target gap", &[None], "[P]")?;
     let p = policy_target_gap.size()[0];
     if p == 0 {
-        return Err(crate::MpoError::NoTargetPairs);
+        return Err(MpoError::NoTargetPairs);
     }
     check_float(dominant_gap, "dominant gap")?;
     check_shape(dominant_gap, "dominant gap", &[Some(p)], "[P], P = len(policy target gap)")?;
@@ -86,7 +80,6 @@ pub(crate) fn gap_loss(policy_target_gap: &Tensor, dominant_gap: &Tensor, beta: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::MpoError;
     use align_losses::LossError;
     use tch::Kind;
 
@@ -110,16 +103,18 @@ mod tests {
         let gap = t(&[1.0, 2.0]);
         for beta in [0.0, -1.0, f64::NAN] {
             let err = gap_matching_loss(&gap, &gap, beta).unwrap_err();
-            assert!(matches!(err, MpoError::InvalidParameter { ref parameter, .. } if parameter == "beta"));
+            assert!(
+                matches!(err, MpoError::Input(LossError::InvalidParameter { ref parameter, .. }) if parameter == "beta")
+            );
         }
-        assert!(matches!(gap_matching_loss(&gap, &t(&[1.0]), 1.0), Err(MpoError::Loss(LossError::Shape { .. }))));
+        assert!(matches!(gap_matching_loss(&gap, &t(&[1.0]), 1.0), Err(MpoError::Input(LossError::Shape { .. }))));
         assert!(matches!(
             gap_matching_loss(&gap.view([1, 2]), &gap.view([1, 2]), 1.0),
-            Err(MpoError::Loss(LossError::Shape { .. }))
+            Err(MpoError::Input(LossError::Shape { .. }))
         ));
         assert!(matches!(gap_matching_loss(&t(&[]), &t(&[]), 1.0), Err(MpoError::NoTargetPairs)));
         let ints = Tensor::from_slice(&[1i64, 2]);
-        assert!(matches!(gap_matching_loss(&ints, &gap, 1.0), Err(MpoError::Loss(LossError::Kind { .. }))));
-        assert!(matches!(gap_matching_loss(&gap, &ints, 1.0), Err(MpoError::Loss(LossError::Kind { .. }))));
+        assert!(matches!(gap_matching_loss(&ints, &gap, 1.0), Err(MpoError::Input(LossError::Kind { .. }))));
+        assert!(matches!(gap_matching_loss(&gap, &ints, 1.0), Err(MpoError::Input(LossError::Kind { .. }))));
     }
 }

@@ -1,6 +1,7 @@
 //! The paper's ablations of the gap-matching loss (MPO §5.1, Table 4, Appendix H.3).
 
-use crate::{MpoError, Result};
+use crate::{Mpo, MpoError, Result};
+use align_losses::check::{check_parameter_where, invalid_parameter};
 
 /// What `L1` matches the policy's target-language gap `beta * RG^t` against, and how the gaps
 /// are computed.
@@ -31,11 +32,8 @@ impl Variant {
             "policy_dominant" => Variant::PolicyDominant,
             "no_length_norm" => Variant::NoLengthNorm,
             "constant_target" => {
-                let c = target_gap.ok_or_else(|| MpoError::InvalidParameter {
-                    parameter: "target_gap".into(),
-                    value: f64::NAN,
-                    why: "variant \"constant_target\" needs `target_gap`, the constant that replaces RG^d".into(),
-                })?;
+                let why = "variant \"constant_target\" needs `target_gap`, the constant that replaces RG^d";
+                let c = target_gap.ok_or_else(|| invalid_parameter(Mpo::KIND, "target_gap", f64::NAN, why))?;
                 Variant::ConstantTarget(c)
             }
             _ => {
@@ -47,11 +45,8 @@ impl Variant {
             }
         };
         if let (Some(value), false) = (target_gap, matches!(parsed, Variant::ConstantTarget(_))) {
-            return Err(MpoError::InvalidParameter {
-                parameter: "target_gap".into(),
-                value,
-                why: format!("only variant \"constant_target\" reads it, not {variant:?}"),
-            });
+            let why = format!("only variant \"constant_target\" reads it, not {variant:?}");
+            return Err(invalid_parameter(Mpo::KIND, "target_gap", value, &why).into());
         }
         parsed.validate()?;
         Ok(parsed)
@@ -87,14 +82,10 @@ impl Variant {
 
     /// Fails when a constant target is not finite.
     pub fn validate(&self) -> Result<()> {
-        match self {
-            Variant::ConstantTarget(c) if !c.is_finite() => Err(MpoError::InvalidParameter {
-                parameter: "target_gap".into(),
-                value: *c,
-                why: "must be finite".into(),
-            }),
-            _ => Ok(()),
+        if let Variant::ConstantTarget(c) = self {
+            check_parameter_where(Mpo::KIND, "target_gap", *c, "must be finite", f64::is_finite)?;
         }
+        Ok(())
     }
 }
 
@@ -110,6 +101,7 @@ impl std::fmt::Display for Variant {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use align_losses::LossError;
 
     #[test]
     fn config_names_round_trip() {
@@ -131,11 +123,17 @@ mod tests {
             Err(MpoError::UnknownOption { ref key, .. }) if key == "variant"
         ));
         let missing = Variant::from_config("constant_target", None);
-        assert!(matches!(missing, Err(MpoError::InvalidParameter { ref parameter, .. }) if parameter == "target_gap"));
-        assert!(matches!(Variant::from_config("paper", Some(1.0)), Err(MpoError::InvalidParameter { .. })));
+        assert!(matches!(
+            missing,
+            Err(MpoError::Input(LossError::InvalidParameter { ref parameter, .. })) if parameter == "target_gap"
+        ));
+        assert!(matches!(
+            Variant::from_config("paper", Some(1.0)),
+            Err(MpoError::Input(LossError::InvalidParameter { .. }))
+        ));
         assert!(matches!(
             Variant::from_config("constant_target", Some(f64::INFINITY)),
-            Err(MpoError::InvalidParameter { .. })
+            Err(MpoError::Input(LossError::InvalidParameter { .. }))
         ));
     }
 

@@ -202,7 +202,7 @@ fn bool_and_float_masks_agree_and_half_states_give_f32() {
 }
 
 fn shape_error(result: mpo_loss::Result<Tensor>) -> bool {
-    matches!(result, Err(MpoError::Loss(LossError::Shape { .. })))
+    matches!(result, Err(MpoError::Input(LossError::Shape { .. })))
 }
 
 #[test]
@@ -216,12 +216,12 @@ fn errors_instead_of_panics() {
     assert!(shape_error(retain_last_token(&empty, &empty, &Tensor::zeros([0, 3], tch::kind::INT64_CPU))));
     assert!(matches!(
         retain_last_token(&h.to_kind(Kind::Int64), &h, &mask),
-        Err(MpoError::Loss(LossError::Kind { .. }))
+        Err(MpoError::Input(LossError::Kind { .. }))
     ));
     let two = Tensor::from_slice(&[1i64, 2, 0, 1, 1, 0]).view([2, 3]);
     assert!(matches!(retain_mean_pool(&h, &h, &two), Err(MpoError::MaskValue { value }) if value == 2.0));
     let empty_row = Tensor::from_slice(&[1i64, 1, 0, 0, 0, 0]).view([2, 3]);
     assert!(matches!(retain_last_token(&h, &h, &empty_row), Err(MpoError::EmptySequence { row: 1 })));
     assert!(matches!(last_token_positions(&empty_row), Err(MpoError::EmptySequence { row: 1 })));
-    assert!(matches!(last_token_positions(&two.view([6])), Err(MpoError::Loss(LossError::Shape { .. }))));
+    assert!(matches!(last_token_positions(&two.view([6])), Err(MpoError::Input(LossError::Shape { .. }))));
 }

@@ -1,49 +1,44 @@
 //! KTO (Ethayarajh et al., 2024, arXiv 2402.01306), on preference pairs.
 
-use crate::check::{check_device, check_float, check_parameter, check_shape, loss_precision};
+use crate::check::{check_device, check_float, check_parameter, check_shape, check_shape_where, loss_precision};
 use crate::metrics::reward_metrics;
-use crate::{missing, BatchView, KlLogps, LossError, Need, PreferenceObjective, Result, TermOutput};
+use crate::{missing, objective_term, BatchView, KlLogps, Need, PreferenceObjective, Result, TermOutput};
 use tch::{Kind, Tensor};
 
-/// Kahneman-Tversky Optimisation (Ethayarajh et al. 2024, *KTO: Model Alignment as Prospect
-/// Theoretic Optimization*, arXiv 2402.01306: the KTO loss with its value function and
-/// reference point), applied to the chosen completions as desirable and the rejected ones as
-/// undesirable examples.
-///
-/// With `s = logp_pi(y) - logp_ref(y)` (summed log-probs) and the reference point
-///
-/// `z = max(0, mean_m(logp_pi(y'_m | x'_m) - logp_ref(y'_m | x'_m)))`
-///
-/// estimated from mismatched prompt/completion pairs ([`BatchView::kl`], [`Need::KlLogps`])
-/// and detached (no gradient flows through it), the per-example losses are
-///
-/// - chosen: `desirable_weight * (1 - sig(beta (s_c - z)))`,
-/// - rejected: `undesirable_weight * (1 - sig(beta (z - s_r)))`,
-///
-/// and the loss is their mean over all `2B` examples. At policy = reference (and `z = 0`) the
-/// loss is 0.5 with unit weights. Metrics: implicit rewards `beta * s_c`, `beta * s_r`, and
-/// `kl` (the reference point `z`).
-#[derive(Debug, Clone)]
-pub struct Kto {
-    name: String,
-    beta: f64,
-    desirable_weight: f64,
-    undesirable_weight: f64,
+objective_term! {
+    /// Kahneman-Tversky Optimisation (Ethayarajh et al. 2024, *KTO: Model Alignment as Prospect
+    /// Theoretic Optimization*, arXiv 2402.01306: the KTO loss with its value function and
+    /// reference point), applied to the chosen completions as desirable and the rejected ones as
+    /// undesirable examples.
+    ///
+    /// With `s = logp_pi(y) - logp_ref(y)` (summed log-probs) and the reference point
+    ///
+    /// `z = max(0, mean_m(logp_pi(y'_m | x'_m) - logp_ref(y'_m | x'_m)))`
+    ///
+    /// estimated from mismatched prompt/completion pairs ([`BatchView::kl`], [`Need::KlLogps`])
+    /// and detached (no gradient flows through it), the per-example losses are
+    ///
+    /// - chosen: `desirable_weight * (1 - sig(beta (s_c - z)))`,
+    /// - rejected: `undesirable_weight * (1 - sig(beta (z - s_r)))`,
+    ///
+    /// and the loss is their mean over all `2B` examples. At policy = reference (and `z = 0`) the
+    /// loss is 0.5 with unit weights. Metrics: implicit rewards `beta * s_c`, `beta * s_r`, and
+    /// `kl` (the reference point `z`).
+    #[derive(Debug, Clone)]
+    pub struct Kto as "kto" {
+        beta: f64,
+        desirable_weight: f64,
+        undesirable_weight: f64,
+    }
 }
 
 impl Kto {
     /// KTO with `beta > 0` and example weights `>= 0` (the paper's `lambda_D`, `lambda_U`).
     pub fn new(beta: f64, desirable_weight: f64, undesirable_weight: f64) -> Result<Self> {
-        check_parameter("kto", "beta", beta, 0.0, false)?;
-        check_parameter("kto", "desirable_weight", desirable_weight, 0.0, true)?;
-        check_parameter("kto", "undesirable_weight", undesirable_weight, 0.0, true)?;
-        Ok(Self { name: "kto".into(), beta, desirable_weight, undesirable_weight })
-    }
-
-    /// Renames the term (its metrics are logged as `loss/<name>`).
-    pub fn named(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
-        self
+        check_parameter(Self::KIND, "beta", beta, 0.0, false)?;
+        check_parameter(Self::KIND, "desirable_weight", desirable_weight, 0.0, true)?;
+        check_parameter(Self::KIND, "undesirable_weight", undesirable_weight, 0.0, true)?;
+        Ok(Self { name: Self::KIND.into(), beta, desirable_weight, undesirable_weight })
     }
 
     /// `[]`: the detached reference point `z = max(0, mean(kl.policy - kl.reference))`,
@@ -54,13 +49,7 @@ impl Kto {
         check_shape(&kl.policy, "kl.policy", &[None], "[M]")?;
         let m = kl.policy.size()[0];
         check_shape(&kl.reference, "kl.reference", &[Some(m)], "[M], as kl.policy")?;
-        if m == 0 {
-            return Err(LossError::Shape {
-                what: "kl.policy".into(),
-                expected: "at least one mismatched pair".into(),
-                got: vec![0],
-            });
-        }
+        check_shape_where(&kl.policy, "kl.policy", "at least one mismatched pair", |s| s[0] > 0)?;
         check_device(&kl.policy, "kl.policy", device)?;
         check_device(&kl.reference, "kl.reference", device)?;
         let diff = loss_precision(&kl.policy) - loss_precision(&kl.reference); // [M]
@@ -69,9 +58,7 @@ impl Kto {
 }
 
 impl PreferenceObjective for Kto {
-    fn name(&self) -> &str {
-        &self.name
-    }
+    objective_term!(fn name);
 
     fn needs(&self) -> Vec<Need> {
         vec![Need::PolicyLogps, Need::ReferenceLogps, Need::KlLogps]

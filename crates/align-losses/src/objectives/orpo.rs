@@ -2,7 +2,7 @@
 
 use crate::check::{check_float, check_parameter};
 use crate::metrics::reward_metrics;
-use crate::{BatchView, Need, PreferenceObjective, Result, TermOutput};
+use crate::{objective_term, BatchView, Need, PreferenceObjective, Result, TermOutput};
 use std::f64::consts::LN_2;
 use tch::Tensor;
 
@@ -41,51 +41,44 @@ pub fn log1mexp(x: &Tensor) -> Result<Tensor> {
     Ok(via_expm1.where_self(&near_zero, &via_log1p))
 }
 
-/// Odds Ratio Preference Optimisation, reference-free (Hong, Lee & Thorne 2024, *ORPO:
-/// Monolithic Preference Optimization without Reference Model*, arXiv 2403.07691: the ORPO
-/// objective, `L_SFT + lambda L_OR`).
-///
-/// With `a = avg_logp(y) = logp_pi(y) / |y|` (length-normalised, clamped to at most
-/// [`ORPO_AVG_LOGP_CEILING`]) and `odds(y) = p / (1 - p)` for `p = exp(a)`, the log odds ratio is
-///
-/// `log_odds = log odds(y_c) - log odds(y_r) = (a_c - a_r) - (log1mexp(a_c) - log1mexp(a_r))`
-///
-/// and the loss is
-///
-/// `NLL(y_c) - lambda * mean_pairs[log sig(log_odds)]`
-///
-/// where `NLL(y_c)` is the token-level mean negative log-likelihood over all scored *chosen
-/// completion* tokens of the batch ([`SequenceLogps::token_mean_nll`](crate::SequenceLogps::token_mean_nll)).
-/// The config parameter `beta` is the paper's `lambda`. Needs the policy only. Metrics:
-/// implicit rewards `beta * avg_logp(y_c)`, `beta * avg_logp(y_r)`, plus `log_odds_ratio`
-/// (the mean of `log sig(log_odds)`), `log_odds_chosen` (the mean of `log_odds`) and `nll`.
-///
-/// The reference Python trainer (TRL 1.16) also scores the prompt tokens in its NLL term; we
-/// score the completion only, as the paper defines it.
-#[derive(Debug, Clone)]
-pub struct Orpo {
-    name: String,
-    beta: f64,
+objective_term! {
+    /// Odds Ratio Preference Optimisation, reference-free (Hong, Lee & Thorne 2024, *ORPO:
+    /// Monolithic Preference Optimization without Reference Model*, arXiv 2403.07691: the ORPO
+    /// objective, `L_SFT + lambda L_OR`).
+    ///
+    /// With `a = avg_logp(y) = logp_pi(y) / |y|` (length-normalised, clamped to at most
+    /// [`ORPO_AVG_LOGP_CEILING`]) and `odds(y) = p / (1 - p)` for `p = exp(a)`, the log odds ratio is
+    ///
+    /// `log_odds = log odds(y_c) - log odds(y_r) = (a_c - a_r) - (log1mexp(a_c) - log1mexp(a_r))`
+    ///
+    /// and the loss is
+    ///
+    /// `NLL(y_c) - lambda * mean_pairs[log sig(log_odds)]`
+    ///
+    /// where `NLL(y_c)` is the token-level mean negative log-likelihood over all scored *chosen
+    /// completion* tokens of the batch ([`SequenceLogps::token_mean_nll`](crate::SequenceLogps::token_mean_nll)).
+    /// The config parameter `beta` is the paper's `lambda`. Needs the policy only. Metrics:
+    /// implicit rewards `beta * avg_logp(y_c)`, `beta * avg_logp(y_r)`, plus `log_odds_ratio`
+    /// (the mean of `log sig(log_odds)`), `log_odds_chosen` (the mean of `log_odds`) and `nll`.
+    ///
+    /// The reference Python trainer (TRL 1.16) also scores the prompt tokens in its NLL term; we
+    /// score the completion only, as the paper defines it.
+    #[derive(Debug, Clone)]
+    pub struct Orpo as "orpo" {
+        beta: f64,
+    }
 }
 
 impl Orpo {
     /// ORPO with odds-ratio weight `beta` (the paper's `lambda`) `>= 0`.
     pub fn new(beta: f64) -> Result<Self> {
-        check_parameter("orpo", "beta", beta, 0.0, true)?;
-        Ok(Self { name: "orpo".into(), beta })
-    }
-
-    /// Renames the term (its metrics are logged as `loss/<name>`).
-    pub fn named(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
-        self
+        check_parameter(Self::KIND, "beta", beta, 0.0, true)?;
+        Ok(Self { name: Self::KIND.into(), beta })
     }
 }
 
 impl PreferenceObjective for Orpo {
-    fn name(&self) -> &str {
-        &self.name
-    }
+    objective_term!(fn name);
 
     fn needs(&self) -> Vec<Need> {
         vec![Need::PolicyLogps]

@@ -2,45 +2,38 @@
 
 use crate::check::check_parameter;
 use crate::metrics::reward_metrics;
-use crate::{BatchView, Need, PreferenceObjective, Result, TermOutput};
+use crate::{objective_term, BatchView, Need, PreferenceObjective, Result, TermOutput};
 
-/// Simple Preference Optimisation, reference-free (Meng, Xia & Chen 2024, *SimPO: Simple
-/// Preference Optimization with a Reference-Free Reward*, arXiv 2405.14734: the SimPO objective).
-///
-/// Length-normalised: with `avg_logp(y) = logp_pi(y) / |y|` (summed log-prob of the scored
-/// completion tokens over their count), the per-pair loss is
-///
-/// `-log sig(beta (avg_logp(y_c) - avg_logp(y_r)) - gamma)`
-///
-/// averaged over the pairs of the batch. `gamma` is the target reward margin itself (not the
-/// `gamma / beta` ratio some configs use). Needs the policy only. Implicit rewards (metrics):
-/// `beta * avg_logp(y_c)`, `beta * avg_logp(y_r)`.
-#[derive(Debug, Clone)]
-pub struct SimPo {
-    name: String,
-    beta: f64,
-    gamma: f64,
+objective_term! {
+    /// Simple Preference Optimisation, reference-free (Meng, Xia & Chen 2024, *SimPO: Simple
+    /// Preference Optimization with a Reference-Free Reward*, arXiv 2405.14734: the SimPO objective).
+    ///
+    /// Length-normalised: with `avg_logp(y) = logp_pi(y) / |y|` (summed log-prob of the scored
+    /// completion tokens over their count), the per-pair loss is
+    ///
+    /// `-log sig(beta (avg_logp(y_c) - avg_logp(y_r)) - gamma)`
+    ///
+    /// averaged over the pairs of the batch. `gamma` is the target reward margin itself (not the
+    /// `gamma / beta` ratio some configs use). Needs the policy only. Implicit rewards (metrics):
+    /// `beta * avg_logp(y_c)`, `beta * avg_logp(y_r)`.
+    #[derive(Debug, Clone)]
+    pub struct SimPo as "simpo" {
+        beta: f64,
+        gamma: f64,
+    }
 }
 
 impl SimPo {
     /// SimPO with `beta > 0` and margin `gamma >= 0`.
     pub fn new(beta: f64, gamma: f64) -> Result<Self> {
-        check_parameter("simpo", "beta", beta, 0.0, false)?;
-        check_parameter("simpo", "gamma", gamma, 0.0, true)?;
-        Ok(Self { name: "simpo".into(), beta, gamma })
-    }
-
-    /// Renames the term (its metrics are logged as `loss/<name>`).
-    pub fn named(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
-        self
+        check_parameter(Self::KIND, "beta", beta, 0.0, false)?;
+        check_parameter(Self::KIND, "gamma", gamma, 0.0, true)?;
+        Ok(Self { name: Self::KIND.into(), beta, gamma })
     }
 }
 
 impl PreferenceObjective for SimPo {
-    fn name(&self) -> &str {
-        &self.name
-    }
+    objective_term!(fn name);
 
     fn needs(&self) -> Vec<Need> {
         vec![Need::PolicyLogps]
