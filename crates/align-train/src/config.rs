@@ -13,7 +13,7 @@ use toml::Table;
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunConfig {
     /// `[model]`.
-    pub model: ModelConfig,
+    pub model: ModelSection,
     /// `[data]`.
     pub data: DataConfig,
     /// `[[objective]]`: the run minimises `sum(weight * term)`.
@@ -35,10 +35,12 @@ pub enum Dtype {
     Bf16,
 }
 
-/// `[model]`: the policy to train and its frozen reference.
+/// `[model]`: the policy to train and its frozen reference. (Named `ModelSection`, not
+/// `ModelConfig`, so that it is never confused with `lm_backend::ModelConfig`, a checkpoint's
+/// `config.json`.)
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ModelConfig {
+pub struct ModelSection {
     /// Hugging Face model folder (required).
     pub path: PathBuf,
     /// `"f32"` (default) or `"bf16"`.
@@ -321,7 +323,7 @@ impl RunConfig {
         if !model_table.contains_key("path") {
             return Err(ctx.missing("[model]", "path"));
         }
-        let mut model: ModelConfig = ctx.deserialize(model_table, "[model]")?;
+        let mut model: ModelSection = ctx.deserialize(model_table, "[model]")?;
         model.path = base.join(&model.path);
         model.reference = model.reference.map(|r| base.join(r));
 
