@@ -38,6 +38,7 @@ pub mod encode;
 mod error;
 pub mod eval;
 pub mod metrics_log;
+pub mod objectives;
 pub mod optim;
 pub mod order;
 pub mod prepare;
