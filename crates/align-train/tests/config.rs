@@ -247,3 +247,54 @@ fn consistency_kinds_parse_and_report_what_they_read() {
         "{e}"
     );
 }
+
+/// Every registered kind builds its term from its defaults, named after the kind (or its
+/// `name`), and a build function refuses another entry's kind.
+#[test]
+fn every_registered_kind_builds_its_term() {
+    use align_train::objectives::{kind_entry, KINDS};
+    use align_train::terms::{build_objective, ModelShape, TermContext};
+
+    let mut text = MINIMAL.replace("[[objective]]\nkind = \"dpo\"\n", "");
+    for k in KINDS {
+        let parameters = match k.name {
+            "mlc" => "layer = 2\nhead_dim = 4\n",
+            "cosine" => "layer = 2\n",
+            _ => "",
+        };
+        text.push_str(&format!("[[objective]]\nkind = \"{0}\"\nname = \"term_{0}\"\n{parameters}", k.name));
+    }
+    let c = parse(&text).unwrap();
+    let store = tch::nn::VarStore::new(tch::Device::Cpu);
+    let shape = ModelShape { num_layers: 3, hidden_size: 8 };
+    let stack = build_objective(&c.objectives, shape, &(store.root() / "heads"), Path::new("run.toml")).unwrap();
+    let names: Vec<&str> = stack.terms().iter().map(|t| t.term.name()).collect();
+    let expected: Vec<String> = KINDS.iter().map(|k| format!("term_{}", k.name)).collect();
+    assert_eq!(names, expected);
+    assert!(!store.variables().is_empty(), "the MLC head is created under the heads path");
+
+    let e = build_objective(
+        &parse(&MINIMAL.replace("kind = \"dpo\"", "kind = \"mlc\"\nlayer = 4")).unwrap().objectives,
+        shape,
+        &store.root(),
+        Path::new("run.toml"),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        e.contains("[[objective]] #1 (kind = \"mlc\") `layer`: 4 is past the model's last hidden-state index 3"),
+        "{e}"
+    );
+
+    let root = store.root();
+    let cx = TermContext {
+        name: "x",
+        shape,
+        heads: &root,
+        table: "[[objective]] #1".into(),
+        config_path: Path::new("run.toml"),
+    };
+    let e = (kind_entry("dpo").unwrap().build)(&ObjectiveKind::Sft, &cx).err().unwrap().to_string();
+    assert!(e.contains("a `sft` term cannot be built as `dpo`"), "{e}");
+}
