@@ -216,13 +216,14 @@ fn bad_input_exits_1_naming_the_file_line_or_key() {
     let e = train("malformed", &config_text(dpo, ""));
     assert!(e.contains("pairs.jsonl:5: not valid JSON"), "{e}");
 
+    // Unselected languages are left out (tests/languages_subset.rs); the dominant one is required.
     fs::write(
         &data,
-        format!("{good}\n{}", serde_json::json!({"prompt": {"en": "x", "sw": "y"}, "chosen": "a", "rejected": "b"})),
+        format!("{good}\n{}", serde_json::json!({"prompt": {"de": "x", "sw": "y"}, "chosen": "a", "rejected": "b"})),
     )
     .unwrap();
     let e = train("language", &config_text(dpo, ""));
-    assert!(e.contains("pairs.jsonl:5:") && e.contains("language `sw`"), "{e}");
+    assert!(e.contains("pairs.jsonl:5:") && e.contains("dominant language `en`"), "{e}");
 
     fs::write(&data, "").unwrap();
     let e = train("empty", &config_text(dpo, ""));

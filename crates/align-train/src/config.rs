@@ -1,10 +1,16 @@
 //! The run config: one TOML file describes a training run (architecture.md → Config).
 //!
 //! Unknown keys are errors that name the key and its table, so a typo never silently falls
-//! back to a default. Relative paths are resolved against the config file's folder.
+//! back to a default: each table is a serde struct with `deny_unknown_fields`, and
+//! [`TableContext`] turns serde's message into [`TrainError::UnknownKey`] with the struct's
+//! fields as the allowed keys. Objective kinds and their parameters come from the registry
+//! ([`crate::objectives`]). Relative paths are resolved against the config file's folder.
 
+pub use crate::objectives::{MpoVariant, ObjectiveKind, RetainForm};
+
+use crate::objectives::{kind_entry, kind_names};
 use crate::{Result, TrainError};
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny, Visitor};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use toml::Table;
@@ -13,7 +19,7 @@ use toml::Table;
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunConfig {
     /// `[model]`.
-    pub model: ModelConfig,
+    pub model: ModelSection,
     /// `[data]`.
     pub data: DataConfig,
     /// `[[objective]]`: the run minimises `sum(weight * term)`.
@@ -35,10 +41,12 @@ pub enum Dtype {
     Bf16,
 }
 
-/// `[model]`: the policy to train and its frozen reference.
+/// `[model]`: the policy to train and its frozen reference. (Named `ModelSection`, not
+/// `ModelConfig`, so that it is never confused with `lm_backend::ModelConfig`, a checkpoint's
+/// `config.json`.)
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ModelConfig {
+pub struct ModelSection {
     /// Hugging Face model folder (required).
     pub path: PathBuf,
     /// `"f32"` (default) or `"bf16"`.
@@ -61,7 +69,8 @@ fn default_device() -> String {
 pub struct DataConfig {
     /// One or more JSONL files (required).
     pub train: Vec<PathBuf>,
-    /// Language tags, dominant first (default `["en"]`).
+    /// The languages to train on, dominant first (default `["en"]`). It selects: texts of a
+    /// record in other languages are left out and counted ([`crate::Dataset::left_out`]).
     pub languages: Vec<String>,
     /// Longest tokenised prompt + completion (default 1024).
     pub max_length: usize,
@@ -160,30 +169,6 @@ impl Default for TrainConfig {
     }
 }
 
-/// MPO's retain term form.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RetainForm {
-    /// The last real token's hidden state (the paper).
-    LastToken,
-    /// Hidden states mean-pooled over real tokens (the public code, with padding masked).
-    MeanPool,
-}
-
-/// MPO's variants (the paper's ablations).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MpoVariant {
-    /// Reference dominant gap, length-normalised (the paper).
-    Paper,
-    /// A constant target gap (`target_gap`, required with this variant) instead of the dominant gap.
-    ConstantTarget,
-    /// The dominant gap computed by the policy instead of the reference.
-    PolicyDominant,
-    /// Gaps of summed (not length-normalised) log-probs.
-    NoLengthNorm,
-}
-
 /// One `[[objective]]` term: its kind with parameters, weight and name.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ObjectiveConfig {
@@ -195,108 +180,20 @@ pub struct ObjectiveConfig {
     pub name: String,
 }
 
-/// The objective kinds of architecture.md with their parameters (defaults as documented there).
-#[derive(Debug, Clone, PartialEq)]
-#[allow(missing_docs)] // each field is the config key of the same name, documented in docs/
-pub enum ObjectiveKind {
-    Dpo {
-        beta: f64,
-        label_smoothing: f64,
-    },
-    RobustDpo {
-        beta: f64,
-        label_smoothing: f64,
-    },
-    Hinge {
-        beta: f64,
-    },
-    Ipo {
-        beta: f64,
-    },
-    RDpo {
-        beta: f64,
-        alpha: f64,
-    },
-    Simpo {
-        beta: f64,
-        gamma: f64,
-    },
-    Cpo {
-        beta: f64,
-        alpha: f64,
-    },
-    Orpo {
-        beta: f64,
-    },
-    Kto {
-        beta: f64,
-        desirable_weight: f64,
-        undesirable_weight: f64,
-    },
-    Sft,
-    Mpo {
-        beta: f64,
-        retain: RetainForm,
-        retain_layer: Option<usize>,
-        retain_weight: f64,
-        variant: MpoVariant,
-        target_gap: Option<f64>,
-    },
-    Mlc {
-        layer: usize,
-        tau: f64,
-        head_dim: usize,
-    },
-    Cosine {
-        layer: usize,
-    },
-}
+/// The keys of an `[[objective]]` table read here; the rest are its kind's parameters.
+const OBJECTIVE_KEYS: &[&str] = &["kind", "weight", "name"];
 
-/// Every objective kind's config name, in the order of architecture.md's table.
-pub const OBJECTIVE_KINDS: &[&str] =
-    &["dpo", "robust_dpo", "hinge", "ipo", "r_dpo", "simpo", "cpo", "orpo", "kto", "sft", "mpo", "mlc", "cosine"];
-
-impl ObjectiveKind {
-    /// The config name of this kind (`"dpo"`, `"mlc"`, …).
-    pub fn kind_name(&self) -> &'static str {
-        match self {
-            Self::Dpo { .. } => "dpo",
-            Self::RobustDpo { .. } => "robust_dpo",
-            Self::Hinge { .. } => "hinge",
-            Self::Ipo { .. } => "ipo",
-            Self::RDpo { .. } => "r_dpo",
-            Self::Simpo { .. } => "simpo",
-            Self::Cpo { .. } => "cpo",
-            Self::Orpo { .. } => "orpo",
-            Self::Kto { .. } => "kto",
-            Self::Sft => "sft",
-            Self::Mpo { .. } => "mpo",
-            Self::Mlc { .. } => "mlc",
-            Self::Cosine { .. } => "cosine",
-        }
-    }
-}
-
-const MODEL_KEYS: &[&str] = &["path", "dtype", "device", "reference"];
-const DATA_KEYS: &[&str] = &["train", "languages", "max_length", "skip_bad_lines"];
-const OPTIM_KEYS: &[&str] = &["lr", "weight_decay", "betas", "eps", "max_grad_norm", "schedule", "warmup_ratio"];
-const TRAIN_KEYS: &[&str] = &["batch_size", "grad_accum", "epochs", "max_steps", "seed", "save_every", "on_nonfinite"];
-const TOP_KEYS: &[&str] = &["model", "data", "objective", "optim", "train"];
-
-/// The parameters each objective kind accepts besides `kind`, `weight` and `name`.
-fn objective_parameters(kind: &str) -> &'static [&'static str] {
-    match kind {
-        "dpo" | "robust_dpo" => &["beta", "label_smoothing"],
-        "hinge" | "ipo" | "orpo" => &["beta"],
-        "r_dpo" | "cpo" => &["beta", "alpha"],
-        "simpo" => &["beta", "gamma"],
-        "kto" => &["beta", "desirable_weight", "undesirable_weight"],
-        "sft" => &[],
-        "mpo" => &["beta", "retain", "retain_layer", "retain_weight", "variant", "target_gap"],
-        "mlc" => &["layer", "tau", "head_dim"],
-        "cosine" => &["layer"],
-        _ => &[],
-    }
+/// The top level's tables, as serde checks them: an unknown one is an error. Each table's
+/// value is read on its own below (so that each can be named in messages).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // only the keys are checked here
+struct TopLevel {
+    model: Option<IgnoredAny>,
+    data: Option<IgnoredAny>,
+    objective: Option<IgnoredAny>,
+    optim: Option<IgnoredAny>,
+    train: Option<IgnoredAny>,
 }
 
 impl RunConfig {
@@ -313,32 +210,22 @@ impl RunConfig {
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
         let ctx = Ctx { path };
         let root: Table = text.parse().map_err(|e: toml::de::Error| ctx.syntax(e.to_string()))?;
-        ctx.check_keys(&root, "the top level", TOP_KEYS)?;
+        let TopLevel { .. } = ctx.at("the top level").deserialize(root.clone())?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
 
-        let model_table = ctx.table(&root, "model")?.ok_or_else(|| ctx.missing("the top level", "[model]"))?;
-        ctx.check_keys(&model_table, "[model]", MODEL_KEYS)?;
-        if !model_table.contains_key("path") {
-            return Err(ctx.missing("[model]", "path"));
-        }
-        let mut model: ModelConfig = ctx.deserialize(model_table, "[model]")?;
+        let model_table = ctx.section(&root, "model")?.ok_or_else(|| ctx.missing("the top level", "[model]"))?;
+        let mut model: ModelSection = ctx.at("[model]").deserialize(model_table)?;
         model.path = base.join(&model.path);
         model.reference = model.reference.map(|r| base.join(r));
 
         let data = ctx.data(&root, &base)?;
         let objectives = ctx.objectives(&root)?;
-        let optim: OptimConfig = match ctx.table(&root, "optim")? {
-            Some(t) => {
-                ctx.check_keys(&t, "[optim]", OPTIM_KEYS)?;
-                ctx.deserialize(t, "[optim]")?
-            }
+        let optim: OptimConfig = match ctx.section(&root, "optim")? {
+            Some(t) => ctx.at("[optim]").deserialize(t)?,
             None => OptimConfig::default(),
         };
-        let train: TrainConfig = match ctx.table(&root, "train")? {
-            Some(t) => {
-                ctx.check_keys(&t, "[train]", TRAIN_KEYS)?;
-                ctx.deserialize(t, "[train]")?
-            }
+        let train: TrainConfig = match ctx.section(&root, "train")? {
+            Some(t) => ctx.at("[train]").deserialize(t)?,
             None => TrainConfig::default(),
         };
         let config = RunConfig { model, data, objectives, optim, train };
@@ -347,43 +234,169 @@ impl RunConfig {
     }
 }
 
-/// Parsing context: the file, for messages.
-struct Ctx<'a> {
+/// One table of a config file being read: names it in errors, and turns serde's errors into
+/// [`TrainError`] variants that name the key. Objective kinds read their parameters through
+/// it ([`crate::objectives::KindEntry::parse`]).
+#[derive(Debug, Clone)]
+pub struct TableContext<'a> {
     path: &'a Path,
+    table: String,
+    read_by_caller: &'static [&'static str],
 }
 
-impl Ctx<'_> {
-    fn syntax(&self, message: String) -> TrainError {
-        TrainError::ConfigSyntax { path: self.path.to_path_buf(), message: message.trim_end().to_string() }
+impl<'a> TableContext<'a> {
+    /// The table labelled `table` (e.g. `[optim]`) of the config file at `path`.
+    pub fn new(path: &'a Path, table: impl Into<String>) -> Self {
+        Self { path, table: table.into(), read_by_caller: &[] }
     }
 
-    fn missing(&self, table: &str, key: &str) -> TrainError {
-        TrainError::MissingKey { path: self.path.to_path_buf(), table: table.into(), key: key.into() }
+    /// Also lists `keys` as allowed in unknown-key errors (first): keys of the table that the
+    /// caller reads and removes before [`TableContext::deserialize`] sees the rest.
+    pub fn with_keys_read_by_caller(mut self, keys: &'static [&'static str]) -> Self {
+        self.read_by_caller = keys;
+        self
     }
 
-    fn invalid(&self, table: &str, key: &str, why: impl Into<String>) -> TrainError {
+    /// The table's label in messages.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Deserialises `t` as `T`, a struct with `#[serde(deny_unknown_fields)]`. serde's
+    /// unknown field becomes [`TrainError::UnknownKey`] (with `T`'s fields as the allowed
+    /// keys), its missing field [`TrainError::MissingKey`], anything else (a wrong type, an
+    /// unknown variant) [`TrainError::ConfigSyntax`] prefixed with the table.
+    pub fn deserialize<T: DeserializeOwned>(&self, t: Table) -> Result<T> {
+        let keys: Vec<String> = t.keys().cloned().collect();
+        T::deserialize(toml::Value::Table(t)).map_err(|e| self.serde_error(e.message(), &keys, serde_fields::<T>()))
+    }
+
+    /// `key` is required in this table and absent.
+    pub fn missing(&self, key: &str) -> TrainError {
+        TrainError::MissingKey { path: self.path.to_path_buf(), table: self.table.clone(), key: key.into() }
+    }
+
+    /// `key`'s value is rejected, because `why`.
+    pub fn invalid(&self, key: &str, why: impl Into<String>) -> TrainError {
         TrainError::InvalidValue {
             path: self.path.to_path_buf(),
-            table: table.into(),
+            table: self.table.clone(),
             key: key.into(),
             why: why.into(),
         }
     }
 
-    fn check_keys(&self, table: &Table, name: &str, allowed: &[&str]) -> Result<()> {
-        match table.keys().find(|k| !allowed.contains(&k.as_str())) {
-            None => Ok(()),
-            Some(key) => Err(TrainError::UnknownKey {
+    /// serde's `message` about a table with `keys`, deserialised into a struct of `fields`.
+    fn serde_error(&self, message: &str, keys: &[String], fields: &[&str]) -> TrainError {
+        if let Some(rest) = message.strip_prefix("unknown field `") {
+            // serde stops at the first key (in table order) that is not a field.
+            let key = keys.iter().find(|k| !fields.contains(&k.as_str())).cloned();
+            let key = key.unwrap_or_else(|| rest.split("`, ").next().unwrap_or(rest).to_string());
+            let allowed: Vec<&str> = self.read_by_caller.iter().chain(fields).copied().collect();
+            return TrainError::UnknownKey {
                 path: self.path.to_path_buf(),
-                table: name.to_string(),
-                key: key.clone(),
+                table: self.table.clone(),
+                key,
                 allowed: if allowed.is_empty() { "(none)".into() } else { allowed.join(", ") },
-            }),
+            };
         }
+        match message.strip_prefix("missing field `").and_then(|k| k.strip_suffix('`')) {
+            Some(key) => self.missing(key),
+            None => TrainError::ConfigSyntax {
+                path: self.path.to_path_buf(),
+                message: format!("{}: {}", self.table, message.trim_end()),
+            },
+        }
+    }
+}
+
+/// The field names of struct `T` as its derived `Deserialize` declares them (the `fields` it
+/// passes to `deserialize_struct`): the keys a `deny_unknown_fields` table accepts. Empty when
+/// `T` is not a struct.
+fn serde_fields<T: DeserializeOwned>() -> &'static [&'static str] {
+    let mut probe = FieldProbe(&[]);
+    let _ = T::deserialize(&mut probe);
+    probe.0
+}
+
+/// A deserializer that reads nothing: it records the field list a struct asks for and fails.
+struct FieldProbe(&'static [&'static str]);
+
+impl<'de> serde::Deserializer<'de> for &mut FieldProbe {
+    type Error = serde::de::value::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> std::result::Result<V::Value, Self::Error> {
+        Err(serde::de::Error::custom("only a struct's field names are read"))
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        _visitor: V,
+    ) -> std::result::Result<V::Value, Self::Error> {
+        self.0 = fields;
+        Err(serde::de::Error::custom("the field names were read"))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option
+        unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+    }
+}
+
+/// `[data]` as written: `train` is one file or a list.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DataSection {
+    train: OneOrMany,
+    #[serde(default = "default_languages")]
+    languages: Vec<String>,
+    #[serde(default = "default_max_length")]
+    max_length: usize,
+    #[serde(default)]
+    skip_bad_lines: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(PathBuf),
+    Many(Vec<PathBuf>),
+}
+
+fn default_languages() -> Vec<String> {
+    vec!["en".into()]
+}
+
+fn default_max_length() -> usize {
+    1024
+}
+
+/// Parsing context: the file, for messages.
+struct Ctx<'a> {
+    path: &'a Path,
+}
+
+impl<'a> Ctx<'a> {
+    fn at(&self, table: impl Into<String>) -> TableContext<'a> {
+        TableContext::new(self.path, table)
+    }
+
+    fn syntax(&self, message: String) -> TrainError {
+        TrainError::ConfigSyntax { path: self.path.to_path_buf(), message: message.trim_end().to_string() }
+    }
+
+    fn missing(&self, table: &str, key: &str) -> TrainError {
+        self.at(table).missing(key)
+    }
+
+    fn invalid(&self, table: &str, key: &str, why: impl Into<String>) -> TrainError {
+        self.at(table).invalid(key, why)
     }
 
     /// `root[name]` as a table, `None` when absent, an error when it is not a table.
-    fn table(&self, root: &Table, name: &str) -> Result<Option<Table>> {
+    fn section(&self, root: &Table, name: &str) -> Result<Option<Table>> {
         match root.get(name) {
             None => Ok(None),
             Some(toml::Value::Table(t)) => Ok(Some(t.clone())),
@@ -391,40 +404,12 @@ impl Ctx<'_> {
         }
     }
 
-    fn deserialize<T: DeserializeOwned>(&self, table: Table, name: &str) -> Result<T> {
-        T::deserialize(toml::Value::Table(table)).map_err(|e| self.syntax(format!("{name}: {}", e.message())))
-    }
-
     fn data(&self, root: &Table, base: &Path) -> Result<DataConfig> {
-        let t = self.table(root, "data")?.ok_or_else(|| self.missing("the top level", "[data]"))?;
-        self.check_keys(&t, "[data]", DATA_KEYS)?;
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum OneOrMany {
-            One(PathBuf),
-            Many(Vec<PathBuf>),
-        }
-        #[derive(Deserialize)]
-        struct Raw {
-            train: Option<OneOrMany>,
-            #[serde(default = "default_languages")]
-            languages: Vec<String>,
-            #[serde(default = "default_max_length")]
-            max_length: usize,
-            #[serde(default)]
-            skip_bad_lines: bool,
-        }
-        fn default_languages() -> Vec<String> {
-            vec!["en".into()]
-        }
-        fn default_max_length() -> usize {
-            1024
-        }
-        let raw: Raw = self.deserialize(t, "[data]")?;
+        let t = self.section(root, "data")?.ok_or_else(|| self.missing("the top level", "[data]"))?;
+        let raw: DataSection = self.at("[data]").deserialize(t)?;
         let train = match raw.train {
-            None => return Err(self.missing("[data]", "train")),
-            Some(OneOrMany::One(p)) => vec![p],
-            Some(OneOrMany::Many(v)) => v,
+            OneOrMany::One(p) => vec![p],
+            OneOrMany::Many(v) => v,
         };
         if train.is_empty() {
             return Err(self.invalid("[data]", "train", "give at least one JSONL file"));
@@ -471,124 +456,37 @@ impl Ctx<'_> {
         Ok(out)
     }
 
+    /// The `index`-th (1-based) `[[objective]]`: its kind from the registry, which reads the
+    /// kind's parameters; `weight` and `name` are read here.
     fn objective(&self, t: &Table, index: usize) -> Result<ObjectiveConfig> {
         let anonymous = format!("[[objective]] #{index}");
-        let kind = match t.get("kind") {
+        let entry = match t.get("kind") {
             None => return Err(self.missing(&anonymous, "kind")),
-            Some(toml::Value::String(k)) if OBJECTIVE_KINDS.contains(&k.as_str()) => k.clone(),
-            Some(other) => {
-                return Err(self.invalid(
-                    &anonymous,
-                    "kind",
-                    format!("{other} is not one of {}", OBJECTIVE_KINDS.join(", ")),
-                ));
-            }
+            Some(value) => value.as_str().and_then(kind_entry).ok_or_else(|| {
+                self.invalid(&anonymous, "kind", format!("{value} is not one of {}", kind_names().join(", ")))
+            })?,
         };
-        let table = format!("[[objective]] #{index} (kind = \"{kind}\")");
-        let mut allowed = vec!["kind", "weight", "name"];
-        allowed.extend_from_slice(objective_parameters(&kind));
-        self.check_keys(t, &table, &allowed)?;
+        let cx = self.at(format!("[[objective]] #{index} (kind = \"{}\")", entry.name));
         let mut params = t.clone();
         params.remove("kind");
-        let weight = match params.remove("weight") {
+        let (weight, name) = (params.remove("weight"), params.remove("name"));
+        let kind = (entry.parse)(params, &cx.clone().with_keys_read_by_caller(OBJECTIVE_KEYS))?;
+        let weight = match weight {
             None => 1.0,
             Some(v) => v
                 .as_float()
                 .or(v.as_integer().map(|i| i as f64))
-                .ok_or_else(|| self.invalid(&table, "weight", "must be a number"))?,
+                .ok_or_else(|| cx.invalid("weight", "must be a number"))?,
         };
         if !weight.is_finite() {
-            return Err(self.invalid(&table, "weight", "must be finite"));
+            return Err(cx.invalid("weight", "must be finite"));
         }
-        let name = match params.remove("name") {
-            None => kind.clone(),
+        let name = match name {
+            None => entry.name.to_string(),
             Some(toml::Value::String(s)) if !s.is_empty() => s,
-            Some(_) => return Err(self.invalid(&table, "name", "must be a non-empty string")),
+            Some(_) => return Err(cx.invalid("name", "must be a non-empty string")),
         };
-        let kind = self.objective_kind(&kind, params, &table)?;
         Ok(ObjectiveConfig { kind, weight, name })
-    }
-
-    fn objective_kind(&self, kind: &str, params: Table, table: &str) -> Result<ObjectiveKind> {
-        macro_rules! params {
-            ($($field:ident : $ty:ty = $default:expr),* $(,)?) => {{
-                #[derive(Deserialize)]
-                struct P { $( #[serde(default)] $field: Option<$ty>, )* }
-                let p: P = self.deserialize(params, table)?;
-                ($( p.$field.unwrap_or($default), )*)
-            }};
-        }
-        let layer = |layer: Option<usize>| layer.ok_or_else(|| self.missing(table, "layer"));
-        Ok(match kind {
-            "dpo" => {
-                let (beta, label_smoothing) = params!(beta: f64 = 0.1, label_smoothing: f64 = 0.0);
-                ObjectiveKind::Dpo { beta, label_smoothing }
-            }
-            "robust_dpo" => {
-                let (beta, label_smoothing) = params!(beta: f64 = 0.1, label_smoothing: f64 = 0.1);
-                ObjectiveKind::RobustDpo { beta, label_smoothing }
-            }
-            "hinge" => ObjectiveKind::Hinge { beta: params!(beta: f64 = 0.1).0 },
-            "ipo" => ObjectiveKind::Ipo { beta: params!(beta: f64 = 0.1).0 },
-            "orpo" => ObjectiveKind::Orpo { beta: params!(beta: f64 = 0.1).0 },
-            "r_dpo" => {
-                let (beta, alpha) = params!(beta: f64 = 0.1, alpha: f64 = 0.01);
-                ObjectiveKind::RDpo { beta, alpha }
-            }
-            "simpo" => {
-                let (beta, gamma) = params!(beta: f64 = 2.0, gamma: f64 = 1.0);
-                ObjectiveKind::Simpo { beta, gamma }
-            }
-            "cpo" => {
-                let (beta, alpha) = params!(beta: f64 = 0.1, alpha: f64 = 1.0);
-                ObjectiveKind::Cpo { beta, alpha }
-            }
-            "kto" => {
-                let (beta, desirable_weight, undesirable_weight) =
-                    params!(beta: f64 = 0.1, desirable_weight: f64 = 1.0, undesirable_weight: f64 = 1.0);
-                ObjectiveKind::Kto { beta, desirable_weight, undesirable_weight }
-            }
-            "sft" => ObjectiveKind::Sft,
-            "mpo" => {
-                #[derive(Deserialize)]
-                struct P {
-                    beta: Option<f64>,
-                    retain: Option<RetainForm>,
-                    retain_layer: Option<usize>,
-                    retain_weight: Option<f64>,
-                    variant: Option<MpoVariant>,
-                    target_gap: Option<f64>,
-                }
-                let p: P = self.deserialize(params, table)?;
-                let variant = p.variant.unwrap_or(MpoVariant::Paper);
-                let target_gap = match (variant, p.target_gap) {
-                    (MpoVariant::ConstantTarget, Some(c)) => Some(c),
-                    (MpoVariant::ConstantTarget, None) => return Err(self.missing(table, "target_gap")),
-                    (_, Some(_)) => {
-                        return Err(self.invalid(
-                            table,
-                            "target_gap",
-                            "is only used with variant = \"constant_target\"",
-                        ))
-                    }
-                    (_, None) => None,
-                };
-                ObjectiveKind::Mpo {
-                    beta: p.beta.unwrap_or(1.0),
-                    retain: p.retain.unwrap_or(RetainForm::LastToken),
-                    retain_layer: p.retain_layer,
-                    retain_weight: p.retain_weight.unwrap_or(1.0),
-                    variant,
-                    target_gap,
-                }
-            }
-            "mlc" => {
-                let (l, tau, head_dim) = params!(layer: Option<usize> = None, tau: f64 = 1.0, head_dim: usize = 0);
-                ObjectiveKind::Mlc { layer: layer(l)?, tau, head_dim }
-            }
-            "cosine" => ObjectiveKind::Cosine { layer: layer(params!(layer: Option<usize> = None).0)? },
-            other => unreachable!("kind `{other}` was checked against OBJECTIVE_KINDS"),
-        })
     }
 
     /// Cross-field checks that serde cannot express.

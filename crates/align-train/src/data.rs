@@ -10,6 +10,11 @@
 //!
 //! A bad line stops loading with `file:line: what is wrong`, unless bad lines are skipped,
 //! in which case each is counted and reported. Blank lines are not records.
+//!
+//! The configured languages select: a text of a record in a language that is not listed is
+//! left out and counted per language ([`Dataset::left_out`]), so one multilingual file serves
+//! runs over any subset of its languages. The dominant language (the first listed) stays
+//! required in every per-language object.
 
 use crate::{Result, TrainError};
 use serde_json::{Map, Value};
@@ -65,18 +70,32 @@ pub struct Record {
     pub rejected: Option<BTreeMap<String, Text>>,
 }
 
-/// The records of one or more files, and the lines that were skipped as bad.
+/// The records of one or more files, the lines that were skipped as bad, and the texts left
+/// out because of their language.
 #[derive(Debug, Default)]
 pub struct Dataset {
     /// The valid records, in file order.
     pub records: Vec<Record>,
     /// Bad lines skipped (only when skipping was asked for), each `file:line: why`.
     pub skipped: Vec<TrainError>,
+    /// Texts left out because their language is not among the selected ones, counted per
+    /// language tag: each prompt, chosen and rejected text of such a language counts once
+    /// (a record with `vi` prompt, chosen and rejected adds 3 to `left_out["vi"]`). Only
+    /// records that were loaded count; bad lines do not. Empty when every text was kept.
+    pub left_out: BTreeMap<String, usize>,
+}
+
+impl Dataset {
+    /// Total number of texts left out, over all languages.
+    pub fn left_out_total(&self) -> usize {
+        self.left_out.values().sum()
+    }
 }
 
 /// Reads and validates every record of `paths`. `languages` is the config's list, dominant
-/// first: a plain-string prompt or completion is in `languages[0]`, and every language tag
-/// of a record must be listed. With `skip_bad_lines`, malformed lines are collected in
+/// first: a plain-string prompt or completion is in `languages[0]`, texts in other listed
+/// languages are kept, and texts in unlisted languages are left out and counted in
+/// [`Dataset::left_out`]. With `skip_bad_lines`, malformed lines are collected in
 /// [`Dataset::skipped`] instead of stopping.
 pub fn load_records(paths: &[PathBuf], languages: &[String], skip_bad_lines: bool) -> Result<Dataset> {
     let mut data = Dataset::default();
@@ -89,8 +108,13 @@ pub fn load_records(paths: &[PathBuf], languages: &[String], skip_bad_lines: boo
             if line.trim().is_empty() {
                 continue;
             }
-            match parse_record(&line, &origin, languages) {
-                Ok(record) => data.records.push(record),
+            match parse_record_with_left_out(&line, &origin, languages) {
+                Ok((record, left_out)) => {
+                    data.records.push(record);
+                    for (lang, n) in left_out {
+                        *data.left_out.entry(lang).or_default() += n;
+                    }
+                }
                 Err(e) if skip_bad_lines => data.skipped.push(e),
                 Err(e) => return Err(e),
             }
@@ -104,8 +128,20 @@ pub fn load_records(paths: &[PathBuf], languages: &[String], skip_bad_lines: boo
     Ok(data)
 }
 
-/// Parses one JSONL line (see the module docs). `origin` names it in errors.
+/// Parses one JSONL line (see the module docs). `origin` names it in errors. Texts in
+/// languages not in `languages` are left out without a count; use
+/// [`parse_record_with_left_out`] (or [`load_records`]) to count them.
 pub fn parse_record(line: &str, origin: &Origin, languages: &[String]) -> Result<Record> {
+    parse_record_with_left_out(line, origin, languages).map(|(record, _)| record)
+}
+
+/// Parses one JSONL line like [`parse_record`], and also returns how many of its texts were
+/// left out per language (languages not in `languages`; see [`Dataset::left_out`]).
+pub fn parse_record_with_left_out(
+    line: &str,
+    origin: &Origin,
+    languages: &[String],
+) -> Result<(Record, BTreeMap<String, usize>)> {
     let bad = |why: String| TrainError::BadRecord { path: origin.path.clone(), line: origin.line, why };
     let value: Value = serde_json::from_str(line).map_err(|e| bad(format!("not valid JSON: {e}")))?;
     let Value::Object(obj) = value else {
@@ -117,16 +153,17 @@ pub fn parse_record(line: &str, origin: &Origin, languages: &[String]) -> Result
         Some(Value::Number(n)) => n.to_string(),
         Some(_) => return Err(bad("`id` must be a string or a number".into())),
     };
-    let field = |name: &str, role: Role| -> Result<Option<BTreeMap<String, Text>>> {
+    let mut left_out = BTreeMap::new();
+    let mut field = |name: &str, role: Role| -> Result<Option<BTreeMap<String, Text>>> {
         match obj.get(name) {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => per_language(v, name, role, languages).map(Some).map_err(bad),
+            Some(v) => per_language(v, name, role, languages, &mut left_out).map(Some).map_err(bad),
         }
     };
     let prompt = field("prompt", Role::Prompt)?.ok_or_else(|| bad("missing `prompt`".into()))?;
     let chosen = field("chosen", Role::Completion)?.ok_or_else(|| bad("missing `chosen`".into()))?;
     let rejected = field("rejected", Role::Completion)?;
-    Ok(Record { id, origin: origin.clone(), prompt, chosen, rejected })
+    Ok((Record { id, origin: origin.clone(), prompt, chosen, rejected }, left_out))
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -135,18 +172,23 @@ enum Role {
     Completion,
 }
 
-/// A field that is one text (dominant language) or an object of texts by language.
-fn per_language(v: &Value, field: &str, role: Role, languages: &[String]) -> Result<BTreeMap<String, Text>, String> {
+/// A field that is one text (dominant language) or an object of texts by language. Texts in
+/// languages not in `languages` are not read (nor checked): each adds 1 to `left_out[lang]`.
+fn per_language(
+    v: &Value,
+    field: &str,
+    role: Role,
+    languages: &[String],
+    left_out: &mut BTreeMap<String, usize>,
+) -> Result<BTreeMap<String, Text>, String> {
     let dominant = &languages[0];
     let mut out = BTreeMap::new();
     match v {
         Value::Object(map) => {
             for (lang, text) in map {
                 if !languages.contains(lang) {
-                    return Err(format!(
-                        "`{field}` has language `{lang}`, which is not in [data] languages [{}]",
-                        languages.join(", ")
-                    ));
+                    *left_out.entry(lang.clone()).or_default() += 1;
+                    continue;
                 }
                 out.insert(lang.clone(), text_value(text, &format!("{field}.{lang}"), role)?);
             }

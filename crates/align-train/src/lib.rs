@@ -38,6 +38,7 @@ pub mod encode;
 mod error;
 pub mod eval;
 pub mod metrics_log;
+pub mod objectives;
 pub mod optim;
 pub mod order;
 pub mod padding;
@@ -47,7 +48,7 @@ pub mod seeded;
 pub mod terms;
 pub mod trainer;
 
-pub use config::{ObjectiveConfig, ObjectiveKind, RunConfig, ScheduleKind};
+pub use config::{ModelSection, ObjectiveConfig, ObjectiveKind, RunConfig, ScheduleKind};
 pub use data::{load_records, Dataset, Message, Origin, Record, Text};
 pub use encode::{encode_pair, encode_prompt, Encoded, TextEncoder};
 pub use error::{Result, TrainError};

@@ -17,7 +17,8 @@ pub struct PreparedRecord {
     /// Dominant-language prompt + rejected completion (absent for chosen-only runs).
     pub rejected: Option<Encoded>,
     /// Prompt ids of each other language variant the record has, as
-    /// `(index in the config's languages, ids)`, in config order.
+    /// `(index in the config's languages, ids)`, in config order. Only the configured
+    /// languages count: [`crate::load_records`] has left the others out.
     pub variants: Vec<(usize, Vec<i64>)>,
     /// Target-language pairs (other languages with prompt, chosen and rejected), as
     /// `(language tag, chosen, rejected)`.

@@ -1,12 +1,10 @@
-//! Building a run's objective from its `[[objective]]` tables.
+//! Building a run's objective from its `[[objective]]` tables, through the registry of
+//! objective kinds ([`crate::objectives`]).
 
-use crate::config::{MpoVariant, ObjectiveConfig, ObjectiveKind, RetainForm};
+use crate::config::ObjectiveConfig;
+use crate::objectives::{KindEntry, ObjectiveKind};
 use crate::{Result, TrainError};
-use align_losses::{
-    Cpo, Dpo, Hinge, Ipo, Kto, Layer, ObjectiveStack, Orpo, PreferenceObjective, RDpo, RobustDpo, Sft, SimPo,
-};
-use mlc_loss::{Mlc, PairwiseCosine, ProjectionHead};
-use mpo_loss::{Mpo, MpoConfig, Variant};
+use align_losses::{Layer, LossError, ObjectiveStack};
 use std::path::Path;
 
 /// What the objective builder needs to know about the model.
@@ -23,9 +21,56 @@ pub fn objective_table(index: usize, o: &ObjectiveConfig) -> String {
     format!("[[objective]] #{} (kind = \"{}\")", index + 1, o.kind.kind_name())
 }
 
-/// Builds the weighted stack of the config's terms. MLC projection heads are created under
-/// `heads` (a path of the trainer's own VarStore), so they are optimised and saved with the
-/// run. Parameter errors name the config file and the objective's table.
+/// What a kind's `build` function ([`KindEntry::build`]) gets besides its parameters: the
+/// term's name, the model's shape, where trainable tensors go, and the table for messages.
+pub struct TermContext<'a> {
+    /// The term's name (`loss/<name>` in metrics; the folder of its trainable tensors).
+    pub name: &'a str,
+    /// The model the term will be computed on.
+    pub shape: ModelShape,
+    /// The trainer's VarStore path under which a term creates trainable tensors (MLC heads).
+    pub heads: &'a tch::nn::Path<'a>,
+    /// The objective's table, e.g. `[[objective]] #2 (kind = "mlc")`.
+    pub table: String,
+    /// The config file, for messages.
+    pub config_path: &'a Path,
+}
+
+impl TermContext<'_> {
+    /// Wraps a loss crate's error with the config file and this term's table.
+    pub fn loss_err(&self) -> impl Fn(LossError) -> TrainError + '_ {
+        move |source| TrainError::Loss { context: format!("{}: {}", self.config_path.display(), self.table), source }
+    }
+
+    /// Hidden-state index `l` of config key `key`, checked against the model's layer count.
+    pub fn layer(&self, key: &str, l: usize) -> Result<Layer> {
+        if l > self.shape.num_layers {
+            return Err(
+                self.invalid(key, format!("{l} is past the model's last hidden-state index {}", self.shape.num_layers))
+            );
+        }
+        Ok(Layer::Index(l))
+    }
+
+    /// The error of a `build` function handed a kind of another entry than `entry`.
+    pub fn wrong_kind(&self, kind: &ObjectiveKind, entry: &KindEntry) -> TrainError {
+        self.invalid("kind", format!("a `{}` term cannot be built as `{}`", kind.kind_name(), entry.name))
+    }
+
+    fn invalid(&self, key: &str, why: String) -> TrainError {
+        TrainError::InvalidValue {
+            path: self.config_path.to_path_buf(),
+            table: self.table.clone(),
+            key: key.into(),
+            why,
+        }
+    }
+}
+
+/// Builds the weighted stack of the config's terms, each by its kind's registry entry. MLC
+/// projection heads are created under `heads` (a path of the trainer's own VarStore), so they
+/// are optimised and saved with the run. Parameter errors name the config file and the
+/// objective's table.
 pub fn build_objective(
     objectives: &[ObjectiveConfig],
     shape: ModelShape,
@@ -34,69 +79,9 @@ pub fn build_objective(
 ) -> Result<ObjectiveStack> {
     let mut stack = ObjectiveStack::new();
     for (i, o) in objectives.iter().enumerate() {
-        let table = objective_table(i, o);
-        let loss_err = |source| TrainError::Loss { context: format!("{}: {table}", config_path.display()), source };
-        let layer = |key: &str, l: usize| -> Result<Layer> {
-            if l > shape.num_layers {
-                return Err(TrainError::InvalidValue {
-                    path: config_path.to_path_buf(),
-                    table: table.clone(),
-                    key: key.into(),
-                    why: format!("{l} is past the model's last hidden-state index {}", shape.num_layers),
-                });
-            }
-            Ok(Layer::Index(l))
-        };
-        let term: Box<dyn PreferenceObjective> = match &o.kind {
-            ObjectiveKind::Dpo { beta, label_smoothing } => {
-                Box::new(Dpo::new(*beta, *label_smoothing).map_err(loss_err)?.named(&o.name))
-            }
-            ObjectiveKind::RobustDpo { beta, label_smoothing } => {
-                Box::new(RobustDpo::new(*beta, *label_smoothing).map_err(loss_err)?.named(&o.name))
-            }
-            ObjectiveKind::Hinge { beta } => Box::new(Hinge::new(*beta).map_err(loss_err)?.named(&o.name)),
-            ObjectiveKind::Ipo { beta } => Box::new(Ipo::new(*beta).map_err(loss_err)?.named(&o.name)),
-            ObjectiveKind::RDpo { beta, alpha } => Box::new(RDpo::new(*beta, *alpha).map_err(loss_err)?.named(&o.name)),
-            ObjectiveKind::Simpo { beta, gamma } => {
-                Box::new(SimPo::new(*beta, *gamma).map_err(loss_err)?.named(&o.name))
-            }
-            ObjectiveKind::Cpo { beta, alpha } => Box::new(Cpo::new(*beta, *alpha).map_err(loss_err)?.named(&o.name)),
-            ObjectiveKind::Orpo { beta } => Box::new(Orpo::new(*beta).map_err(loss_err)?.named(&o.name)),
-            ObjectiveKind::Kto { beta, desirable_weight, undesirable_weight } => {
-                Box::new(Kto::new(*beta, *desirable_weight, *undesirable_weight).map_err(loss_err)?.named(&o.name))
-            }
-            ObjectiveKind::Sft => Box::new(Sft::new().map_err(loss_err)?.named(&o.name)),
-            ObjectiveKind::Mpo { beta, retain, retain_layer, retain_weight, variant, target_gap } => {
-                let variant = match variant {
-                    MpoVariant::Paper => Variant::Paper,
-                    MpoVariant::ConstantTarget => Variant::ConstantTarget(target_gap.unwrap_or_default()),
-                    MpoVariant::PolicyDominant => Variant::PolicyDominant,
-                    MpoVariant::NoLengthNorm => Variant::NoLengthNorm,
-                };
-                let retain_layer = match retain_layer {
-                    None => Layer::Last,
-                    Some(l) => layer("retain_layer", *l)?,
-                };
-                let retain = match retain {
-                    RetainForm::LastToken => mpo_loss::RetainForm::LastToken,
-                    RetainForm::MeanPool => mpo_loss::RetainForm::MeanPool,
-                };
-                let config = MpoConfig { beta: *beta, retain, retain_layer, retain_weight: *retain_weight, variant };
-                Box::new(Mpo::new(config).map_err(loss_err)?.named(&o.name))
-            }
-            ObjectiveKind::Mlc { layer: l, tau, head_dim } => {
-                let mut mlc = Mlc::new(layer("layer", *l)?, *tau).map_err(loss_err)?.named(&o.name);
-                if *head_dim > 0 {
-                    let head =
-                        ProjectionHead::new(&(heads / o.name.as_str()), shape.hidden_size as i64, *head_dim as i64)
-                            .map_err(|e| loss_err(e.into_loss_error(&o.name)))?;
-                    mlc = mlc.with_head(head);
-                }
-                Box::new(mlc)
-            }
-            ObjectiveKind::Cosine { layer: l } => Box::new(PairwiseCosine::new(layer("layer", *l)?).named(&o.name)),
-        };
-        stack.push(o.weight, term).map_err(loss_err)?;
+        let cx = TermContext { name: &o.name, shape, heads, table: objective_table(i, o), config_path };
+        let term = (o.kind.entry().build)(&o.kind, &cx)?;
+        stack.push(o.weight, term).map_err(cx.loss_err())?;
     }
     Ok(stack)
 }

@@ -164,3 +164,137 @@ fn every_example_config_parses() {
     seen.sort();
     assert_eq!(seen, ["dpo_mlc", "mpo", "mpo_mlc", "orpo_mlc", "sft_mlc", "simpo_mlc"]);
 }
+
+/// The allowed keys of each table, as the unknown-key error lists them (serde's field lists).
+#[test]
+fn unknown_key_errors_list_every_allowed_key_of_the_table() {
+    let cases = [
+        (MINIMAL.replace("[model]", "[model]\nx = 1"), "[model]", "path, dtype, device, reference"),
+        (MINIMAL.replace("[data]", "[data]\nx = 1"), "[data]", "train, languages, max_length, skip_bad_lines"),
+        (
+            format!("{MINIMAL}[optim]\nx = 1\n"),
+            "[optim]",
+            "lr, weight_decay, betas, eps, max_grad_norm, schedule, warmup_ratio",
+        ),
+        (
+            format!("{MINIMAL}[train]\nx = 1\n"),
+            "[train]",
+            "batch_size, grad_accum, epochs, max_steps, seed, save_every, on_nonfinite",
+        ),
+        (format!("x = 1\n{MINIMAL}"), "the top level", "model, data, objective, optim, train"),
+    ];
+    for (text, table, allowed) in cases {
+        match parse(&text).unwrap_err() {
+            TrainError::UnknownKey { table: t, key, allowed: a, path } => {
+                assert_eq!((t.as_str(), key.as_str(), a.as_str()), (table, "x", allowed));
+                assert_eq!(path, Path::new("/runs/exp/run.toml"));
+            }
+            other => panic!("{table}: {other}"),
+        }
+    }
+}
+
+#[test]
+fn unknown_objective_parameters_list_the_kinds_parameters() {
+    let kinds = [
+        ("dpo", "beta, label_smoothing"),
+        ("robust_dpo", "beta, label_smoothing"),
+        ("hinge", "beta"),
+        ("ipo", "beta"),
+        ("r_dpo", "beta, alpha"),
+        ("simpo", "beta, gamma"),
+        ("cpo", "beta, alpha"),
+        ("orpo", "beta"),
+        ("kto", "beta, desirable_weight, undesirable_weight"),
+        ("sft", ""),
+        ("mpo", "beta, retain, retain_layer, retain_weight, variant, target_gap"),
+        ("mlc", "layer, tau, head_dim"),
+        ("cosine", "layer"),
+    ];
+    let registered: Vec<&str> = align_train::objectives::KINDS.iter().map(|k| k.name).collect();
+    assert_eq!(registered, kinds.map(|(k, _)| k), "the registry lists every kind of architecture.md, in order");
+    for (kind, parameters) in kinds {
+        let text = MINIMAL.replace("kind = \"dpo\"", &format!("kind = \"{kind}\"\nlayer = 1\nzeta = 1"));
+        let expected = format!("kind, weight, name{}{parameters}", if parameters.is_empty() { "" } else { ", " });
+        match parse(&text).unwrap_err() {
+            TrainError::UnknownKey { table, key, allowed, .. } => {
+                let first_unknown = if parameters.split(", ").any(|p| p == "layer") { "zeta" } else { "layer" };
+                assert_eq!(table, format!("[[objective]] #1 (kind = \"{kind}\")"));
+                assert_eq!((key.as_str(), allowed.as_str()), (first_unknown, expected.as_str()), "{kind}");
+            }
+            other => panic!("{kind}: {other}"),
+        }
+    }
+}
+
+#[test]
+fn consistency_kinds_parse_and_report_what_they_read() {
+    let text = MINIMAL.replace("kind = \"dpo\"", "kind = \"cosine\"\nlayer = 4");
+    let c = parse(&text).unwrap();
+    assert_eq!(c.objectives[0].kind, ObjectiveKind::Cosine { layer: 4 });
+    assert_eq!(c.objectives[0].kind.kind_name(), "cosine");
+    let text = MINIMAL.replace("kind = \"dpo\"", "kind = \"mlc\"\nlayer = 2");
+    assert_eq!(parse(&text).unwrap().objectives[0].kind, ObjectiveKind::Mlc { layer: 2, tau: 1.0, head_dim: 0 });
+    let e = err(&MINIMAL.replace("kind = \"dpo\"", "kind = \"cosine\""));
+    assert!(e.contains("missing key `layer` in [[objective]] #1 (kind = \"cosine\")"), "{e}");
+    let e = err(&MINIMAL.replace("kind = \"dpo\"", "kind = \"mlc\"\nlayer = \"two\""));
+    assert!(e.contains("[[objective]] #1 (kind = \"mlc\")") && e.contains("two"), "{e}");
+    assert!(ObjectiveKind::Sft.is_chosen_only());
+    assert!(!ObjectiveKind::Mlc { layer: 2, tau: 1.0, head_dim: 0 }.is_chosen_only());
+    let e = err(&MINIMAL.replace("kind = \"dpo\"", "kind = 3"));
+    assert!(
+        e.contains("3 is not one of dpo, robust_dpo, hinge, ipo, r_dpo, simpo, cpo, orpo, kto, sft, mpo, mlc, cosine"),
+        "{e}"
+    );
+}
+
+/// Every registered kind builds its term from its defaults, named after the kind (or its
+/// `name`), and a build function refuses another entry's kind.
+#[test]
+fn every_registered_kind_builds_its_term() {
+    use align_train::objectives::{kind_entry, KINDS};
+    use align_train::terms::{build_objective, ModelShape, TermContext};
+
+    let mut text = MINIMAL.replace("[[objective]]\nkind = \"dpo\"\n", "");
+    for k in KINDS {
+        let parameters = match k.name {
+            "mlc" => "layer = 2\nhead_dim = 4\n",
+            "cosine" => "layer = 2\n",
+            _ => "",
+        };
+        text.push_str(&format!("[[objective]]\nkind = \"{0}\"\nname = \"term_{0}\"\n{parameters}", k.name));
+    }
+    let c = parse(&text).unwrap();
+    let store = tch::nn::VarStore::new(tch::Device::Cpu);
+    let shape = ModelShape { num_layers: 3, hidden_size: 8 };
+    let stack = build_objective(&c.objectives, shape, &(store.root() / "heads"), Path::new("run.toml")).unwrap();
+    let names: Vec<&str> = stack.terms().iter().map(|t| t.term.name()).collect();
+    let expected: Vec<String> = KINDS.iter().map(|k| format!("term_{}", k.name)).collect();
+    assert_eq!(names, expected);
+    assert!(!store.variables().is_empty(), "the MLC head is created under the heads path");
+
+    let e = build_objective(
+        &parse(&MINIMAL.replace("kind = \"dpo\"", "kind = \"mlc\"\nlayer = 4")).unwrap().objectives,
+        shape,
+        &store.root(),
+        Path::new("run.toml"),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        e.contains("[[objective]] #1 (kind = \"mlc\") `layer`: 4 is past the model's last hidden-state index 3"),
+        "{e}"
+    );
+
+    let root = store.root();
+    let cx = TermContext {
+        name: "x",
+        shape,
+        heads: &root,
+        table: "[[objective]] #1".into(),
+        config_path: Path::new("run.toml"),
+    };
+    let e = (kind_entry("dpo").unwrap().build)(&ObjectiveKind::Sft, &cx).err().unwrap().to_string();
+    assert!(e.contains("a `sft` term cannot be built as `dpo`"), "{e}");
+}

@@ -274,13 +274,14 @@ fn bad_input_is_reported_with_file_line_or_key() {
     let e = run(&r.root, &config_text(dpo, ""), "o1", false).unwrap_err().to_string();
     assert!(e.contains("pairs.jsonl:5: not valid JSON"), "{e}");
 
+    // Unselected languages are left out (tests/data.rs); the dominant one is required.
     std::fs::write(
         &data,
-        format!("{good}\n{{\"prompt\": {{\"en\": \"x\", \"sw\": \"y\"}}, \"chosen\": \"a\", \"rejected\": \"b\"}}"),
+        format!("{good}\n{{\"prompt\": {{\"de\": \"x\", \"sw\": \"y\"}}, \"chosen\": \"a\", \"rejected\": \"b\"}}"),
     )
     .unwrap();
     let e = run(&r.root, &config_text(dpo, ""), "o2", false).unwrap_err().to_string();
-    assert!(e.contains("pairs.jsonl:5:") && e.contains("language `sw`"), "{e}");
+    assert!(e.contains("pairs.jsonl:5:") && e.contains("dominant language `en`"), "{e}");
 
     std::fs::write(&data, "").unwrap();
     let e = run(&r.root, &config_text(dpo, ""), "o3", false).unwrap_err().to_string();
