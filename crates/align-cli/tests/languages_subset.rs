@@ -47,8 +47,8 @@ fn setup() -> (tempfile::TempDir, PathBuf) {
 }
 
 /// Runs `align train` with `languages` and `objectives`; asserts success and three metrics
-/// lines with a finite loss; returns those lines.
-fn train_ok(root: &Path, name: &str, languages: &str, objectives: &str) -> Vec<Value> {
+/// lines with a finite loss; returns those lines and the run's stderr.
+fn train_ok(root: &Path, name: &str, languages: &str, objectives: &str) -> (Vec<Value>, String) {
     let config = format!(
         "[model]\npath = \"base\"\n[data]\ntrain = \"pairs.jsonl\"\nlanguages = {languages}\nmax_length = 64\n\
          {objectives}\n[optim]\nlr = 1e-3\nwarmup_ratio = 0.0\n[train]\nbatch_size = 2\nmax_steps = 3\nseed = 7\n"
@@ -57,30 +57,34 @@ fn train_ok(root: &Path, name: &str, languages: &str, objectives: &str) -> Vec<V
     fs::write(&config_path, config).unwrap();
     let out = root.join(name);
     let result = align(&["train", "--config", config_path.to_str().unwrap(), "--output", out.to_str().unwrap()]);
-    let stderr = String::from_utf8_lossy(&result.stderr);
+    let stderr = String::from_utf8_lossy(&result.stderr).into_owned();
     assert!(result.status.success(), "{name}: align train failed:\n{stderr}");
     assert!(String::from_utf8_lossy(&result.stdout).contains("finished: 3 optimizer steps"), "{name}");
     let metrics = fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     let lines: Vec<Value> = metrics.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 3, "{name}");
     assert!(lines.iter().all(|l| l["loss"].as_f64().is_some_and(f64::is_finite)), "{name}: {metrics}");
-    lines
+    (lines, stderr)
 }
 
 #[test]
 fn train_on_a_subset_of_the_records_languages() {
     let (_tmp, root) = setup();
     let mlc = "[[objective]]\nkind = \"mlc\"\nweight = 0.5\nlayer = 2\n";
-    let lines =
+    let (lines, stderr) =
         train_ok(&root, "dpo_mlc", "[\"en\", \"sw\", \"vi\"]", &format!("[[objective]]\nkind = \"dpo\"\n{mlc}"));
     assert!(lines.iter().all(|l| l["loss/mlc"].as_f64().is_some_and(f64::is_finite)), "{lines:?}");
+    // Reported once for the run: 4 records x (prompt, chosen, rejected) per left-out language.
+    let report = "left out texts in languages not in [data] languages: de 12, fr 12";
+    assert_eq!(stderr.matches(report).count(), 1, "{stderr}");
     // MPO's target pairs: the selected target language only.
-    let lines = train_ok(&root, "mpo", "[\"en\", \"de\"]", "[[objective]]\nkind = \"mpo\"\n");
+    let (lines, _) = train_ok(&root, "mpo", "[\"en\", \"de\"]", "[[objective]]\nkind = \"mpo\"\n");
     for line in &lines {
         assert!(line["reward_gap/de"].as_f64().is_some_and(f64::is_finite), "{line}");
         for left_out in ["fr", "sw", "vi"] {
             assert!(line.get(format!("reward_gap/{left_out}")).is_none(), "{line}");
         }
     }
-    train_ok(&root, "dominant_only", "[\"en\"]", "[[objective]]\nkind = \"dpo\"\n");
+    let (_, stderr) = train_ok(&root, "dominant_only", "[\"en\"]", "[[objective]]\nkind = \"dpo\"\n");
+    assert!(stderr.contains("left out texts in languages not in [data] languages: de 12, fr 12, sw 12, vi 12"));
 }

@@ -5,7 +5,7 @@
 use super::events::{Events, TrainEvent};
 use super::reference::{reference_cache, ReferenceInputs};
 use crate::batch::{ReferenceCache, StepModels, StepPlan};
-use crate::config::{Dtype, ObjectiveKind, RunConfig};
+use crate::config::{Dtype, RunConfig};
 use crate::data::load_records;
 use crate::encode::TextEncoder;
 use crate::prepare::{prepare_records, PreparedRecord, RecordNeeds};
@@ -65,7 +65,7 @@ impl Run {
         let shape = ModelShape { num_layers: policy.num_layers(), hidden_size: policy.config().hidden_size };
         let heads = VarStore::new(device);
         let objective = build_objective(&config.objectives, shape, &(heads.root() / "mlc_head"), config_path)?;
-        let chosen_only = config.objectives.iter().all(|o| matches!(o.kind, ObjectiveKind::Sft));
+        let chosen_only = config.objectives.iter().all(|o| o.kind.is_chosen_only());
         let plan = StepPlan::new(&objective.needs(), chosen_only);
         let (records, skipped_lines) = load_data(config, &tokenizer, &plan, events)?;
         let pad_id = tokenizer.pad_id();
@@ -120,6 +120,9 @@ fn load_data(
         needs,
         config.data.skip_bad_lines,
     )?;
+    if !data.left_out.is_empty() {
+        events.emit(TrainEvent::LanguagesLeftOut { counts: &data.left_out });
+    }
     let skipped: Vec<TrainError> = data.skipped.into_iter().chain(skipped_prep).collect();
     if !skipped.is_empty() {
         events.emit(TrainEvent::RecordsSkipped { errors: &skipped, kept: records.len() });
