@@ -35,6 +35,7 @@
 
 #![warn(missing_docs)]
 
+pub mod atomic;
 pub mod attention;
 pub mod config;
 mod error;
