@@ -27,11 +27,12 @@
 //! Main types: [`HfCausalLm`] (a loaded model: forward, [`HfCausalLm::generate`],
 //! [`HfCausalLm::save`]) behind the [`CausalLm`] trait, [`HiddenRequest`] /
 //! [`HiddenStates`] (which hidden states a pass returns), [`ModelConfig`] (a normalised
-//! `config.json`), [`LoadOptions`] (dtype and device, chosen at run time), [`Checkpoint`]
-//! (single or sharded safetensors), [`GenerationConfig`], [`Tokenizer`] (with chat
-//! templates) and [`LmError`]. The [`gguf`] module imports llama.cpp GGUF files: it reads
-//! them (memory-mapped), dequantises their tensors and exports a Hugging Face folder. The user
-//! guides are `docs/lm-backend.md` and `docs/gguf.md`.
+//! `config.json`), [`LoadOptions`] (dtype and device, chosen at run time) with [`Dtype`] (the
+//! precision a user chooses), [`Checkpoint`] (single or sharded safetensors),
+//! [`GenerationConfig`], [`Tokenizer`] (with chat templates) and [`LmError`]. The [`atomic`]
+//! module writes files and folders that never appear half-written. The [`gguf`] module
+//! imports llama.cpp GGUF files: it reads them (memory-mapped), dequantises their tensors and
+//! exports a Hugging Face folder. The user guides are `docs/lm-backend.md` and `docs/gguf.md`.
 
 #![warn(missing_docs)]
 
@@ -58,4 +59,4 @@ pub use error::{LmError, Result};
 pub use generate::{GenerationConfig, Sampling};
 pub use model::{tensor_specs, CausalLm, HfCausalLm, HiddenRequest, HiddenStates, LmOutput};
 pub use tokenizer::{ChatMessage, Tokenizer};
-pub use weights::{Checkpoint, LoadOptions, TensorSpec};
+pub use weights::{Checkpoint, Dtype, LoadOptions, TensorSpec};
