@@ -8,22 +8,11 @@ use tch::Tensor;
 
 use crate::attention::{Attention, AttentionContext, LayerCache};
 use crate::config::ModelConfig;
+use crate::error::Result;
 use crate::mlp::GatedMlp;
 use crate::model::DecoderBlock;
 use crate::norm::{NormScale, RmsNorm};
-use crate::weights::{TensorSpec, WeightSet};
-
-const NORMS: [&str; 4] =
-    ["input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm"];
-
-/// The tensors of decoder layer `i`.
-pub(crate) fn layer_specs(c: &ModelConfig, i: usize) -> Vec<TensorSpec> {
-    let p = format!("model.layers.{i}");
-    let mut specs = Attention::specs(&format!("{p}.self_attn"), c);
-    specs.extend(GatedMlp::specs(&format!("{p}.mlp"), c));
-    specs.extend(NORMS.iter().map(|n| TensorSpec::new(format!("{p}.{n}.weight"), &[c.hidden_size])));
-    specs
-}
+use crate::weights::Weights;
 
 /// One Gemma2 decoder layer.
 #[derive(Debug)]
@@ -37,17 +26,17 @@ pub(crate) struct Gemma2Block {
 }
 
 impl Gemma2Block {
-    pub(crate) fn load(c: &ModelConfig, i: usize, w: &WeightSet) -> Self {
-        let p = format!("model.layers.{i}");
-        let norm = |n: &str| RmsNorm::new(w.get(&format!("{p}.{n}.weight")), c.rms_norm_eps, NormScale::OnePlusWeight);
-        Gemma2Block {
-            input_norm: norm(NORMS[0]),
-            attention: Attention::load(&format!("{p}.self_attn"), c, i, w),
-            post_attention_norm: norm(NORMS[1]),
-            pre_feedforward_norm: norm(NORMS[2]),
-            mlp: GatedMlp::load(&format!("{p}.mlp"), c, w),
-            post_feedforward_norm: norm(NORMS[3]),
-        }
+    /// Decoder layer `layer` from the weights under `w` (`model.layers.<layer>`).
+    pub(crate) fn load(w: &Weights, c: &ModelConfig, layer: usize, scale: NormScale) -> Result<Self> {
+        let norm = |name: &str| RmsNorm::load(&w.pushed(name), c.hidden_size, c.rms_norm_eps, scale);
+        Ok(Gemma2Block {
+            input_norm: norm("input_layernorm")?,
+            attention: Attention::load(&w.pushed("self_attn"), c, c.layers[layer])?,
+            post_attention_norm: norm("post_attention_layernorm")?,
+            pre_feedforward_norm: norm("pre_feedforward_layernorm")?,
+            mlp: GatedMlp::load(&w.pushed("mlp"), c)?,
+            post_feedforward_norm: norm("post_feedforward_layernorm")?,
+        })
     }
 }
 

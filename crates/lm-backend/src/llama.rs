@@ -6,20 +6,11 @@ use tch::Tensor;
 
 use crate::attention::{Attention, AttentionContext, LayerCache};
 use crate::config::ModelConfig;
+use crate::error::Result;
 use crate::mlp::GatedMlp;
 use crate::model::DecoderBlock;
 use crate::norm::{NormScale, RmsNorm};
-use crate::weights::{TensorSpec, WeightSet};
-
-/// The tensors of decoder layer `i`.
-pub(crate) fn layer_specs(c: &ModelConfig, i: usize) -> Vec<TensorSpec> {
-    let p = format!("model.layers.{i}");
-    let mut specs = Attention::specs(&format!("{p}.self_attn"), c);
-    specs.extend(GatedMlp::specs(&format!("{p}.mlp"), c));
-    specs.push(TensorSpec::new(format!("{p}.input_layernorm.weight"), &[c.hidden_size]));
-    specs.push(TensorSpec::new(format!("{p}.post_attention_layernorm.weight"), &[c.hidden_size]));
-    specs
-}
+use crate::weights::Weights;
 
 /// One Llama decoder layer.
 #[derive(Debug)]
@@ -31,15 +22,15 @@ pub(crate) struct LlamaBlock {
 }
 
 impl LlamaBlock {
-    pub(crate) fn load(c: &ModelConfig, i: usize, w: &WeightSet) -> Self {
-        let p = format!("model.layers.{i}");
-        let norm = |n: &str| RmsNorm::new(w.get(&format!("{p}.{n}.weight")), c.rms_norm_eps, NormScale::Weight);
-        LlamaBlock {
-            input_norm: norm("input_layernorm"),
-            attention: Attention::load(&format!("{p}.self_attn"), c, i, w),
-            post_attention_norm: norm("post_attention_layernorm"),
-            mlp: GatedMlp::load(&format!("{p}.mlp"), c, w),
-        }
+    /// Decoder layer `layer` from the weights under `w` (`model.layers.<layer>`).
+    pub(crate) fn load(w: &Weights, c: &ModelConfig, layer: usize, scale: NormScale) -> Result<Self> {
+        let norm = |name: &str| RmsNorm::load(&w.pushed(name), c.hidden_size, c.rms_norm_eps, scale);
+        Ok(LlamaBlock {
+            input_norm: norm("input_layernorm")?,
+            attention: Attention::load(&w.pushed("self_attn"), c, c.layers[layer])?,
+            post_attention_norm: norm("post_attention_layernorm")?,
+            mlp: GatedMlp::load(&w.pushed("mlp"), c)?,
+        })
     }
 }
 

@@ -12,7 +12,7 @@ use crate::config::{Architecture, ModelConfig};
 use crate::error::{LmError, Result};
 use crate::norm::{NormScale, RmsNorm};
 use crate::rope::Rope;
-use crate::weights::{Checkpoint, LoadOptions, TensorSpec, WeightSet};
+use crate::weights::{record_specs, Checkpoint, LoadOptions, TensorSpec, WeightSource, Weights};
 use crate::{gemma2, llama, qwen2};
 
 /// Name of the token embedding.
@@ -173,22 +173,41 @@ pub struct HfCausalLm {
     rope: Rope,
 }
 
-/// Every tensor a checkpoint of `config` must hold, with its shape.
+/// Every tensor a checkpoint of `config` must hold, with its shape: the tensors the model's
+/// construction asks for, recorded without loading any.
 pub fn tensor_specs(config: &ModelConfig) -> Vec<TensorSpec> {
-    let c = config;
-    let mut specs = vec![TensorSpec::new(EMBED_TOKENS, &[c.vocab_size, c.hidden_size])];
-    for i in 0..c.num_layers {
-        specs.extend(match c.architecture {
-            Architecture::Llama => llama::layer_specs(c, i),
-            Architecture::Qwen2 => qwen2::layer_specs(c, i),
-            Architecture::Gemma2 => gemma2::layer_specs(c, i),
-        });
+    record_specs(|w| Stack::load(w, config))
+}
+
+/// The parts of a model that hold its weights.
+struct Stack {
+    embed: Tensor, // [V, D]
+    blocks: Vec<Box<dyn DecoderBlock>>,
+    norm: RmsNorm,
+    lm_head: Tensor, // [V, D], the embedding when tied
+}
+
+impl Stack {
+    /// Asks `w` for every weight of a model of config `c`, each once, with its shape.
+    fn load(w: &Weights, c: &ModelConfig) -> Result<Stack> {
+        let gemma = c.architecture == Architecture::Gemma2;
+        let norm_scale = if gemma { NormScale::OnePlusWeight } else { NormScale::Weight };
+        let (v, d) = (c.vocab_size, c.hidden_size);
+        let embed = w.get(EMBED_TOKENS, &[v, d])?;
+        let blocks = (0..c.num_layers)
+            .map(|i| -> Result<Box<dyn DecoderBlock>> {
+                let w = w.pushed(&format!("model.layers.{i}"));
+                Ok(match c.architecture {
+                    Architecture::Llama => Box::new(llama::LlamaBlock::load(&w, c, i, norm_scale)?),
+                    Architecture::Qwen2 => Box::new(qwen2::load_block(&w, c, i)?),
+                    Architecture::Gemma2 => Box::new(gemma2::Gemma2Block::load(&w, c, i, norm_scale)?),
+                })
+            })
+            .collect::<Result<_>>()?;
+        let norm = RmsNorm::new(w.get(FINAL_NORM, &[d])?, c.rms_norm_eps, norm_scale);
+        let lm_head = if c.tie_word_embeddings { embed.shallow_clone() } else { w.get(LM_HEAD, &[v, d])? };
+        Ok(Stack { embed, blocks, norm, lm_head })
     }
-    specs.push(TensorSpec::new(FINAL_NORM, &[c.hidden_size]));
-    if !c.tie_word_embeddings {
-        specs.push(TensorSpec::new(LM_HEAD, &[c.vocab_size, c.hidden_size]));
-    }
-    specs
 }
 
 impl HfCausalLm {
@@ -206,7 +225,7 @@ impl HfCausalLm {
         // ignores it too) and rotary tables some old checkpoints saved.
         let ignorable = |name: &str| (tied && name == LM_HEAD) || name.ends_with("rotary_emb.inv_freq");
         let tensors = Checkpoint::open(dir)?.load(&specs, ignorable, options)?;
-        Ok(Self::from_tensors(config, source_config, tensors, options))
+        Self::from_tensors(config, source_config, WeightSource::loaded(tensors, dir), options)
     }
 
     /// A model from a `config.json` value and named tensors (e.g. built in memory or
@@ -223,62 +242,37 @@ impl HfCausalLm {
         if let Some(name) = tensors.keys().find(|n| !specs.iter().any(|s| &s.name == *n)) {
             return Err(LmError::UnexpectedTensor { path: path.into(), name: name.clone() });
         }
-        let mut converted = BTreeMap::new();
-        for spec in &specs {
-            let t = tensors
-                .get(&spec.name)
-                .ok_or_else(|| LmError::MissingTensor { path: path.into(), name: spec.name.clone() })?;
-            if t.size() != spec.shape {
-                return Err(LmError::TensorShape {
-                    path: path.into(),
-                    name: spec.name.clone(),
-                    expected: spec.shape.clone(),
-                    found: t.size(),
-                });
-            }
-            let t = t.f_detach()?.f_to_kind(options.dtype)?.f_to_device(options.device)?;
-            converted.insert(spec.name.clone(), t);
-        }
-        Ok(Self::from_tensors(config, source_config, converted, options))
+        let converted = tensors
+            .into_iter()
+            .map(|(name, t)| Ok((name, t.f_detach()?.f_to_kind(options.dtype)?.f_to_device(options.device)?)))
+            .collect::<Result<_>>()?;
+        Self::from_tensors(config, source_config, WeightSource::loaded(converted, path), options)
     }
 
+    /// The model of `config` over `source`'s tensors (already in `options`' dtype and device).
     fn from_tensors(
         config: ModelConfig,
         source_config: serde_json::Value,
-        tensors: BTreeMap<String, Tensor>,
+        source: WeightSource,
         options: LoadOptions,
-    ) -> Self {
-        let w = WeightSet::new(tensors);
-        let c = &config;
-        let gemma = c.architecture == Architecture::Gemma2;
-        let blocks: Vec<Box<dyn DecoderBlock>> = (0..c.num_layers)
-            .map(|i| -> Box<dyn DecoderBlock> {
-                match c.architecture {
-                    Architecture::Llama => Box::new(llama::LlamaBlock::load(c, i, &w)),
-                    Architecture::Qwen2 => Box::new(qwen2::load_block(c, i, &w)),
-                    Architecture::Gemma2 => Box::new(gemma2::Gemma2Block::load(c, i, &w)),
-                }
-            })
-            .collect();
-        let norm_scale = if gemma { NormScale::OnePlusWeight } else { NormScale::Weight };
-        let embed = w.get(EMBED_TOKENS);
-        let lm_head = if c.tie_word_embeddings { embed.shallow_clone() } else { w.get(LM_HEAD) };
+    ) -> Result<Self> {
+        let Stack { embed, blocks, norm, lm_head } = Stack::load(&source.root(), &config)?;
         // Gemma: the normaliser sqrt(D) is rounded to the weights' dtype, as in transformers.
-        let embed_scale = gemma.then(|| {
-            Tensor::from((c.hidden_size as f64).sqrt() as f32).to_kind(options.dtype).to_device(options.device)
+        let embed_scale = (config.architecture == Architecture::Gemma2).then(|| {
+            Tensor::from((config.hidden_size as f64).sqrt() as f32).to_kind(options.dtype).to_device(options.device)
         });
-        HfCausalLm {
-            norm: RmsNorm::new(w.get(FINAL_NORM), c.rms_norm_eps, norm_scale),
-            rope: Rope::new(&c.rope, c.head_dim, options.device),
+        Ok(HfCausalLm {
+            rope: Rope::new(&config.rope, config.head_dim, options.device),
             blocks,
             embed,
             embed_scale,
+            norm,
             lm_head,
-            parameters: w.into_inner(),
+            parameters: source.into_tensors(),
             options,
             config,
             source_config,
-        }
+        })
     }
 
     /// The parameters by their checkpoint names (a tied output projection appears once, as

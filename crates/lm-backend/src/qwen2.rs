@@ -3,16 +3,13 @@
 //! theta. `config.json` decides the rest; the layer itself is [`crate::llama`]'s.
 
 use crate::config::ModelConfig;
-use crate::llama::{layer_specs as llama_layer_specs, LlamaBlock};
-use crate::weights::{TensorSpec, WeightSet};
+use crate::error::Result;
+use crate::llama::LlamaBlock;
+use crate::norm::NormScale;
+use crate::weights::Weights;
 
-/// The tensors of decoder layer `i` (the config sets `qkv_bias` for Qwen2).
-pub(crate) fn layer_specs(c: &ModelConfig, i: usize) -> Vec<TensorSpec> {
+/// Decoder layer `layer` (the config sets `qkv_bias` for Qwen2).
+pub(crate) fn load_block(w: &Weights, c: &ModelConfig, layer: usize) -> Result<LlamaBlock> {
     debug_assert!(c.qkv_bias && !c.o_bias);
-    llama_layer_specs(c, i)
-}
-
-/// Decoder layer `i`.
-pub(crate) fn load_block(c: &ModelConfig, i: usize, w: &WeightSet) -> LlamaBlock {
-    LlamaBlock::load(c, i, w)
+    LlamaBlock::load(w, c, layer, NormScale::Weight)
 }

@@ -123,28 +123,3 @@ impl Checkpoint {
         Ok(out)
     }
 }
-
-/// Named tensors being assembled into a model; each is taken once.
-pub(crate) struct WeightSet {
-    tensors: BTreeMap<String, Tensor>,
-}
-
-impl WeightSet {
-    pub(crate) fn new(tensors: BTreeMap<String, Tensor>) -> Self {
-        WeightSet { tensors }
-    }
-
-    /// A handle sharing storage (and gradient) with the stored tensor.
-    pub(crate) fn get(&self, name: &str) -> Tensor {
-        // Every name comes from the same spec list the checkpoint was checked against.
-        self.tensors.get(name).unwrap_or_else(|| panic!("tensor `{name}` was checked at load time")).shallow_clone()
-    }
-
-    pub(crate) fn get_opt(&self, name: &str) -> Option<Tensor> {
-        self.tensors.get(name).map(Tensor::shallow_clone)
-    }
-
-    pub(crate) fn into_inner(self) -> BTreeMap<String, Tensor> {
-        self.tensors
-    }
-}

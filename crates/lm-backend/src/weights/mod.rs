@@ -1,5 +1,6 @@
 //! Model weights: where they live ([`LoadOptions`], [`Dtype`]), which tensors a model
-//! expects ([`TensorSpec`]) and how a checkpoint folder is read ([`Checkpoint`]).
+//! expects ([`TensorSpec`]), how a checkpoint folder is read ([`Checkpoint`]) and how a
+//! model's construction code asks for each tensor by name and shape (once, where it is used).
 //!
 //! Every tensor the config implies is checked by name and shape; a missing, misshaped or
 //! unexpected tensor is an error naming it. `nn::VarStore::load` is not used: it reads one
@@ -7,10 +8,11 @@
 
 mod checkpoint;
 mod options;
+mod scope;
 
-pub(crate) use checkpoint::WeightSet;
 pub use checkpoint::{Checkpoint, INDEX_FILE, SINGLE_FILE};
 pub use options::{Dtype, LoadOptions};
+pub(crate) use scope::{record_specs, WeightSource, Weights};
 
 /// A tensor a model expects: its Hugging Face name and shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
