@@ -28,7 +28,7 @@ pub enum LmError {
         source: serde_json::Error,
     },
     /// `config.json` names a `model_type` this crate does not implement.
-    #[error("{path}: unsupported model_type \"{model_type}\" (supported: llama, qwen2, gemma2)")]
+    #[error("{path}: unsupported model_type \"{model_type}\" (supported: {supported})", supported = crate::arch::supported_model_types())]
     UnsupportedModel {
         /// The config file.
         path: PathBuf,

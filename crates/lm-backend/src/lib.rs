@@ -36,19 +36,17 @@
 
 #![warn(missing_docs)]
 
+mod arch;
 pub mod atomic;
 pub mod attention;
 pub mod config;
 mod error;
-mod gemma2;
 pub mod generate;
 pub mod gguf;
 pub mod linear;
-mod llama;
 pub mod mlp;
 pub mod model;
 pub mod norm;
-mod qwen2;
 pub mod rope;
 mod save;
 pub mod tokenizer;

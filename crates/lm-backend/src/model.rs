@@ -7,13 +7,13 @@ use std::path::Path;
 
 use tch::{Device, Kind, Tensor};
 
+use crate::arch::DecoderBlock;
 use crate::attention::{AttentionContext, LayerCache};
-use crate::config::{Architecture, ModelConfig};
+use crate::config::ModelConfig;
 use crate::error::{LmError, Result};
-use crate::norm::{NormScale, RmsNorm};
+use crate::norm::RmsNorm;
 use crate::rope::Rope;
 use crate::weights::{record_specs, Checkpoint, LoadOptions, TensorSpec, WeightSource, Weights};
-use crate::{gemma2, llama, qwen2};
 
 /// Name of the token embedding.
 pub const EMBED_TOKENS: &str = "model.embed_tokens.weight";
@@ -21,12 +21,6 @@ pub const EMBED_TOKENS: &str = "model.embed_tokens.weight";
 pub const FINAL_NORM: &str = "model.norm.weight";
 /// Name of the output projection (absent with tied embeddings).
 pub const LM_HEAD: &str = "lm_head.weight";
-
-/// One decoder layer of some architecture.
-pub(crate) trait DecoderBlock: Debug + Send {
-    /// `[B, T, D]` -> `[B, T, D]`.
-    fn forward(&self, x: &Tensor, ctx: &AttentionContext, cache: Option<&mut LayerCache>) -> Tensor;
-}
 
 /// Which hidden states a pass should return.
 ///
@@ -190,21 +184,13 @@ struct Stack {
 impl Stack {
     /// Asks `w` for every weight of a model of config `c`, each once, with its shape.
     fn load(w: &Weights, c: &ModelConfig) -> Result<Stack> {
-        let gemma = c.architecture == Architecture::Gemma2;
-        let norm_scale = if gemma { NormScale::OnePlusWeight } else { NormScale::Weight };
+        let arch = c.architecture.entry();
         let (v, d) = (c.vocab_size, c.hidden_size);
         let embed = w.get(EMBED_TOKENS, &[v, d])?;
         let blocks = (0..c.num_layers)
-            .map(|i| -> Result<Box<dyn DecoderBlock>> {
-                let w = w.pushed(&format!("model.layers.{i}"));
-                Ok(match c.architecture {
-                    Architecture::Llama => Box::new(llama::LlamaBlock::load(&w, c, i, norm_scale)?),
-                    Architecture::Qwen2 => Box::new(qwen2::load_block(&w, c, i)?),
-                    Architecture::Gemma2 => Box::new(gemma2::Gemma2Block::load(&w, c, i, norm_scale)?),
-                })
-            })
+            .map(|i| (arch.block)(&w.pushed(&format!("model.layers.{i}")), c, i, arch.norm_scale))
             .collect::<Result<_>>()?;
-        let norm = RmsNorm::new(w.get(FINAL_NORM, &[d])?, c.rms_norm_eps, norm_scale);
+        let norm = RmsNorm::new(w.get(FINAL_NORM, &[d])?, c.rms_norm_eps, arch.norm_scale);
         let lm_head = if c.tie_word_embeddings { embed.shallow_clone() } else { w.get(LM_HEAD, &[v, d])? };
         Ok(Stack { embed, blocks, norm, lm_head })
     }
@@ -257,10 +243,12 @@ impl HfCausalLm {
         options: LoadOptions,
     ) -> Result<Self> {
         let Stack { embed, blocks, norm, lm_head } = Stack::load(&source.root(), &config)?;
-        // Gemma: the normaliser sqrt(D) is rounded to the weights' dtype, as in transformers.
-        let embed_scale = (config.architecture == Architecture::Gemma2).then(|| {
-            Tensor::from((config.hidden_size as f64).sqrt() as f32).to_kind(options.dtype).to_device(options.device)
-        });
+        // Rounded to the weights' dtype, as in transformers.
+        let embed_scale = config
+            .architecture
+            .entry()
+            .embed_scale
+            .map(|scale| Tensor::from(scale(&config) as f32).to_kind(options.dtype).to_device(options.device));
         Ok(HfCausalLm {
             rope: Rope::new(&config.rope, config.head_dim, options.device),
             blocks,
