@@ -33,6 +33,13 @@
 //! module writes files and folders that never appear half-written. The [`gguf`] module
 //! imports llama.cpp GGUF files: it reads them (memory-mapped), dequantises their tensors and
 //! exports a Hugging Face folder. The user guides are `docs/lm-backend.md` and `docs/gguf.md`.
+//!
+//! Source layout: `arch/` holds what differs between architectures (one module each, and the
+//! one table that lists them: `model_type`, reading of `config.json`, decoder layer, norm and
+//! embedding scales); [`model`] the stack they share (interface, building, forward pass);
+//! [`attention`], [`mlp`], [`norm`], [`rope`] and [`linear`] the layers; [`config`] the
+//! normalised `config.json`; [`weights`] checkpoints and the by-name-and-shape weight
+//! requests from which both loading and [`tensor_specs`] follow.
 
 #![warn(missing_docs)]
 

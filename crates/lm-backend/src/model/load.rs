@@ -111,3 +111,68 @@ impl HfCausalLm {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names of the tensors of a one-layer model of `model_type`, `extra` added to its
+    /// config, sorted.
+    fn names(model_type: &str, extra: &str) -> Vec<String> {
+        let text = format!(
+            r#"{{"model_type": "{model_type}", "vocab_size": 16, "hidden_size": 8, "intermediate_size": 12,
+                "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1 {extra}}}"#
+        );
+        let config = ModelConfig::from_json_str(&text, "c.json").unwrap();
+        let mut names: Vec<String> = tensor_specs(&config).into_iter().map(|s| s.name).collect();
+        names.sort();
+        names
+    }
+
+    fn layer(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| format!("model.layers.0.{n}")).collect()
+    }
+
+    const ATTENTION: [&str; 4] =
+        ["self_attn.k_proj.weight", "self_attn.o_proj.weight", "self_attn.q_proj.weight", "self_attn.v_proj.weight"];
+    const MLP: [&str; 3] = ["mlp.down_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight"];
+    const QKV_BIASES: [&str; 3] = ["self_attn.k_proj.bias", "self_attn.q_proj.bias", "self_attn.v_proj.bias"];
+
+    #[test]
+    fn each_architecture_lists_its_tensors() {
+        let sorted = |mut v: Vec<String>| {
+            v.sort();
+            v
+        };
+        let shared = |layer_tensors: Vec<String>, tied: bool| {
+            let mut v = vec![EMBED_TOKENS.to_string(), FINAL_NORM.to_string()];
+            v.extend((!tied).then(|| LM_HEAD.to_string()));
+            v.extend(layer_tensors);
+            sorted(v)
+        };
+        let norms = ["input_layernorm.weight", "post_attention_layernorm.weight"];
+        let llama = [&ATTENTION[..], &MLP, &norms].concat();
+        assert_eq!(names("llama", ""), shared(layer(&llama), false));
+        let qwen2 = [&llama[..], &QKV_BIASES].concat();
+        assert_eq!(names("qwen2", r#", "tie_word_embeddings": true"#), shared(layer(&qwen2), true));
+        let gemma_norms = ["pre_feedforward_layernorm.weight", "post_feedforward_layernorm.weight"];
+        let gemma2 = [&llama[..], &gemma_norms].concat();
+        assert_eq!(names("gemma2", r#", "sliding_window": 4"#), shared(layer(&gemma2), true));
+    }
+
+    #[test]
+    fn shapes_follow_the_config() {
+        let text = r#"{"model_type": "llama", "vocab_size": 16, "hidden_size": 8, "intermediate_size": 12,
+            "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 6,
+            "attention_bias": true}"#;
+        let specs = tensor_specs(&ModelConfig::from_json_str(text, "c.json").unwrap());
+        let shape =
+            |name: &str| specs.iter().find(|s| s.name == format!("model.layers.0.{name}")).unwrap().shape.clone();
+        assert_eq!(shape("self_attn.q_proj.weight"), [12, 8]);
+        assert_eq!(shape("self_attn.k_proj.weight"), [6, 8]);
+        assert_eq!(shape("self_attn.o_proj.weight"), [8, 12]);
+        assert_eq!(shape("self_attn.o_proj.bias"), [8]);
+        assert_eq!(shape("mlp.down_proj.weight"), [8, 12]);
+        assert_eq!(specs[0], TensorSpec::new(EMBED_TOKENS, &[16, 8]));
+    }
+}
