@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 use tch::{Kind, Tensor};
 
 use crate::config::{LayerAttention, ModelConfig};
+use crate::error::Result;
 use crate::linear::Linear;
 use crate::norm::accumulation_kind;
 use crate::rope::{apply_rotary, Rope};
-use crate::weights::{TensorSpec, WeightSet};
+use crate::weights::{record_specs, TensorSpec, Weights};
 
 /// Per-forward inputs shared by all layers: rotary tables and one mask per attention span.
 #[derive(Debug)]
@@ -91,39 +92,27 @@ pub struct Attention {
 impl Attention {
     /// The tensors under `prefix` (e.g. `model.layers.0.self_attn`).
     pub fn specs(prefix: &str, c: &ModelConfig) -> Vec<TensorSpec> {
-        let (d, q, kv) = (c.hidden_size, c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
-        let mut specs = vec![
-            TensorSpec::new(format!("{prefix}.q_proj.weight"), &[q, d]),
-            TensorSpec::new(format!("{prefix}.k_proj.weight"), &[kv, d]),
-            TensorSpec::new(format!("{prefix}.v_proj.weight"), &[kv, d]),
-            TensorSpec::new(format!("{prefix}.o_proj.weight"), &[d, q]),
-        ];
-        if c.qkv_bias {
-            specs.push(TensorSpec::new(format!("{prefix}.q_proj.bias"), &[q]));
-            specs.push(TensorSpec::new(format!("{prefix}.k_proj.bias"), &[kv]));
-            specs.push(TensorSpec::new(format!("{prefix}.v_proj.bias"), &[kv]));
-        }
-        if c.o_bias {
-            specs.push(TensorSpec::new(format!("{prefix}.o_proj.bias"), &[d]));
-        }
-        specs
+        record_specs(|w| Attention::load(&w.pushed(prefix), c, LayerAttention::Full))
     }
 
-    pub(crate) fn load(prefix: &str, c: &ModelConfig, layer: usize, w: &WeightSet) -> Self {
-        let lin =
-            |n: &str| Linear::new(w.get(&format!("{prefix}.{n}.weight")), w.get_opt(&format!("{prefix}.{n}.bias")));
-        Attention {
-            q: lin("q_proj"),
-            k: lin("k_proj"),
-            v: lin("v_proj"),
-            o: lin("o_proj"),
+    /// The attention under `w` (e.g. `model.layers.0.self_attn`) of a layer spanning `span`:
+    /// projections `q_proj` `[H hd, D]`, `k_proj` and `v_proj` `[KV hd, D]`, `o_proj`
+    /// `[D, H hd]`, with the biases the config asks for.
+    pub(crate) fn load(w: &Weights, c: &ModelConfig, span: LayerAttention) -> Result<Self> {
+        let (d, q, kv) = (c.hidden_size, c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
+        let proj = |name: &str, out, inputs, bias| Linear::load(&w.pushed(name), out, inputs, bias);
+        Ok(Attention {
+            q: proj("q_proj", q, d, c.qkv_bias)?,
+            k: proj("k_proj", kv, d, c.qkv_bias)?,
+            v: proj("v_proj", kv, d, c.qkv_bias)?,
+            o: proj("o_proj", d, q, c.o_bias)?,
             num_heads: c.num_heads as i64,
             num_kv_heads: c.num_kv_heads as i64,
             head_dim: c.head_dim as i64,
             scale: c.attention_scale,
             softcap: c.attn_logit_softcap,
-            span: c.layers[layer],
-        }
+            span,
+        })
     }
 
     /// `x` `[B, T, D]` -> `[B, T, D]`. With a cache, the new keys/values are appended to it

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::atomic::AtomicIoError;
+
 /// Everything that can go wrong while loading or running a model or tokenizer.
 ///
 /// Each variant names the file, key or tensor involved, so a message says what to fix.
@@ -26,7 +28,7 @@ pub enum LmError {
         source: serde_json::Error,
     },
     /// `config.json` names a `model_type` this crate does not implement.
-    #[error("{path}: unsupported model_type \"{model_type}\" (supported: llama, qwen2, gemma2)")]
+    #[error("{path}: unsupported model_type \"{model_type}\" (supported: {supported})", supported = crate::arch::supported_model_types())]
     UnsupportedModel {
         /// The config file.
         path: PathBuf,
@@ -118,6 +120,14 @@ pub enum LmError {
 
 /// Result type of this crate.
 pub type Result<T, E = LmError> = std::result::Result<T, E>;
+
+impl From<AtomicIoError> for LmError {
+    /// Keeps the failed step in the message: `cannot <action>: <OS error>`.
+    fn from(e: AtomicIoError) -> Self {
+        let source = std::io::Error::new(e.source.kind(), format!("cannot {}: {}", e.action, e.source));
+        LmError::Io { path: e.path, source }
+    }
+}
 
 impl LmError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

@@ -8,6 +8,7 @@ use tch::{Kind, Tensor};
 use crate::attention::{AttentionContext, LayerCache};
 use crate::error::{LmError, Result};
 use crate::model::{CausalLm, HfCausalLm, HiddenRequest};
+use crate::tokenizer::Tokenizer;
 
 /// How the next token is chosen.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -49,6 +50,24 @@ impl GenerationConfig {
             pad_token_id: c.pad_token_id.or(c.eos_token_ids.first().copied()).unwrap_or(0),
             sampling: Sampling::Greedy,
         }
+    }
+
+    /// This config, also stopping at the tokenizer's EOS token (`eos_token` of
+    /// `tokenizer_config.json`) when `eos_token_ids` lacks it. Chat models often end an answer
+    /// with a token (e.g. `<|im_end|>`) that `config.json`'s `eos_token_id` does not list;
+    /// without it, a row would run on to `max_new_tokens`.
+    pub fn with_tokenizer_eos(mut self, tokenizer: &Tokenizer) -> Self {
+        if let Some(eos) = tokenizer.eos_token_id().map(i64::from) {
+            if !self.is_eos(eos) {
+                self.eos_token_ids.push(eos);
+            }
+        }
+        self
+    }
+
+    /// Whether `token` ends a row: it is one of `eos_token_ids` (and is kept in the output).
+    pub fn is_eos(&self, token: i64) -> bool {
+        self.eos_token_ids.contains(&token)
     }
 }
 
@@ -163,7 +182,7 @@ impl HfCausalLm {
                 for (r, &token) in next.iter().enumerate() {
                     if !finished[r] {
                         outputs[r].push(token);
-                        finished[r] = config.eos_token_ids.contains(&token);
+                        finished[r] = config.is_eos(token);
                     }
                 }
                 if finished.iter().all(|&f| f) || outputs.iter().map(Vec::len).max() == Some(config.max_new_tokens) {
@@ -232,6 +251,19 @@ mod tests {
             let got = c as f64 / n as f64;
             assert!((got - want).abs() < 0.015, "token {i}: {got} vs {want}");
         }
+    }
+
+    #[test]
+    fn the_tokenizer_eos_is_added_once() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tokenizer");
+        let tokenizer = Tokenizer::from_dir(dir).unwrap();
+        let eos = i64::from(tokenizer.eos_token_id().unwrap());
+        let config =
+            GenerationConfig { max_new_tokens: 4, eos_token_ids: vec![7], pad_token_id: 0, sampling: Sampling::Greedy };
+        let with = config.clone().with_tokenizer_eos(&tokenizer);
+        assert_eq!(with.eos_token_ids, vec![7, eos]);
+        assert!(with.is_eos(eos) && with.is_eos(7) && !config.is_eos(eos));
+        assert_eq!(with.clone().with_tokenizer_eos(&tokenizer), with);
     }
 
     #[test]

@@ -27,26 +27,33 @@
 //! Main types: [`HfCausalLm`] (a loaded model: forward, [`HfCausalLm::generate`],
 //! [`HfCausalLm::save`]) behind the [`CausalLm`] trait, [`HiddenRequest`] /
 //! [`HiddenStates`] (which hidden states a pass returns), [`ModelConfig`] (a normalised
-//! `config.json`), [`LoadOptions`] (dtype and device, chosen at run time), [`Checkpoint`]
-//! (single or sharded safetensors), [`GenerationConfig`], [`Tokenizer`] (with chat
-//! templates) and [`LmError`]. The [`gguf`] module imports llama.cpp GGUF files: it reads
-//! them (memory-mapped), dequantises their tensors and exports a Hugging Face folder. The user
-//! guides are `docs/lm-backend.md` and `docs/gguf.md`.
+//! `config.json`), [`LoadOptions`] (dtype and device, chosen at run time) with [`Dtype`] (the
+//! precision a user chooses), [`Checkpoint`] (single or sharded safetensors),
+//! [`GenerationConfig`], [`Tokenizer`] (with chat templates) and [`LmError`]. The [`atomic`]
+//! module writes files and folders that never appear half-written. The [`gguf`] module
+//! imports llama.cpp GGUF files: it reads them (memory-mapped), dequantises their tensors and
+//! exports a Hugging Face folder. The user guides are `docs/lm-backend.md` and `docs/gguf.md`.
+//!
+//! Source layout: `arch/` holds what differs between architectures (one module each, and the
+//! one table that lists them: `model_type`, reading of `config.json`, decoder layer, norm and
+//! embedding scales); [`model`] the stack they share (interface, building, forward pass);
+//! [`attention`], [`mlp`], [`norm`], [`rope`] and [`linear`] the layers; [`config`] the
+//! normalised `config.json`; [`weights`] checkpoints and the by-name-and-shape weight
+//! requests from which both loading and [`tensor_specs`] follow.
 
 #![warn(missing_docs)]
 
+mod arch;
+pub mod atomic;
 pub mod attention;
 pub mod config;
 mod error;
-mod gemma2;
 pub mod generate;
 pub mod gguf;
 pub mod linear;
-mod llama;
 pub mod mlp;
 pub mod model;
 pub mod norm;
-mod qwen2;
 pub mod rope;
 mod save;
 pub mod tokenizer;
@@ -57,4 +64,4 @@ pub use error::{LmError, Result};
 pub use generate::{GenerationConfig, Sampling};
 pub use model::{tensor_specs, CausalLm, HfCausalLm, HiddenRequest, HiddenStates, LmOutput};
 pub use tokenizer::{ChatMessage, Tokenizer};
-pub use weights::{Checkpoint, LoadOptions, TensorSpec};
+pub use weights::{Checkpoint, Dtype, LoadOptions, TensorSpec};

@@ -2,6 +2,9 @@
 
 use tch::Tensor;
 
+use crate::error::Result;
+use crate::weights::Weights;
+
 /// A linear layer.
 #[derive(Debug)]
 pub struct Linear {
@@ -13,6 +16,13 @@ impl Linear {
     /// A layer with this weight `[out, in]` and optional bias `[out]`.
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
         Linear { weight, bias }
+    }
+
+    /// The layer under `w`: `weight` `[out, in]` and, when `bias`, `bias` `[out]`.
+    pub(crate) fn load(w: &Weights, out: usize, inputs: usize, bias: bool) -> Result<Self> {
+        let weight = w.get("weight", &[out, inputs])?;
+        let bias = if bias { Some(w.get("bias", &[out])?) } else { None };
+        Ok(Linear { weight, bias })
     }
 
     /// `[.., in]` -> `[.., out]`.

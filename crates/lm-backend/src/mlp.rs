@@ -4,8 +4,9 @@
 use tch::Tensor;
 
 use crate::config::{Activation, ModelConfig};
+use crate::error::Result;
 use crate::linear::Linear;
-use crate::weights::{TensorSpec, WeightSet};
+use crate::weights::{record_specs, TensorSpec, Weights};
 
 /// A gated MLP block.
 #[derive(Debug)]
@@ -19,24 +20,20 @@ pub struct GatedMlp {
 impl GatedMlp {
     /// The tensors under `prefix` (e.g. `model.layers.0.mlp`).
     pub fn specs(prefix: &str, c: &ModelConfig) -> Vec<TensorSpec> {
-        let (d, i) = (c.hidden_size, c.intermediate_size);
-        let mut specs = vec![
-            TensorSpec::new(format!("{prefix}.gate_proj.weight"), &[i, d]),
-            TensorSpec::new(format!("{prefix}.up_proj.weight"), &[i, d]),
-            TensorSpec::new(format!("{prefix}.down_proj.weight"), &[d, i]),
-        ];
-        if c.mlp_bias {
-            specs.push(TensorSpec::new(format!("{prefix}.gate_proj.bias"), &[i]));
-            specs.push(TensorSpec::new(format!("{prefix}.up_proj.bias"), &[i]));
-            specs.push(TensorSpec::new(format!("{prefix}.down_proj.bias"), &[d]));
-        }
-        specs
+        record_specs(|w| GatedMlp::load(&w.pushed(prefix), c))
     }
 
-    pub(crate) fn load(prefix: &str, c: &ModelConfig, w: &WeightSet) -> Self {
-        let lin =
-            |n: &str| Linear::new(w.get(&format!("{prefix}.{n}.weight")), w.get_opt(&format!("{prefix}.{n}.bias")));
-        GatedMlp { gate: lin("gate_proj"), up: lin("up_proj"), down: lin("down_proj"), activation: c.activation }
+    /// The MLP under `w` (e.g. `model.layers.0.mlp`): `gate_proj` and `up_proj` `[I, D]`,
+    /// `down_proj` `[D, I]`, with biases when the config asks for them.
+    pub(crate) fn load(w: &Weights, c: &ModelConfig) -> Result<Self> {
+        let (d, i) = (c.hidden_size, c.intermediate_size);
+        let proj = |name: &str, out, inputs| Linear::load(&w.pushed(name), out, inputs, c.mlp_bias);
+        Ok(GatedMlp {
+            gate: proj("gate_proj", i, d)?,
+            up: proj("up_proj", i, d)?,
+            down: proj("down_proj", d, i)?,
+            activation: c.activation,
+        })
     }
 
     /// `[B, T, D]` -> `[B, T, D]`.

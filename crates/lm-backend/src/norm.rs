@@ -2,6 +2,9 @@
 
 use tch::{Kind, Tensor};
 
+use crate::error::Result;
+use crate::weights::Weights;
+
 /// The dtype reductions run in: f32 for half types and f32, f64 for f64 (so gradient checks
 /// in f64 stay precise).
 pub fn accumulation_kind(kind: Kind) -> Kind {
@@ -33,6 +36,11 @@ impl RmsNorm {
     /// A norm with this weight `[D]`.
     pub fn new(weight: Tensor, eps: f64, scale: NormScale) -> Self {
         RmsNorm { weight, eps, scale }
+    }
+
+    /// The norm under `w` (its `weight` `[dim]`).
+    pub(crate) fn load(w: &Weights, dim: usize, eps: f64, scale: NormScale) -> Result<Self> {
+        Ok(RmsNorm::new(w.get("weight", &[dim])?, eps, scale))
     }
 
     /// Normalises `x` `[.., D]`; the result has `x`'s dtype.

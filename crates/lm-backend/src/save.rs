@@ -1,8 +1,9 @@
 //! Saving a model as a Hugging Face folder (`config.json`, `model.safetensors`, plus any
 //! extra files such as the tokenizer's) that `transformers` loads unchanged.
 //!
-//! The folder is written under a temporary name beside the target and renamed into place
-//! when complete, so a reader (or a crash) never sees a half-written model.
+//! The folder is written with [`crate::atomic::write_dir`]: under a temporary name beside
+//! the target, renamed into place when complete, so a reader (or a crash) never sees a
+//! half-written model.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use safetensors::{Dtype, View};
 use tch::{Device, Kind, Tensor};
 
+use crate::atomic::{write_dir, write_file};
 use crate::error::{LmError, Result};
 use crate::model::{CausalLm, HfCausalLm};
 use crate::weights::SINGLE_FILE;
@@ -52,10 +54,6 @@ fn safetensors_dtype(kind: Kind) -> Result<(Dtype, &'static str)> {
     }
 }
 
-fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T> {
-    r.map_err(|e| LmError::io(path, e))
-}
-
 impl HfCausalLm {
     /// Writes the model to `dir` as a Hugging Face folder: the `config.json` it was loaded
     /// with (its `dtype`/`torch_dtype` set to the weights' dtype), `model.safetensors`
@@ -63,33 +61,7 @@ impl HfCausalLm {
     /// `format = pt`) and copies of `extra_files` (e.g. `tokenizer.json`,
     /// `tokenizer_config.json`). An existing `dir` is replaced.
     pub fn save(&self, dir: impl AsRef<Path>, extra_files: &[PathBuf]) -> Result<()> {
-        let dir = dir.as_ref();
-        let name = dir
-            .file_name()
-            .ok_or_else(|| LmError::input("dir", format!("{} has no folder name", dir.display())))?
-            .to_string_lossy()
-            .into_owned();
-        let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        io(parent, std::fs::create_dir_all(parent))?;
-        let tmp = parent.join(format!(".{name}.partial-{}", std::process::id()));
-        if tmp.exists() {
-            io(&tmp, std::fs::remove_dir_all(&tmp))?;
-        }
-        io(&tmp, std::fs::create_dir(&tmp))?;
-        let written = self.write_files(&tmp, extra_files);
-        if let Err(e) = written {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e);
-        }
-        if dir.exists() {
-            let old = parent.join(format!(".{name}.old-{}", std::process::id()));
-            io(dir, std::fs::rename(dir, &old))?;
-            io(dir, std::fs::rename(&tmp, dir))?;
-            io(&old, std::fs::remove_dir_all(&old))?;
-        } else {
-            io(dir, std::fs::rename(&tmp, dir))?;
-        }
-        Ok(())
+        write_dir(dir.as_ref(), |tmp| self.write_files(tmp, extra_files))
     }
 
     fn write_files(&self, dir: &Path, extra_files: &[PathBuf]) -> Result<()> {
@@ -104,7 +76,7 @@ impl HfCausalLm {
         let config_path = dir.join("config.json");
         let text = serde_json::to_string_pretty(&config)
             .map_err(|source| LmError::Json { path: config_path.clone(), source })?;
-        io(&config_path, std::fs::write(&config_path, text + "\n"))?;
+        write_file(&config_path, (text + "\n").as_bytes())?;
         let tensors: Vec<(String, TensorBytes)> = self
             .parameters()
             .iter()
@@ -120,7 +92,7 @@ impl HfCausalLm {
             .map_err(|e| LmError::Safetensors { path: weights_path.clone(), message: e.to_string() })?;
         for file in extra_files {
             let target = dir.join(file.file_name().unwrap_or_default());
-            io(file, std::fs::copy(file, &target))?;
+            std::fs::copy(file, &target).map_err(|e| LmError::io(file, e))?;
         }
         Ok(())
     }

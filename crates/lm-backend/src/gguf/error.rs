@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::atomic::AtomicIoError;
+
 /// Everything that can go wrong while reading a GGUF file or exporting it to a Hugging Face folder.
 ///
 /// Variants carry the byte offset, metadata key or tensor name involved, so that a message
@@ -127,3 +129,9 @@ pub enum GgufError {
 
 /// Result alias of the GGUF module.
 pub type Result<T, E = GgufError> = std::result::Result<T, E>;
+
+impl From<AtomicIoError> for GgufError {
+    fn from(e: AtomicIoError) -> Self {
+        GgufError::Io { action: e.action, path: e.path, source: e.source }
+    }
+}

@@ -17,6 +17,7 @@ use super::permute::unpermute_rotary_rows;
 use super::quant::dequantize;
 use super::reader::GgufFile;
 use super::tokenizer::GgufTokenizer;
+use crate::atomic::write_dir;
 
 /// The element type of the exported `model.safetensors`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -144,7 +145,7 @@ pub fn convert_file_to_hf(
     let tokenizer_json = tokenizer.tokenizer_json()?;
     let tokenizer_config = tokenizer.tokenizer_config_json(Some(hparams.max_position_embeddings));
 
-    write_atomically(out_dir, |tmp| {
+    write_dir(out_dir, |tmp| {
         write_json(&tmp.join("config.json"), "config.json", &config)?;
         write_json(&tmp.join("generation_config.json"), "generation_config.json", &generation_config)?;
         write_json(&tmp.join("tokenizer.json"), "tokenizer.json", &tokenizer_json)?;
@@ -279,39 +280,4 @@ fn write_safetensors(file: &GgufFile, plan: &Plan, dtype: ExportDtype, path: &Pa
 fn write_json(path: &Path, file: &'static str, value: &Value) -> Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(|source| GgufError::Json { file, source })?;
     fs::write(path, text + "\n").map_err(|source| GgufError::Io { action: "write", path: path.to_path_buf(), source })
-}
-
-/// Runs `write` on a fresh temporary folder beside `out_dir`, then moves it into place
-/// (replacing an existing `out_dir`). The temporary folder is removed on failure.
-fn write_atomically(out_dir: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let io = |action, path: &Path, source| GgufError::Io { action, path: path.to_path_buf(), source };
-    let parent = match out_dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = out_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
-    fs::create_dir_all(&parent).map_err(|e| io("create folder", &parent, e))?;
-    let tmp = parent.join(format!(".{name}.partial-{}", std::process::id()));
-    if tmp.exists() {
-        fs::remove_dir_all(&tmp).map_err(|e| io("remove stale folder", &tmp, e))?;
-    }
-    fs::create_dir(&tmp).map_err(|e| io("create folder", &tmp, e))?;
-    let result = write(&tmp).and_then(|()| {
-        if out_dir.exists() {
-            let old = parent.join(format!(".{name}.old-{}", std::process::id()));
-            fs::rename(out_dir, &old).map_err(|e| io("move aside", out_dir, e))?;
-            if let Err(e) = fs::rename(&tmp, out_dir) {
-                let _ = fs::rename(&old, out_dir);
-                return Err(io("rename into place", out_dir, e));
-            }
-            let removed = if old.is_dir() { fs::remove_dir_all(&old) } else { fs::remove_file(&old) };
-            removed.map_err(|e| io("remove the replaced output", &old, e))
-        } else {
-            fs::rename(&tmp, out_dir).map_err(|e| io("rename into place", out_dir, e))
-        }
-    });
-    if result.is_err() {
-        let _ = fs::remove_dir_all(&tmp);
-    }
-    result
 }

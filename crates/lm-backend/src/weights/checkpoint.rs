@@ -1,10 +1,6 @@
-//! Checkpoint loading: one `model.safetensors` or several shards listed by
+//! Reading a checkpoint folder: one `model.safetensors` or several shards listed by
 //! `model.safetensors.index.json`, memory-mapped and copied into [`tch::Tensor`]s of the
 //! requested dtype on the requested device.
-//!
-//! Every tensor the config implies is checked by name and shape; a missing, misshaped or
-//! unexpected tensor is an error naming it. `nn::VarStore::load` is not used: it reads one
-//! file only, fails on tied embeddings and changes dtypes to the file's.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -12,65 +8,15 @@ use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
+use super::{LoadOptions, TensorSpec};
 use crate::error::{LmError, Result};
 
 /// Name of a single-file checkpoint.
 pub const SINGLE_FILE: &str = "model.safetensors";
 /// Name of the index of a sharded checkpoint.
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
-
-/// Where and in which dtype the weights live.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LoadOptions {
-    /// Weight (and activation) dtype: `Kind::Float` (default) or `Kind::BFloat16`
-    /// (`Kind::Half` and `Kind::Double` work too).
-    pub dtype: Kind,
-    /// The device the weights are copied to.
-    pub device: Device,
-}
-
-impl Default for LoadOptions {
-    fn default() -> Self {
-        LoadOptions { dtype: Kind::Float, device: Device::Cpu }
-    }
-}
-
-impl LoadOptions {
-    /// Float32 on the CPU.
-    pub fn cpu_f32() -> Self {
-        Self::default()
-    }
-
-    /// Options with this dtype.
-    pub fn with_dtype(mut self, dtype: Kind) -> Self {
-        self.dtype = dtype;
-        self
-    }
-
-    /// Options with this device.
-    pub fn with_device(mut self, device: Device) -> Self {
-        self.device = device;
-        self
-    }
-}
-
-/// A tensor a model expects: its Hugging Face name and shape.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TensorSpec {
-    /// e.g. `model.layers.0.self_attn.q_proj.weight`.
-    pub name: String,
-    /// e.g. `[num_heads * head_dim, hidden_size]`.
-    pub shape: Vec<i64>,
-}
-
-impl TensorSpec {
-    /// A spec from a name and a shape.
-    pub fn new(name: impl Into<String>, shape: &[usize]) -> Self {
-        TensorSpec { name: name.into(), shape: shape.iter().map(|&d| d as i64).collect() }
-    }
-}
 
 /// The safetensors files of one checkpoint folder.
 #[derive(Debug, Clone)]
@@ -175,30 +121,5 @@ impl Checkpoint {
             return Err(LmError::MissingTensor { path: self.dir.clone(), name: missing.name.clone() });
         }
         Ok(out)
-    }
-}
-
-/// Named tensors being assembled into a model; each is taken once.
-pub(crate) struct WeightSet {
-    tensors: BTreeMap<String, Tensor>,
-}
-
-impl WeightSet {
-    pub(crate) fn new(tensors: BTreeMap<String, Tensor>) -> Self {
-        WeightSet { tensors }
-    }
-
-    /// A handle sharing storage (and gradient) with the stored tensor.
-    pub(crate) fn get(&self, name: &str) -> Tensor {
-        // Every name comes from the same spec list the checkpoint was checked against.
-        self.tensors.get(name).unwrap_or_else(|| panic!("tensor `{name}` was checked at load time")).shallow_clone()
-    }
-
-    pub(crate) fn get_opt(&self, name: &str) -> Option<Tensor> {
-        self.tensors.get(name).map(Tensor::shallow_clone)
-    }
-
-    pub(crate) fn into_inner(self) -> BTreeMap<String, Tensor> {
-        self.tensors
     }
 }
