@@ -4,28 +4,8 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use clap::{Args, ValueEnum};
-use lm_backend::{HfCausalLm, LoadOptions, Tokenizer};
-use tch::Kind;
-
-/// Element type of the weights and activations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum DtypeArg {
-    /// float32 (exact; use it to compare with other implementations).
-    F32,
-    /// bfloat16 (half the memory; faster on GPUs, often slower on CPUs at small shapes).
-    Bf16,
-}
-
-impl DtypeArg {
-    /// The libtorch kind.
-    pub fn kind(self) -> Kind {
-        match self {
-            DtypeArg::F32 => Kind::Float,
-            DtypeArg::Bf16 => Kind::BFloat16,
-        }
-    }
-}
+use clap::Args;
+use lm_backend::{Dtype, HfCausalLm, LoadOptions, Tokenizer};
 
 /// `--model DIR [--device D] [--dtype T]`.
 #[derive(Debug, Clone, Args)]
@@ -36,9 +16,11 @@ pub struct ModelArgs {
     /// Where to run: "cpu", "cuda" or "cuda:N".
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Element type of the weights and activations.
-    #[arg(long, value_enum, default_value = "f32")]
-    pub dtype: DtypeArg,
+    /// Element type of the weights and activations: "f32" (exact; use it to compare with other
+    /// implementations) or "bf16" (half the memory; faster on GPUs and on CPUs with AVX-512
+    /// BF16 or AMX, slower on other CPUs).
+    #[arg(long, default_value = "f32")]
+    pub dtype: Dtype,
 }
 
 impl ModelArgs {
@@ -49,7 +31,7 @@ impl ModelArgs {
         if !dir.is_dir() {
             bail!("model folder {} does not exist or is not a folder", dir.display());
         }
-        let options = LoadOptions::cpu_f32().with_dtype(self.dtype.kind()).with_device(device);
+        let options = LoadOptions::cpu_f32().with_dtype(self.dtype).with_device(device);
         let model =
             HfCausalLm::load(dir, options).with_context(|| format!("cannot load the model in {}", dir.display()))?;
         let tokenizer =

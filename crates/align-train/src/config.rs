@@ -30,16 +30,8 @@ pub struct RunConfig {
     pub train: TrainConfig,
 }
 
-/// Weights and matmul precision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Dtype {
-    /// float32 everywhere (the default; what the parity tests use).
-    #[default]
-    F32,
-    /// bfloat16 weights and matmuls; log-softmax, losses and optimizer state stay float32.
-    Bf16,
-}
+/// Weights and matmul precision: `"f32"` (default) or `"bf16"` (the backend's own type).
+pub use lm_backend::Dtype;
 
 /// `[model]`: the policy to train and its frozen reference. (Named `ModelSection`, not
 /// `ModelConfig`, so that it is never confused with `lm_backend::ModelConfig`, a checkpoint's

@@ -164,6 +164,12 @@ pub enum TrainError {
     },
 }
 
+impl From<lm_backend::atomic::AtomicIoError> for TrainError {
+    fn from(e: lm_backend::atomic::AtomicIoError) -> Self {
+        TrainError::Io { path: e.path, source: e.source }
+    }
+}
+
 impl TrainError {
     /// A [`TrainError::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

@@ -30,7 +30,6 @@
 //! data), [`LrSchedule`], and [`TrainError`], whose every variant names the file, line or key
 //! at fault.
 
-pub mod atomic;
 pub mod batch;
 pub mod config;
 pub mod data;

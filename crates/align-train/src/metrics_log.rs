@@ -1,7 +1,7 @@
 //! `metrics.jsonl`: one JSON object per optimizer step, flushed as it is written.
 
-use crate::atomic::write_file;
 use crate::{Result, TrainError};
+use lm_backend::atomic::write_file;
 use serde_json::{Map, Value};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};

@@ -78,12 +78,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         bail!("the prompt encodes to no tokens");
     }
 
-    let mut config = GenerationConfig::greedy(&model, args.max_new_tokens);
-    if let Some(eos) = tokenizer.eos_token_id().map(i64::from) {
-        if !config.eos_token_ids.contains(&eos) {
-            config.eos_token_ids.push(eos);
-        }
-    }
+    let mut config = GenerationConfig::greedy(&model, args.max_new_tokens).with_tokenizer_eos(&tokenizer);
     match args.temperature {
         Some(t) if t > 0.0 => {
             config.sampling = Sampling::TopP { temperature: t, top_p: args.top_p, seed: args.seed };
@@ -95,7 +90,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let completion_ids = model.generate(std::slice::from_ref(&prompt_ids), &config)?.remove(0);
     let seconds = start.elapsed().as_secs_f64();
-    let stopped_at_eos = completion_ids.last().is_some_and(|t| config.eos_token_ids.contains(t));
+    let stopped_at_eos = completion_ids.last().is_some_and(|&t| config.is_eos(t));
     let ids_u32: Vec<u32> = completion_ids.iter().map(|&t| t as u32).collect();
     let completion = tokenizer.decode(&ids_u32, true)?;
 

@@ -135,12 +135,7 @@ pub fn generate_responses_with_progress(
     if options.batch_size == 0 {
         return Err(TrainError::input("batch_size", "must be at least 1"));
     }
-    let mut config = GenerationConfig::greedy(model, options.max_new_tokens);
-    if let Some(eos) = tokenizer.eos_token_id().map(i64::from) {
-        if !config.eos_token_ids.contains(&eos) {
-            config.eos_token_ids.push(eos);
-        }
-    }
+    let config = GenerationConfig::greedy(model, options.max_new_tokens).with_tokenizer_eos(tokenizer);
     let ids =
         prompts.iter().map(|p| prompt_ids(tokenizer, p, options.use_chat_template)).collect::<Result<Vec<_>>>()?;
     let mut order: Vec<usize> = (0..prompts.len()).collect();
@@ -219,14 +214,14 @@ pub fn summarise(judged: &[JudgedGeneration], judge: String) -> SafetyReport {
 pub fn write_safety_outputs(dir: &Path, report: &SafetyReport, judged: &[JudgedGeneration]) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
     let json = serde_json::to_string_pretty(report).map_err(|e| TrainError::input("safety report", e.to_string()))?;
-    crate::atomic::write_file(&dir.join("safety.json"), format!("{json}\n").as_bytes())?;
+    lm_backend::atomic::write_file(&dir.join("safety.json"), format!("{json}\n").as_bytes())?;
     let mut lines = String::new();
     for j in judged {
         let line = serde_json::to_string(j).map_err(|e| TrainError::input("generation", e.to_string()))?;
         lines.push_str(&line);
         lines.push('\n');
     }
-    crate::atomic::write_file(&dir.join("generations.jsonl"), lines.as_bytes())?;
+    lm_backend::atomic::write_file(&dir.join("generations.jsonl"), lines.as_bytes())?;
     Ok(())
 }
 

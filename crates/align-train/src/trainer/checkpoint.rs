@@ -3,9 +3,9 @@
 //! atomically (a crash never leaves a half-written checkpoint that looks complete), found
 //! again on resume, and restored.
 
-use crate::atomic::{write_dir, write_file};
 use crate::optim::AdamW;
 use crate::{Result, TrainError};
+use lm_backend::atomic::{write_dir, write_file};
 use lm_backend::HfCausalLm;
 use std::path::{Path, PathBuf};
 use tch::nn::VarStore;
@@ -91,7 +91,8 @@ impl Checkpointer {
                 heads.save(tmp.join(OBJECTIVE_PARAMS)).map_err(torch_err("writing objective_params.safetensors"))?;
             }
             let state = serde_json::json!({ "step": step, "total_steps": self.total_steps, "seed": self.seed });
-            write_file(&tmp.join(TRAINER_STATE), state.to_string().as_bytes())
+            write_file(&tmp.join(TRAINER_STATE), state.to_string().as_bytes())?;
+            Ok(())
         })
     }
 

@@ -4,12 +4,12 @@
 //! reads them back instead of recomputing.
 
 use super::events::{Events, TrainEvent};
-use crate::atomic::write_file;
 use crate::batch::ReferenceCache;
 use crate::padding::pad_pairs;
 use crate::prepare::PreparedRecord;
 use crate::seeded::Fnv1a;
 use crate::{Result, TrainError};
+use lm_backend::atomic::write_file;
 use lm_backend::{CausalLm, HfCausalLm, HiddenRequest};
 use std::path::{Path, PathBuf};
 use tch::{Device, Tensor};

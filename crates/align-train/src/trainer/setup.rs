@@ -5,7 +5,7 @@
 use super::events::{Events, TrainEvent};
 use super::reference::{reference_cache, ReferenceInputs};
 use crate::batch::{ReferenceCache, StepModels, StepPlan};
-use crate::config::{Dtype, RunConfig};
+use crate::config::RunConfig;
 use crate::data::load_records;
 use crate::encode::TextEncoder;
 use crate::prepare::{prepare_records, PreparedRecord, RecordNeeds};
@@ -54,11 +54,7 @@ impl Run {
         events: &Events,
     ) -> Result<Run> {
         let device = torch_device::device_from_str(&config.model.device)?;
-        let kind = match config.model.dtype {
-            Dtype::F32 => tch::Kind::Float,
-            Dtype::Bf16 => tch::Kind::BFloat16,
-        };
-        let load = LoadOptions::cpu_f32().with_dtype(kind).with_device(device);
+        let load = LoadOptions::cpu_f32().with_dtype(config.model.dtype).with_device(device);
         let tokenizer = load_tokenizer(config, config_path)?;
         let policy = HfCausalLm::load(policy_dir, load)
             .map_err(model_err(format!("loading the policy from {}", policy_dir.display())))?;
