@@ -1,8 +1,9 @@
 //! Multi-head self-attention with grouped-query heads (Ainslie et al. 2023), rotary positions,
-//! a causal + padding mask, an optional sliding window, an optional soft-cap of the scores
+//! a causal + padding mask (or the per-chunk masks of a packed row, see [`crate::packed`]),
+//! an optional sliding window, an optional soft-cap of the scores
 //! (Gemma 2 report, sec. 2) and a configurable score scale — the eager path of `transformers`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use tch::{Kind, Tensor};
 
@@ -10,17 +11,43 @@ use crate::config::{LayerAttention, ModelConfig};
 use crate::error::Result;
 use crate::linear::Linear;
 use crate::norm::accumulation_kind;
+use crate::packed::{chunk_visibility, PackedBatch};
 use crate::rope::{apply_rotary, Rope};
 use crate::weights::{record_specs, TensorSpec, Weights};
 
-/// Per-forward inputs shared by all layers: rotary tables and one mask per attention span.
+/// Per-forward inputs shared by all layers: rotary tables and, per attention chunk, one
+/// mask per attention span.
+///
+/// A padded batch is one chunk spanning every query and key; a packed batch
+/// ([`AttentionContext::packed`]) has one chunk per token range of its row, whose queries
+/// attend only to the chunk's own keys.
 #[derive(Debug)]
 pub struct AttentionContext {
     /// `[B, 1, T, head_dim]`.
     pub cos: Tensor,
     /// `[B, 1, T, head_dim]`.
     pub sin: Tensor,
-    masks: BTreeMap<Option<usize>, Tensor>, // window -> allowed [B, 1, T, S] (bool)
+    chunks: Vec<MaskedChunk>,
+}
+
+/// Queries of one token range attending to keys of the same range, with their masks.
+#[derive(Debug)]
+struct MaskedChunk {
+    range: Option<(i64, i64)>, // (start, length) on the token axis; None: every query and key
+    masks: BTreeMap<Option<usize>, Tensor>, // window -> allowed [B, 1, T_c, S_c] (bool)
+}
+
+/// The window of a layer's span (`None`: full attention).
+fn window(span: LayerAttention) -> Option<usize> {
+    match span {
+        LayerAttention::Full => None,
+        LayerAttention::Sliding { window } => Some(window),
+    }
+}
+
+/// The distinct windows of `layers`.
+fn windows(layers: &[LayerAttention]) -> BTreeSet<Option<usize>> {
+    layers.iter().map(|&l| window(l)).collect()
 }
 
 impl AttentionContext {
@@ -42,29 +69,35 @@ impl AttentionContext {
         let q = query_positions.unsqueeze(2); // [B, T, 1]
         let k = key_positions.unsqueeze(1); // [B, 1, S]
         let causal = k.le_tensor(&q).logical_and(&key_valid.unsqueeze(1)); // [B, T, S]
-        let mut masks = BTreeMap::new();
-        for layer in layers {
-            let window = match layer {
-                LayerAttention::Full => None,
-                LayerAttention::Sliding { window } => Some(*window),
-            };
-            masks.entry(window).or_insert_with(|| {
+        let masks = windows(layers)
+            .into_iter()
+            .map(|window| {
                 let allowed = match window {
                     None => causal.shallow_clone(),
                     Some(w) => causal.logical_and(&(&q - &k).lt(w as i64)),
                 };
-                allowed.unsqueeze(1)
-            });
-        }
-        AttentionContext { cos, sin, masks }
+                (window, allowed.unsqueeze(1))
+            })
+            .collect();
+        AttentionContext { cos, sin, chunks: vec![MaskedChunk { range: None, masks }] }
     }
 
-    fn mask(&self, layer: LayerAttention) -> &Tensor {
-        let window = match layer {
-            LayerAttention::Full => None,
-            LayerAttention::Sliding { window } => Some(window),
-        };
-        &self.masks[&window]
+    /// Builds the tables of an uncached pass over a packed row `[1, N]`: rotary tables from
+    /// its `position_ids`, and per chunk of `chunk_lens` one `[1, 1, n_c, n_c]` mask per
+    /// window, by the visibility rule of [`crate::packed`].
+    pub fn packed(rope: &Rope, kind: Kind, layers: &[LayerAttention], batch: &PackedBatch) -> Self {
+        let (cos, sin) = rope.cos_sin(&batch.position_ids, kind);
+        let chunks = batch
+            .chunk_ranges()
+            .into_iter()
+            .map(|(start, len)| {
+                let part = |t: &Tensor| t.narrow(1, start, len); // [1, n_c]
+                let (p, s, b) = (part(&batch.position_ids), part(&batch.segment_ids), part(&batch.branch_ids));
+                let masks = windows(layers).into_iter().map(|w| (w, chunk_visibility(&p, &s, &b, w))).collect();
+                MaskedChunk { range: Some((start, len)), masks }
+            })
+            .collect();
+        AttentionContext { cos, sin, chunks }
     }
 }
 
@@ -116,7 +149,9 @@ impl Attention {
     }
 
     /// `x` `[B, T, D]` -> `[B, T, D]`. With a cache, the new keys/values are appended to it
-    /// and the queries attend to all cached positions (the context's masks must cover them).
+    /// and the queries attend to all cached positions (the context's masks must cover them;
+    /// a packed context is for uncached passes). With a packed context, each chunk's queries
+    /// attend to its own keys only and the chunks' outputs are concatenated back.
     pub fn forward(&self, x: &Tensor, ctx: &AttentionContext, cache: Option<&mut LayerCache>) -> Tensor {
         let (b, t) = (x.size()[0], x.size()[1]);
         let heads = |p: &Linear, n: i64| p.forward(x).view([b, t, n, self.head_dim]).transpose(1, 2);
@@ -136,6 +171,28 @@ impl Attention {
         } else {
             (k, v)
         };
+        let span = window(self.span);
+        let mut parts: Vec<Tensor> = ctx
+            .chunks
+            .iter()
+            .map(|chunk| match chunk.range {
+                None => self.attend(&q, &k, &v, &chunk.masks[&span]),
+                Some((start, len)) => {
+                    let part = |t: &Tensor| t.narrow(2, start, len);
+                    self.attend(&part(&q), &part(&k), &part(&v), &chunk.masks[&span])
+                }
+            })
+            .collect();
+        let out = if parts.len() == 1 { parts.remove(0) } else { Tensor::cat(&parts, 2) }; // [B, H, T, hd]
+        let out = out.transpose(1, 2).reshape([b, t, self.num_heads * self.head_dim]);
+        self.o.forward(&out)
+    }
+
+    /// Scaled dot-product attention of `q` `[B, H, T, hd]` over `k`, `v` `[B, H, S, hd]`
+    /// where `allowed` `[B, 1, T, S]` (bool): `[B, H, T, hd]`. Scores are scaled, soft-capped
+    /// when configured and masked with the dtype's finite minimum, as `transformers`' eager
+    /// path does.
+    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, allowed: &Tensor) -> Tensor {
         let mut scores = q.matmul(&k.transpose(2, 3)) * self.scale; // [B, H, T, S]
         if let Some(cap) = self.softcap {
             scores = (scores / cap).tanh() * cap;
@@ -147,9 +204,8 @@ impl Attention {
             Kind::Double => f64::MIN,
             _ => f32::MIN as f64,
         };
-        let scores = scores.masked_fill(&ctx.mask(self.span).logical_not(), min);
+        let scores = scores.masked_fill(&allowed.logical_not(), min);
         let probs = scores.softmax(-1, accumulation_kind(v.kind())).to_kind(v.kind());
-        let out = probs.matmul(&v).transpose(1, 2).reshape([b, t, self.num_heads * self.head_dim]);
-        self.o.forward(&out)
+        probs.matmul(v)
     }
 }

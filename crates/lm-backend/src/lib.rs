@@ -7,7 +7,10 @@
 //!
 //! A forward pass takes a right-padded batch `[B, T]` with its attention mask and returns
 //! logits at every position `[B, T, V]` plus the hidden states a caller asks for; a
-//! prompt-only pass ([`CausalLm::hidden_states`]) stops at the deepest layer asked for.
+//! prompt-only pass ([`CausalLm::hidden_states`]) stops at the deepest layer asked for. A
+//! [`PackedBatch`] lays several sequences (and prompt-sharing trees `[prompt | chosen |
+//! rejected]`) end to end in one row without padding ([`CausalLm::forward_packed_at`],
+//! [`CausalLm::hidden_states_packed`]; see [`packed`]).
 //!
 //! ```
 //! use lm_backend::{CausalLm, HfCausalLm, HiddenRequest, LoadOptions, Tokenizer};
@@ -27,7 +30,7 @@
 //! Main types: [`HfCausalLm`] (a loaded model: forward, [`HfCausalLm::generate`],
 //! [`HfCausalLm::save`]) behind the [`CausalLm`] trait, [`HiddenRequest`] /
 //! [`HiddenStates`] (which hidden states a pass returns), [`ModelConfig`] (a normalised
-//! `config.json`), [`LoadOptions`] (dtype and device, chosen at run time) with [`Dtype`] (the
+//! `config.json`), [`PackedBatch`] (a padding-free row), [`LoadOptions`] (dtype and device, chosen at run time) with [`Dtype`] (the
 //! precision a user chooses), [`Checkpoint`] (single or sharded safetensors),
 //! [`GenerationConfig`], [`Tokenizer`] (with chat templates) and [`LmError`]. The [`atomic`]
 //! module writes files and folders that never appear half-written. The [`gguf`] module
@@ -54,6 +57,7 @@ pub mod linear;
 pub mod mlp;
 pub mod model;
 pub mod norm;
+pub mod packed;
 pub mod rope;
 mod save;
 pub mod tokenizer;
@@ -63,5 +67,6 @@ pub use config::{Activation, Architecture, LayerAttention, ModelConfig, RopeConf
 pub use error::{LmError, Result};
 pub use generate::{GenerationConfig, Sampling};
 pub use model::{tensor_specs, CausalLm, HfCausalLm, HiddenRequest, HiddenStates, LmOutput};
+pub use packed::PackedBatch;
 pub use tokenizer::{ChatMessage, Tokenizer};
 pub use weights::{Checkpoint, Dtype, LoadOptions, TensorSpec};

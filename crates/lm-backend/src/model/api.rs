@@ -7,6 +7,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::config::ModelConfig;
 use crate::error::{LmError, Result};
+use crate::packed::PackedBatch;
 
 /// Which hidden states a pass should return.
 ///
@@ -59,7 +60,8 @@ pub struct HiddenStates {
 pub struct LmOutput {
     /// Next-token logits in the model's dtype: `[B, T, V]` at every position from
     /// [`CausalLm::forward`], `[N, V]` at the `N` selected positions from
-    /// [`CausalLm::forward_at`].
+    /// [`CausalLm::forward_at`] (`[M, V]` at the `M` selected tokens of a packed row from
+    /// [`CausalLm::forward_packed_at`]).
     pub logits: Tensor,
     /// The requested hidden states.
     pub hidden: HiddenStates,
@@ -117,6 +119,35 @@ pub trait CausalLm {
         let vocab = out.logits.size()[2];
         Ok(LmOutput { logits: out.logits.reshape([-1, vocab]).index_select(0, &rows), hidden: out.hidden })
     }
+
+    /// Logits at the selected tokens of a packed row only, `[M, V]`, and the requested hidden
+    /// states `[1, N, D]` (see [`crate::packed`] for what each token sees).
+    ///
+    /// `positions` is a `[1, N]` bool (or 0/1) tensor; row `m` of the logits belongs to its
+    /// `m`-th true entry, left to right. Each packed sequence gets the values it gets alone
+    /// from [`CausalLm::forward`] (a tree branch: those of `trunk + branch` as one sequence).
+    ///
+    /// The default implementation returns an error: models that support packed batches
+    /// override it.
+    fn forward_packed_at(&self, batch: &PackedBatch, positions: &Tensor, hidden: &HiddenRequest) -> Result<LmOutput> {
+        let _ = (batch, positions, hidden);
+        Err(packing_unsupported())
+    }
+
+    /// The requested hidden states of a packed row only, each `[1, N, D]`, running the decoder
+    /// layers no further than the deepest one requested (as [`CausalLm::hidden_states`]).
+    ///
+    /// The default implementation returns an error: models that support packed batches
+    /// override it.
+    fn hidden_states_packed(&self, batch: &PackedBatch, hidden: &HiddenRequest) -> Result<HiddenStates> {
+        let _ = (batch, hidden);
+        Err(packing_unsupported())
+    }
+}
+
+/// The error of a model without packed passes.
+fn packing_unsupported() -> LmError {
+    LmError::input("packed", "this model does not support packed batches")
 }
 
 /// The error of asking a model without decoder layers for logits or final states.

@@ -9,6 +9,7 @@ use super::{CausalLm, HfCausalLm, HiddenRequest, HiddenStates, LmOutput};
 use crate::attention::{AttentionContext, LayerCache};
 use crate::config::ModelConfig;
 use crate::error::{LmError, Result};
+use crate::packed::PackedBatch;
 
 impl HfCausalLm {
     /// The hidden states after the final norm (hidden-state index `L`), `[B, T]` -> `[B, T, D]`:
@@ -82,6 +83,62 @@ impl HfCausalLm {
             }
         }
         Ok(attention_mask.ne(0))
+    }
+
+    /// Checks a packed batch (its own checks, then device and vocabulary against the model)
+    /// and `hidden`; returns its attention context.
+    fn packed_context(&self, batch: &PackedBatch, hidden: &HiddenRequest) -> Result<AttentionContext> {
+        batch.check()?;
+        if batch.input_ids.device() != self.options.device {
+            let msg = format!("on {:?}, the model is on {:?}", batch.input_ids.device(), self.options.device);
+            return Err(LmError::input("input_ids", msg));
+        }
+        let (lo, hi) = (batch.input_ids.min().int64_value(&[]), batch.input_ids.max().int64_value(&[]));
+        if lo < 0 || hi >= self.config.vocab_size as i64 {
+            let msg = format!("ids range over [{lo}, {hi}], the vocabulary is [0, {})", self.config.vocab_size);
+            return Err(LmError::input("input_ids", msg));
+        }
+        self.check_request(hidden)?;
+        Ok(AttentionContext::packed(&self.rope, self.options.dtype, &self.config.layers, batch))
+    }
+
+    /// The decoder depth a states-only pass needs: the deepest requested index, or `L` when
+    /// the last layer's pre-norm output is requested.
+    fn depth_for(&self, hidden: &HiddenRequest) -> usize {
+        let deepest = hidden.layers.iter().copied().max().unwrap_or(0);
+        if hidden.last_pre_norm {
+            self.config.num_layers
+        } else {
+            deepest
+        }
+    }
+
+    /// Logits at the rows `rows` (flat indices into `[B T]`) of a full pass over `input_ids`
+    /// `[B, T]` with `ctx`: `[N, V]`, and the requested hidden states.
+    fn logits_at_rows(
+        &self,
+        input_ids: &Tensor,
+        ctx: &AttentionContext,
+        rows: &Tensor,
+        hidden: &HiddenRequest,
+    ) -> Result<LmOutput> {
+        let last = self.config.num_layers;
+        if last == 0 {
+            return Err(no_layers());
+        }
+        // The final-norm output is index L; asked for in any case, kept only when requested.
+        let mut request = hidden.clone();
+        if !hidden.wants(last) {
+            request.layers.push(last);
+        }
+        let (_, mut states) = self.run(input_ids, ctx, None, last, &request, false);
+        let normed = if hidden.wants(last) {
+            states.layers[&last].shallow_clone()
+        } else {
+            states.layers.remove(&last).expect("requested")
+        };
+        let selected = normed.reshape([-1, self.config.hidden_size as i64]).index_select(0, rows); // [N, D]
+        Ok(LmOutput { logits: self.output_projection(&selected), hidden: states })
     }
 
     fn check_request(&self, hidden: &HiddenRequest) -> Result<()> {
@@ -185,10 +242,8 @@ impl CausalLm for HfCausalLm {
     ) -> Result<HiddenStates> {
         let mask = self.check_inputs(input_ids, attention_mask)?;
         self.check_request(hidden)?;
-        let deepest = hidden.layers.iter().copied().max().unwrap_or(0);
-        let depth = if hidden.last_pre_norm { self.config.num_layers } else { deepest };
         let ctx = self.full_context(&mask);
-        Ok(self.run(input_ids, &ctx, None, depth, hidden, false).1)
+        Ok(self.run(input_ids, &ctx, None, self.depth_for(hidden), hidden, false).1)
     }
 
     fn forward_at(
@@ -201,23 +256,18 @@ impl CausalLm for HfCausalLm {
         let mask = self.check_inputs(input_ids, attention_mask)?;
         self.check_request(hidden)?;
         let rows = selected_rows(positions, input_ids)?;
-        let last = self.config.num_layers;
-        if last == 0 {
-            return Err(no_layers());
-        }
-        // The final-norm output is index L; asked for in any case, kept only when requested.
-        let mut request = hidden.clone();
-        if !hidden.wants(last) {
-            request.layers.push(last);
-        }
         let ctx = self.full_context(&mask);
-        let (_, mut states) = self.run(input_ids, &ctx, None, last, &request, false);
-        let normed = if hidden.wants(last) {
-            states.layers[&last].shallow_clone()
-        } else {
-            states.layers.remove(&last).expect("requested")
-        };
-        let selected = normed.reshape([-1, self.config.hidden_size as i64]).index_select(0, &rows); // [N, D]
-        Ok(LmOutput { logits: self.output_projection(&selected), hidden: states })
+        self.logits_at_rows(input_ids, &ctx, &rows, hidden)
+    }
+
+    fn forward_packed_at(&self, batch: &PackedBatch, positions: &Tensor, hidden: &HiddenRequest) -> Result<LmOutput> {
+        let ctx = self.packed_context(batch, hidden)?;
+        let rows = selected_rows(positions, &batch.input_ids)?;
+        self.logits_at_rows(&batch.input_ids, &ctx, &rows, hidden)
+    }
+
+    fn hidden_states_packed(&self, batch: &PackedBatch, hidden: &HiddenRequest) -> Result<HiddenStates> {
+        let ctx = self.packed_context(batch, hidden)?;
+        Ok(self.run(&batch.input_ids, &ctx, None, self.depth_for(hidden), hidden, false).1)
     }
 }

@@ -7,7 +7,8 @@
 //! - `load.rs`: building an [`HfCausalLm`] from a checkpoint folder or named tensors, and
 //!   [`tensor_specs`];
 //! - `forward.rs`: the forward pass (embedding -> blocks -> norm -> output projection), with
-//!   hidden states, selected positions and the key/value cache of generation.
+//!   hidden states, selected positions, packed rows ([`crate::packed`]) and the key/value
+//!   cache of generation.
 
 mod api;
 mod forward;
