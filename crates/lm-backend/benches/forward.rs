@@ -1,12 +1,15 @@
 //! Throughput of a small Llama-shaped model (random weights) on the CPU: a no-grad forward,
-//! a training forward + backward, and cached greedy generation.
+//! a training forward + backward (padded, and the same sequences packed in one row), and
+//! cached greedy generation.
 //!
 //! `cargo bench -p lm-backend --bench forward -- --quick`
 
 use std::collections::BTreeMap;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use lm_backend::{tensor_specs, CausalLm, GenerationConfig, HfCausalLm, HiddenRequest, LoadOptions, ModelConfig};
+use lm_backend::{
+    tensor_specs, CausalLm, GenerationConfig, HfCausalLm, HiddenRequest, LoadOptions, ModelConfig, PackedBatch,
+};
 use tch::{Device, Kind, Tensor};
 
 const BATCH: i64 = 4;
@@ -56,6 +59,18 @@ fn bench(c: &mut Criterion) {
                 }
             })
         });
+        group.bench_function(format!("packed_forward_backward/{label}"), |b| {
+            let batch = packed(&ids);
+            let every = batch.input_ids.ones_like();
+            b.iter(|| {
+                let out = m.forward_packed_at(&batch, &every, &HiddenRequest::none()).unwrap();
+                let loss = out.logits.log_softmax(-1, Kind::Float).mean(Kind::Float);
+                loss.backward();
+                for p in m.parameters().values() {
+                    let _ = p.grad().zero_();
+                }
+            })
+        });
         m.set_trainable(false);
     }
     group.finish();
@@ -70,6 +85,15 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements((BATCH * 32) as u64));
     group.bench_function("greedy_kv_cache/f32", |b| b.iter(|| m.generate(&prompts, &config).unwrap()));
     group.finish();
+}
+
+/// The rows of `ids` `[B, T]` packed end to end in one row `[1, B T]`, two per attention chunk.
+fn packed(ids: &Tensor) -> PackedBatch {
+    let (b, t) = (ids.size()[0], ids.size()[1]);
+    let positions = Tensor::arange(t, (Kind::Int64, Device::Cpu)).repeat([b]).unsqueeze(0);
+    let segments = Tensor::arange(b, (Kind::Int64, Device::Cpu)).repeat_interleave_self_int(t, 0, None).unsqueeze(0);
+    let chunks = vec![(2 * t) as usize; (b / 2) as usize];
+    PackedBatch::new(ids.reshape([1, -1]), positions, segments.shallow_clone(), segments.zeros_like(), chunks).unwrap()
 }
 
 criterion_group!(benches, bench);

@@ -28,10 +28,13 @@ fn mixed_pieces() -> Vec<Piece> {
 }
 
 fn check_exact(name: &str) {
-    let m = model(name);
+    check_exact_model(name, &model(name));
+}
+
+fn check_exact_model(name: &str, m: &HfCausalLm) {
     for chunks in [vec![5], vec![2, 1, 2], vec![1, 1, 1, 1, 1]] {
         let packing = pack(&mixed_pieces(), &chunks);
-        let (logits, states) = packed_vs_alone(&m, &packing);
+        let (logits, states) = packed_vs_alone(m, &packing);
         eprintln!("{name} chunks {chunks:?}: relative diff logits {logits:.2e}, hidden {states:.2e}");
         assert!(logits <= TOLERANCE, "{name} {chunks:?}: logits differ by {logits}");
         assert!(states <= TOLERANCE, "{name} {chunks:?}: hidden states differ by {states}");
@@ -51,6 +54,15 @@ fn packed_rows_equal_separate_passes_qwen2() {
 #[test]
 fn packed_rows_equal_separate_passes_gemma2() {
     check_exact("gemma2");
+}
+
+/// Without the attention soft-cap, packed chunks take libtorch's fused attention: here with
+/// Gemma2's sliding windows and attention scale.
+#[test]
+fn packed_rows_equal_separate_passes_gemma2_fused_attention() {
+    let m = gemma2_with(|config| config["attn_logit_softcapping"] = serde_json::Value::Null);
+    assert_eq!(m.config().attn_logit_softcap, None);
+    check_exact_model("gemma2 without attention soft-cap", &m);
 }
 
 /// `sum_t log p(tokens[t + 1] | ..t)` of one sequence from its log-probabilities `[T, V]`.
@@ -148,7 +160,8 @@ fn gemma2_window_counts_positions_within_the_row() {
         assert!(logits <= TOLERANCE && states <= TOLERANCE, "{logits} / {states}");
     }
     // The window matters for these sequences: without it the rejected sequence changes.
-    let full = full_attention_gemma2();
+    let full =
+        gemma2_with(|c| c["layer_types"] = serde_json::json!(["full_attention", "full_attention", "full_attention"]));
     let (rejected, _) = &pack(&pieces, &[2]).sequences[1];
     let ids = Tensor::from_slice(rejected).unsqueeze(0);
     let with = m.forward(&ids, &ids.ones_like(), &HiddenRequest::none()).unwrap().logits;
@@ -156,12 +169,12 @@ fn gemma2_window_counts_positions_within_the_row() {
     assert!(relative_diff(&without, &with) > 1e-3);
 }
 
-/// The gemma2 fixture with every layer's attention full.
-fn full_attention_gemma2() -> HfCausalLm {
+/// The gemma2 fixture with its `config.json` edited.
+fn gemma2_with(edit: impl FnOnce(&mut serde_json::Value)) -> HfCausalLm {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gemma2");
     let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
     let mut config: serde_json::Value = serde_json::from_str(&text).unwrap();
-    config["layer_types"] = serde_json::json!(["full_attention", "full_attention", "full_attention"]);
+    edit(&mut config);
     let tensors = Tensor::read_safetensors(dir.join("model.safetensors")).unwrap().into_iter().collect();
     HfCausalLm::from_parameters(config, tensors, LoadOptions::cpu_f32()).unwrap()
 }
