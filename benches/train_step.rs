@@ -191,15 +191,6 @@ fn smoke() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// The bf16 instruction sets this CPU reports (`/proc/cpuinfo` flags), e.g. `avx512_bf16`.
-fn cpu_bf16_flags() -> Vec<String> {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let flags = info.lines().find(|l| l.starts_with("flags")).unwrap_or_default();
-    let mut found: Vec<String> = flags.split_whitespace().filter(|f| f.contains("bf16")).map(str::to_string).collect();
-    found.dedup();
-    found
-}
-
 /// `--gemm-only`: the f32 and bf16 GEMM rates of this CPU, and its bf16 instructions.
 fn gemm_only(args: &[String]) -> Result<serde_json::Value, String> {
     let value = |flag: &str, default: i64| -> Result<i64, String> {
@@ -213,7 +204,7 @@ fn gemm_only(args: &[String]) -> Result<serde_json::Value, String> {
     let (f32_rate, bf16_rate) = (gemm_rate(n, Kind::Float), gemm_rate(n, Kind::BFloat16));
     Ok(serde_json::json!({
         "gemm_n": n, "threads": threads, "f32_gflops": f32_rate / 1e9, "bf16_gflops": bf16_rate / 1e9,
-        "bf16_over_f32": bf16_rate / f32_rate, "cpu_bf16_flags": cpu_bf16_flags(),
+        "bf16_over_f32": bf16_rate / f32_rate, "cpu_bf16_flags": torch_device::cpu_bf16_instructions(),
     }))
 }
 

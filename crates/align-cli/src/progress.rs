@@ -86,6 +86,13 @@ impl TrainReport {
                 let list: Vec<String> = counts.iter().map(|(lang, n)| format!("{lang} {n}")).collect();
                 eprintln!("left out texts in languages not in [data] languages: {}", list.join(", "));
             }
+            TrainEvent::Bf16OnCpu { instructions: [] } => eprintln!(
+                "warning: dtype = \"bf16\" on a CPU without AVX-512 BF16 or AMX: bf16 matmuls are emulated and \
+                 run several times slower than f32 (dtype = \"f32\" is faster here)"
+            ),
+            TrainEvent::Bf16OnCpu { instructions } => {
+                eprintln!("bf16 on this CPU: {} (bf16 matmuls in hardware)", instructions.join(", "))
+            }
             TrainEvent::ReferenceProgress { done, total } => {
                 self.cache.get_or_insert_with(|| PhaseProgress::new("reference log-probs")).update(*done, *total)
             }

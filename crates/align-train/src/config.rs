@@ -145,6 +145,13 @@ pub struct TrainConfig {
     pub save_every: usize,
     /// `"stop"` (default) or `"skip"`.
     pub on_nonfinite: OnNonFinite,
+    /// Padding-free batches with each pair's prompt forwarded once (default true); false:
+    /// right-padded rows, the reference layout (same values within float rounding).
+    pub packing: bool,
+    /// Micro-batches of records of similar length (default false): records are sorted by
+    /// length within windows of 50 micro-batches of the seeded epoch order, so runs stay
+    /// reproducible and resumable; it mostly saves memory (and, unpacked, padding).
+    pub group_by_length: bool,
 }
 
 impl Default for TrainConfig {
@@ -157,6 +164,8 @@ impl Default for TrainConfig {
             seed: 42,
             save_every: 0,
             on_nonfinite: OnNonFinite::Stop,
+            packing: true,
+            group_by_length: false,
         }
     }
 }

@@ -40,6 +40,7 @@ pub mod metrics_log;
 pub mod objectives;
 pub mod optim;
 pub mod order;
+pub mod packing;
 pub mod padding;
 pub mod prepare;
 pub mod schedule;

@@ -37,13 +37,40 @@ pub struct MicroBatches {
     order: DataOrder,
     batch_size: usize,
     grad_accum: usize,
+    /// Record lengths, when micro-batches group records of similar length.
+    lengths: Option<Vec<usize>>,
     epoch: Option<(u64, Vec<usize>)>,
 }
+
+/// Micro-batches per window of [`MicroBatches::group_by_length`].
+pub const LENGTH_WINDOW_BATCHES: usize = 50;
 
 impl MicroBatches {
     /// Micro-batches of `batch_size` records, `grad_accum` per optimizer step, from `order`.
     pub fn new(order: DataOrder, batch_size: usize, grad_accum: usize) -> Self {
-        Self { order, batch_size, grad_accum, epoch: None }
+        Self { order, batch_size, grad_accum, lengths: None, epoch: None }
+    }
+
+    /// Groups records of similar length (`lengths[i]` for record `i`) into micro-batches:
+    /// each epoch's order is cut into windows of [`LENGTH_WINDOW_BATCHES`] micro-batches and
+    /// each window is sorted by length, longest first. The order stays a function of the seed
+    /// and the epoch, so a resumed run sees the same batches.
+    pub fn group_by_length(mut self, lengths: Vec<usize>) -> Self {
+        assert_eq!(lengths.len(), self.order.n, "one length per record");
+        self.lengths = Some(lengths);
+        self.epoch = None;
+        self
+    }
+
+    /// The visiting order of epoch `epoch`, grouped by length when asked.
+    fn epoch_order(&self, epoch: u64) -> Vec<usize> {
+        let mut order = self.order.epoch(epoch);
+        if let Some(lengths) = &self.lengths {
+            for window in order.chunks_mut(LENGTH_WINDOW_BATCHES * self.batch_size) {
+                window.sort_by_key(|&i| std::cmp::Reverse(lengths[i])); // stable: ties keep the seeded order
+            }
+        }
+        order
     }
 
     /// The record indices of micro-batch `micro` (`< grad_accum`) of optimizer step `step`
@@ -56,7 +83,7 @@ impl MicroBatches {
         for position in first..first + self.batch_size {
             let epoch = (position / n) as u64;
             if self.epoch.as_ref().is_none_or(|(e, _)| *e != epoch) {
-                self.epoch = Some((epoch, self.order.epoch(epoch)));
+                self.epoch = Some((epoch, self.epoch_order(epoch)));
             }
             let (_, order) = self.epoch.as_ref().expect("set above");
             out.push(order[position % n]);
@@ -68,6 +95,31 @@ impl MicroBatches {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grouped_micro_batches_hold_similar_lengths_and_cover_each_epoch() {
+        let n = 1000;
+        let lengths: Vec<usize> = (0..n).map(|i| (i * 7919) % 613).collect();
+        let order = DataOrder::new(n, 5);
+        let mut grouped = MicroBatches::new(order, 4, 1).group_by_length(lengths.clone());
+        let mut plain = MicroBatches::new(order, 4, 1);
+        let spread = |b: &[usize]| {
+            let l: Vec<usize> = b.iter().map(|&i| lengths[i]).collect();
+            l.iter().max().unwrap() - l.iter().min().unwrap()
+        };
+        let (mut seen, mut grouped_spread, mut plain_spread) = (Vec::new(), 0, 0);
+        for step in 0..250 {
+            let b = grouped.indices(step, 0);
+            grouped_spread += spread(&b);
+            plain_spread += spread(&plain.indices(step, 0));
+            seen.extend(b);
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, (0..n).collect::<Vec<_>>(), "one epoch visits every record once");
+        assert!(grouped_spread * 10 < plain_spread, "grouped {grouped_spread} vs plain {plain_spread}");
+        let again = MicroBatches::new(order, 4, 1).group_by_length(lengths).indices(123, 0);
+        assert_eq!(again, grouped.indices(123, 0), "reproducible for resume");
+    }
 
     #[test]
     fn micro_batches_read_the_epochs_in_sequence() {

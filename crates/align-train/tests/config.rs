@@ -165,6 +165,16 @@ fn every_example_config_parses() {
     assert_eq!(seen, ["dpo_mlc", "mpo", "mpo_mlc", "orpo_mlc", "sft_mlc", "simpo_mlc"]);
 }
 
+#[test]
+fn batches_are_packed_by_default_and_grouping_is_opt_in() {
+    let c = parse(MINIMAL).unwrap();
+    assert!(c.train.packing && !c.train.group_by_length);
+    let c = parse(&format!("{MINIMAL}[train]\npacking = false\ngroup_by_length = true\n")).unwrap();
+    assert!(!c.train.packing && c.train.group_by_length);
+    let e = err(&format!("{MINIMAL}[train]\npacking = 1\n"));
+    assert!(e.contains("[train]") && e.contains("bool"), "{e}");
+}
+
 /// The allowed keys of each table, as the unknown-key error lists them (serde's field lists).
 #[test]
 fn unknown_key_errors_list_every_allowed_key_of_the_table() {
@@ -179,7 +189,7 @@ fn unknown_key_errors_list_every_allowed_key_of_the_table() {
         (
             format!("{MINIMAL}[train]\nx = 1\n"),
             "[train]",
-            "batch_size, grad_accum, epochs, max_steps, seed, save_every, on_nonfinite",
+            "batch_size, grad_accum, epochs, max_steps, seed, save_every, on_nonfinite, packing, group_by_length",
         ),
         (format!("x = 1\n{MINIMAL}"), "the top level", "model, data, objective, optim, train"),
     ];

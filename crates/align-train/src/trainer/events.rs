@@ -64,6 +64,13 @@ pub enum TrainEvent<'a> {
         /// Texts left out, by language tag.
         counts: &'a BTreeMap<String, usize>,
     },
+    /// The run keeps bf16 weights on the CPU: these are the CPU's bf16 instruction sets
+    /// (`avx512_bf16`, `amx_bf16`); empty means bf16 matmuls are emulated and run several
+    /// times slower than f32.
+    Bf16OnCpu {
+        /// The instruction sets found.
+        instructions: &'a [String],
+    },
     /// A batch of the reference log-prob cache was computed.
     ReferenceProgress {
         /// Batches done.

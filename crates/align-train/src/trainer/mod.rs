@@ -105,6 +105,17 @@ fn optimizer(config: &RunConfig, run: &Run) -> AdamW {
     AdamW::new(params, AdamWConfig { betas: o.betas, eps: o.eps, weight_decay: o.weight_decay })
 }
 
+/// The run's micro-batches, grouped by record length when `group_by_length` asks for it.
+fn micro_batches(config: &RunConfig, run: &Run, order: DataOrder) -> MicroBatches {
+    let batches = MicroBatches::new(order, config.train.batch_size, config.train.grad_accum);
+    if !config.train.group_by_length {
+        return batches;
+    }
+    let length =
+        |r: &crate::prepare::PreparedRecord| r.chosen.len() + r.rejected.as_ref().map_or(0, |e| e.completion.len());
+    batches.group_by_length(run.records.iter().map(length).collect())
+}
+
 /// Runs training as `config` (read from `config_path`) describes.
 pub fn train(config: &RunConfig, config_path: &Path, opts: &TrainOptions) -> Result<TrainSummary> {
     let events = Events(opts.on_event.clone());
@@ -133,7 +144,7 @@ pub fn train(config: &RunConfig, config_path: &Path, opts: &TrainOptions) -> Res
         run: &run,
         optimizer,
         schedule: LrSchedule::new(o.lr, o.schedule, o.warmup_ratio, total_steps as usize),
-        batches: MicroBatches::new(order, config.train.batch_size, config.train.grad_accum),
+        batches: micro_batches(config, &run, order),
         metrics_log: MetricsLog::open(&opts.output.join("metrics.jsonl"), resume_from.as_ref().map(|(s, _)| *s))?,
         checkpointer: &checkpointer,
         events: &events,

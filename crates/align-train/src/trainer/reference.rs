@@ -5,6 +5,7 @@
 
 use super::events::{Events, TrainEvent};
 use crate::batch::ReferenceCache;
+use crate::packing::Packer;
 use crate::padding::pad_pairs;
 use crate::prepare::PreparedRecord;
 use crate::seeded::Fnv1a;
@@ -34,6 +35,8 @@ pub(crate) struct ReferenceInputs<'a> {
     pub batch_size: usize,
     /// Also KTO's mismatched pairs.
     pub kl: bool,
+    /// Padding-free passes ([`crate::packing`]) instead of right-padded ones.
+    pub packing: bool,
 }
 
 /// FNV-1a over the reference folder and every token id the cache covers: a cache whose
@@ -96,32 +99,78 @@ fn read_cache(file: &Path, stamp_file: &Path, stamp: &str) -> Option<ReferenceCa
 /// The five `[N]` columns of [`COLUMNS`], on the CPU, in record order.
 fn compute(inputs: &ReferenceInputs, events: &Events) -> Result<[Tensor; 5]> {
     let records = inputs.records;
-    let (n, batch_size) = (records.len(), inputs.batch_size);
-    let total = n.div_ceil(batch_size);
+    let total = records.len().div_ceil(inputs.batch_size);
     let mut cols: [Vec<Tensor>; 5] = Default::default();
     let _guard = tch::no_grad_guard();
-    for (k, chunk) in records.chunks(batch_size).enumerate() {
-        let logps = |seqs: Vec<(&[i64], &[i64])>| -> Result<(Tensor, Tensor)> {
-            let p = pad_pairs(&seqs, inputs.pad_id, inputs.model.device());
-            let (s, _) = p.scored_logps(inputs.model, &HiddenRequest::none(), "reference forward")?;
-            Ok((s.sum.to_device(Device::Cpu), s.count.to_device(Device::Cpu)))
-        };
-        let (cs, cc) = logps(chunk.iter().map(|r| (&r.chosen.prompt[..], &r.chosen.completion[..])).collect())?;
-        let rejected: Vec<_> = chunk.iter().map(|r| r.rejected.as_ref().unwrap_or(&r.chosen)).collect();
-        let (rs, rc) = logps(rejected.iter().map(|e| (&e.prompt[..], &e.completion[..])).collect())?;
-        let kl_sum = if inputs.kl {
-            let start = k * batch_size;
-            let seqs = (start..start + chunk.len())
-                .map(|i| (&records[i].chosen.prompt[..], &records[(i + 1) % n].chosen.completion[..]))
-                .collect();
-            logps(seqs)?.0
-        } else {
-            cs.zeros_like()
-        };
-        for (col, t) in cols.iter_mut().zip([cs, cc, rs, rc, kl_sum]) {
-            col.push(t);
+    for (k, chunk) in records.chunks(inputs.batch_size).enumerate() {
+        let start = k * inputs.batch_size;
+        let batch =
+            if inputs.packing { packed_batch(inputs, start, chunk)? } else { padded_batch(inputs, start, chunk)? };
+        for (col, t) in cols.iter_mut().zip(batch) {
+            col.push(t.to_device(Device::Cpu));
         }
         events.emit(TrainEvent::ReferenceProgress { done: k + 1, total });
     }
     Ok(cols.map(|c| Tensor::cat(&c, 0)))
+}
+
+/// The mismatched KL pairs of records `start..start + len`: record `i`'s prompt with record
+/// `i + 1`'s chosen completion.
+fn kl_pairs(records: &[PreparedRecord], start: usize, len: usize) -> Vec<(&[i64], &[i64])> {
+    let n = records.len();
+    (start..start + len).map(|i| (&records[i].chosen.prompt[..], &records[(i + 1) % n].chosen.completion[..])).collect()
+}
+
+/// The columns of `chunk` (records `start..`) from right-padded passes.
+fn padded_batch(inputs: &ReferenceInputs, start: usize, chunk: &[PreparedRecord]) -> Result<[Tensor; 5]> {
+    let logps = |seqs: Vec<(&[i64], &[i64])>| -> Result<(Tensor, Tensor)> {
+        let p = pad_pairs(&seqs, inputs.pad_id, inputs.model.device());
+        let (s, _) = p.scored_logps(inputs.model, &HiddenRequest::none(), "reference forward")?;
+        Ok((s.sum, s.count))
+    };
+    let (cs, cc) = logps(chunk.iter().map(|r| (&r.chosen.prompt[..], &r.chosen.completion[..])).collect())?;
+    let rejected: Vec<_> = chunk.iter().map(|r| r.rejected.as_ref().unwrap_or(&r.chosen)).collect();
+    let (rs, rc) = logps(rejected.iter().map(|e| (&e.prompt[..], &e.completion[..])).collect())?;
+    let kl_sum = if inputs.kl { logps(kl_pairs(inputs.records, start, chunk.len()))?.0 } else { cs.zeros_like() };
+    Ok([cs, cc, rs, rc, kl_sum])
+}
+
+/// The columns of `chunk` (records `start..`) from one packed pass: each pair one tree, the
+/// KL pairs trees of one branch.
+fn packed_batch(inputs: &ReferenceInputs, start: usize, chunk: &[PreparedRecord]) -> Result<[Tensor; 5]> {
+    let mut p = Packer::new();
+    let mut pairs = Vec::with_capacity(chunk.len());
+    for r in chunk {
+        let rejected = r.rejected.as_ref().unwrap_or(&r.chosen);
+        pairs.push(if rejected.prompt == r.chosen.prompt {
+            let t = p.tree(&r.chosen.prompt, &[&r.chosen.completion, &rejected.completion]);
+            (t.completions[0], t.completions[1])
+        } else {
+            let c = p.tree(&r.chosen.prompt, &[&r.chosen.completion]).completions[0];
+            (c, p.tree(&rejected.prompt, &[&rejected.completion]).completions[0])
+        });
+    }
+    let kl: Vec<usize> = if inputs.kl {
+        kl_pairs(inputs.records, start, chunk.len())
+            .into_iter()
+            .map(|(pr, c)| p.tree(pr, &[c]).completions[0])
+            .collect()
+    } else {
+        vec![]
+    };
+    let packed = p.finish(inputs.model.device())?;
+    let (s, _) = packed.scored_logps(inputs.model, &HiddenRequest::none(), "reference forward")?;
+    let column = |t: &Tensor, which: &dyn Fn(&(usize, usize)) -> usize| {
+        let idx: Vec<i64> = pairs.iter().map(|pair| which(pair) as i64).collect();
+        t.index_select(0, &Tensor::from_slice(&idx).to_device(t.device()))
+    };
+    let (cs, cc) = (column(&s.sum, &|p| p.0), column(&s.count, &|p| p.0));
+    let (rs, rc) = (column(&s.sum, &|p| p.1), column(&s.count, &|p| p.1));
+    let kl_sum = if inputs.kl {
+        let idx: Vec<i64> = kl.iter().map(|&i| i as i64).collect();
+        s.sum.index_select(0, &Tensor::from_slice(&idx).to_device(s.sum.device()))
+    } else {
+        cs.zeros_like()
+    };
+    Ok([cs, cc, rs, rc, kl_sum])
 }

@@ -5,7 +5,7 @@
 use super::events::{Events, TrainEvent};
 use super::reference::{reference_cache, ReferenceInputs};
 use crate::batch::{ReferenceCache, StepModels, StepPlan};
-use crate::config::RunConfig;
+use crate::config::{Dtype, RunConfig};
 use crate::data::load_records;
 use crate::encode::TextEncoder;
 use crate::prepare::{prepare_records, PreparedRecord, RecordNeeds};
@@ -55,6 +55,9 @@ impl Run {
     ) -> Result<Run> {
         let device = torch_device::device_from_str(&config.model.device)?;
         let load = LoadOptions::cpu_f32().with_dtype(config.model.dtype).with_device(device);
+        if config.model.dtype == Dtype::Bf16 && device == tch::Device::Cpu {
+            events.emit(TrainEvent::Bf16OnCpu { instructions: &torch_device::cpu_bf16_instructions() });
+        }
         let tokenizer = load_tokenizer(config, config_path)?;
         let policy = HfCausalLm::load(policy_dir, load)
             .map_err(model_err(format!("loading the policy from {}", policy_dir.display())))?;
@@ -70,13 +73,14 @@ impl Run {
     }
 
     /// The models and constants the step's forward passes read.
-    pub fn step_models(&self, num_languages: usize) -> StepModels<'_> {
+    pub fn step_models(&self, num_languages: usize, packing: bool) -> StepModels<'_> {
         StepModels {
             policy: &self.policy,
             reference: self.reference.as_ref(),
             cache: self.cache.as_ref(),
             pad_id: self.pad_id,
             num_languages,
+            packing,
         }
     }
 }
@@ -153,6 +157,7 @@ fn load_reference(
             pad_id,
             batch_size: config.train.batch_size,
             kl: plan.kl,
+            packing: config.train.packing,
         };
         Some(reference_cache(&inputs, output, events)?)
     } else {

@@ -102,7 +102,7 @@ impl StepLoop<'_> {
     /// `Err((what, value))` at the first non-finite loss or a non-finite gradient norm.
     fn accumulate(&mut self, step: u64) -> Result<Result<Accumulated, (String, f64)>> {
         let accum = self.config.train.grad_accum;
-        let models = self.run.step_models(self.config.data.languages.len());
+        let models = self.run.step_models(self.config.data.languages.len(), self.config.train.packing);
         let records = &self.run.records;
         let mut acc = Accumulated { loss: 0.0, tokens: 0, metrics: Vec::new(), grad_norm: f64::NAN };
         for micro in 0..accum {

@@ -1,0 +1,202 @@
+//! Running the forward passes a step's objective needs on a micro-batch of prepared records,
+//! producing the [`BatchView`] its terms read. Which passes run is decided once per run by
+//! the [`StepPlan`] (from the terms' [`Need`]s). Two layouts compute the same view:
+//! [`packed`] (the default: no padding, each pair's prompt forwarded once, see
+//! [`crate::packing`]) and [`padded`] (right-padded rows, [`crate::padding`]; the reference
+//! the packed path is tested against).
+
+mod packed;
+mod padded;
+
+use crate::prepare::PreparedRecord;
+use crate::{Result, TrainError};
+use align_losses::{BatchView, Layer, Need, PairLogps, TargetPairs, VariantStates};
+use lm_backend::{CausalLm, HfCausalLm, HiddenRequest, HiddenStates};
+use std::collections::BTreeSet;
+use tch::{Device, Kind, Tensor};
+
+/// The hidden-state request that yields `layers`.
+pub fn hidden_request(layers: &BTreeSet<Layer>) -> HiddenRequest {
+    let mut req = HiddenRequest::layers(layers.iter().filter_map(|l| match l {
+        Layer::Index(i) => Some(*i),
+        Layer::Last => None,
+    }));
+    if layers.contains(&Layer::Last) {
+        req = req.with_last_pre_norm();
+    }
+    req
+}
+
+/// The state at `layer` from a pass's hidden states.
+pub fn take_layer(hidden: &HiddenStates, layer: Layer) -> Tensor {
+    match layer {
+        Layer::Index(i) => hidden.layers[&i].shallow_clone(),
+        Layer::Last => hidden.last_pre_norm.as_ref().expect("requested with the layer").shallow_clone(),
+    }
+}
+
+/// Reference log-probs of every record, computed once before training.
+#[derive(Debug)]
+pub struct ReferenceCache {
+    /// `[N]` float32 summed log-probs of each record's chosen completion.
+    pub chosen_sum: Tensor,
+    /// `[N]` float32 scored-token counts of the same.
+    pub chosen_count: Tensor,
+    /// `[N]` float32 summed log-probs of each record's rejected completion.
+    pub rejected_sum: Tensor,
+    /// `[N]` float32 counts of the same.
+    pub rejected_count: Tensor,
+    /// `[N]` float32: record `i`'s prompt with record `i + 1`'s chosen completion (KTO's KL).
+    pub kl_sum: Tensor,
+}
+
+/// Which inputs a step builds, derived from the objective's [`Need`]s.
+#[derive(Debug, Clone, Default)]
+pub struct StepPlan {
+    /// Policy log-probs of chosen/rejected.
+    pub policy: bool,
+    /// Chosen only (every term reads chosen alone, e.g. SFT): rejected mirrors chosen.
+    pub chosen_only: bool,
+    /// Cached reference log-probs.
+    pub reference: bool,
+    /// KTO's mismatched pairs.
+    pub kl: bool,
+    /// MPO's target pairs.
+    pub targets: bool,
+    /// Layers of language-variant prompt states.
+    pub variant_layers: BTreeSet<Layer>,
+    /// Layers of dominant-sequence states (policy and reference).
+    pub dominant_layers: BTreeSet<Layer>,
+}
+
+impl StepPlan {
+    /// The plan for `needs`; `chosen_only` when the terms read chosen completions alone.
+    pub fn new(needs: &[Need], chosen_only: bool) -> Self {
+        let mut plan = StepPlan { chosen_only, ..Self::default() };
+        for need in needs {
+            match need {
+                Need::PolicyLogps => plan.policy = true,
+                Need::ReferenceLogps => plan.reference = true,
+                Need::KlLogps => plan.kl = true,
+                Need::TargetPairLogps => plan.targets = true,
+                Need::PromptVariantStates { layer } => {
+                    plan.variant_layers.insert(*layer);
+                }
+                Need::DominantStates { layer } => {
+                    plan.dominant_layers.insert(*layer);
+                }
+            }
+        }
+        plan
+    }
+}
+
+/// Everything a step's forward passes need besides the records.
+pub struct StepModels<'a> {
+    /// The model being trained.
+    pub policy: &'a HfCausalLm,
+    /// The frozen reference (only for dominant-sequence states).
+    pub reference: Option<&'a HfCausalLm>,
+    /// Cached reference log-probs (when the plan reads them).
+    pub cache: Option<&'a ReferenceCache>,
+    /// Padding token id.
+    pub pad_id: i64,
+    /// Number of configured languages `K` (dominant first).
+    pub num_languages: usize,
+    /// Padding-free batches ([`crate::packing`]); false: right-padded rows.
+    pub packing: bool,
+}
+
+fn model_err(context: &str) -> impl FnOnce(lm_backend::LmError) -> TrainError + '_ {
+    move |source| TrainError::Model { context: context.to_string(), source }
+}
+
+fn loss_err(context: &str) -> impl FnOnce(align_losses::LossError) -> TrainError + '_ {
+    move |source| TrainError::Loss { context: context.to_string(), source }
+}
+
+/// Runs the forward passes of one micro-batch (records `batch`, their dataset indices
+/// `indices`, all records `all` for KTO's mismatched completions) and returns the view plus
+/// the number of tokens forwarded with gradient (padding never counts).
+pub fn build_view(
+    m: &StepModels,
+    plan: &StepPlan,
+    batch: &[&PreparedRecord],
+    indices: &[usize],
+    all: &[PreparedRecord],
+) -> Result<(BatchView, usize)> {
+    if m.packing {
+        packed::build_view(m, plan, batch, indices, all)
+    } else {
+        padded::build_view(m, plan, batch, indices, all)
+    }
+}
+
+/// Rows `indices` of a cached `[N]` column, on the policy's device.
+fn pick(m: &StepModels, column: &Tensor, indices: &[usize]) -> Tensor {
+    let idx = Tensor::from_slice(&indices.iter().map(|&i| i as i64).collect::<Vec<_>>());
+    column.index_select(0, &idx).to_device(m.policy.device())
+}
+
+fn cache<'a>(m: &StepModels<'a>) -> &'a ReferenceCache {
+    m.cache.expect("reference cache computed when the plan reads it")
+}
+
+/// The reference log-probs of the micro-batch, from the cache.
+fn cached_reference(m: &StepModels, indices: &[usize]) -> Result<PairLogps> {
+    let c = cache(m);
+    PairLogps::from_tensors(
+        pick(m, &c.chosen_sum, indices),
+        pick(m, &c.chosen_count, indices),
+        pick(m, &c.rejected_sum, indices),
+        pick(m, &c.rejected_count, indices),
+    )
+    .map_err(loss_err("reference log-probs"))
+}
+
+/// MPO's target pairs with no pair in this micro-batch.
+fn no_target_pairs(device: Device) -> Result<TargetPairs> {
+    let empty = || Tensor::zeros([0], (Kind::Float, device));
+    let policy = PairLogps::from_tensors(empty(), empty(), empty(), empty()).map_err(loss_err("target log-probs"))?;
+    Ok(TargetPairs { policy, record: Tensor::zeros([0], (Kind::Int64, device)), languages: vec![] })
+}
+
+/// The `[G, K, D]` grid of language-variant states with its `[G, K]` mask: each group's
+/// dominant state (`[G, D]`) in column 0, and `others` (`[P, D]`) at their `(group,
+/// language index)` slots; cells without a variant are zero and masked.
+fn variant_grid(dominant: &Tensor, others: Option<&Tensor>, slots: &[(usize, usize)], k: usize) -> VariantStates {
+    let device = dominant.device();
+    let g = dominant.size()[0];
+    let mut grid = dominant.zeros_like().unsqueeze(1).repeat([1, k as i64, 1]); // [G, K, D]
+    let column0 = [Some(Tensor::arange(g, (Kind::Int64, device))), Some(Tensor::zeros([g], (Kind::Int64, device)))];
+    grid = grid.index_put(&column0, dominant, false);
+    if let Some(states) = others {
+        let rows: Vec<i64> = slots.iter().map(|s| s.0 as i64).collect();
+        let cols: Vec<i64> = slots.iter().map(|s| s.1 as i64).collect();
+        let at = [Some(Tensor::from_slice(&rows).to_device(device)), Some(Tensor::from_slice(&cols).to_device(device))];
+        grid = grid.index_put(&at, states, false);
+    }
+    let mut mask = vec![false; g as usize * k];
+    for row in 0..g as usize {
+        mask[row * k] = true;
+    }
+    for &(row, lang) in slots {
+        mask[row * k + lang] = true;
+    }
+    let mask = Tensor::from_slice(&mask).reshape([g, k as i64]).to_device(device);
+    VariantStates { states: grid, mask: Some(mask) }
+}
+
+/// The non-dominant prompt variants of a micro-batch, each with its `(group, language
+/// index)` slot.
+fn variant_prompts<'a>(batch: &[&'a PreparedRecord]) -> (Vec<&'a [i64]>, Vec<(usize, usize)>) {
+    let mut prompts = Vec::new();
+    let mut slots = Vec::new();
+    for (row, r) in batch.iter().enumerate() {
+        for (lang, ids) in &r.variants {
+            prompts.push(&ids[..]);
+            slots.push((row, *lang));
+        }
+    }
+    (prompts, slots)
+}

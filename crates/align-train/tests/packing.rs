@@ -1,0 +1,200 @@
+//! The packed layout (no padding, each pair's prompt forwarded once) against the padded one,
+//! the reference, on the tiny real Llama checkpoint of lm-backend's fixtures: for every
+//! objective the loss, every metric and the gradient of every parameter agree within 1e-5 in
+//! float32 (rounding: the two layouts sum in different orders) and within 1e-9 in float64
+//! (the same math); a property test over irregular lengths in float64.
+
+use align_losses::{ObjectiveStack, PreferenceObjective};
+use align_train::batch::{build_view, ReferenceCache, StepModels, StepPlan};
+use align_train::data::Origin;
+use align_train::encode::Encoded;
+use align_train::prepare::PreparedRecord;
+use align_train::seeded::SeededRng;
+use align_train::terms::{build_objective, ModelShape};
+use align_train::RunConfig;
+use lm_backend::{CausalLm, HfCausalLm, LoadOptions};
+use proptest::prelude::*;
+use std::path::Path;
+use tch::{Device, Kind, Tensor};
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../lm-backend/tests/fixtures");
+/// Languages of the records: the dominant one and two variants.
+const LANGUAGES: usize = 3;
+
+fn model(kind: Kind) -> HfCausalLm {
+    HfCausalLm::load(format!("{FIXTURES}/llama"), LoadOptions::cpu_f32().with_dtype(kind)).unwrap()
+}
+
+/// Between 1 and `max` random token ids.
+fn ids(rng: &mut SeededRng, max: usize, vocab: usize) -> Vec<i64> {
+    let len = 1 + rng.below(max);
+    (0..len).map(|_| 1 + rng.below(vocab - 1) as i64).collect()
+}
+
+/// `n` records of irregular lengths: a shared dominant prompt, chosen and rejected of
+/// different lengths, prompt variants (always in `l1`, sometimes in `l2`), and target pairs
+/// (MPO needs at least one per batch).
+fn records(seed: u64, n: usize, vocab: usize) -> Vec<PreparedRecord> {
+    let mut rng = SeededRng::new(seed);
+    (0..n)
+        .map(|i| {
+            let prompt = ids(&mut rng, 12, vocab);
+            let pair = |rng: &mut SeededRng, prompt: &[i64]| {
+                let c = Encoded { prompt: prompt.to_vec(), completion: ids(rng, 9, vocab) };
+                let r = Encoded { prompt: prompt.to_vec(), completion: ids(rng, 9, vocab) };
+                (c, r)
+            };
+            let (chosen, rejected) = pair(&mut rng, &prompt);
+            let mut variants = Vec::new();
+            let mut targets = Vec::new();
+            for lang in 1..LANGUAGES {
+                if lang == 1 || rng.below(4) > 0 {
+                    let variant = ids(&mut rng, 14, vocab);
+                    variants.push((lang, variant.clone()));
+                    let (c, r) = pair(&mut rng, &variant);
+                    targets.push((format!("l{lang}"), c, r));
+                }
+            }
+            let origin = Origin { path: "pairs.jsonl".into(), line: i + 1 };
+            PreparedRecord { id: format!("r{i}"), origin, chosen, rejected: Some(rejected), variants, targets }
+        })
+        .collect()
+}
+
+/// A reference cache of arbitrary values (both layouts read it the same way).
+fn cache(n: usize) -> ReferenceCache {
+    let col = |seed: i64| {
+        tch::manual_seed(seed);
+        Tensor::randn([n as i64], (Kind::Float, Device::Cpu)) - 20.0
+    };
+    let counts = || Tensor::full([n as i64], 5.0, (Kind::Float, Device::Cpu));
+    ReferenceCache {
+        chosen_sum: col(1),
+        chosen_count: counts(),
+        rejected_sum: col(2),
+        rejected_count: counts(),
+        kl_sum: col(3),
+    }
+}
+
+/// The objective of `stack`, and whether its terms read chosen completions alone.
+fn objective(stack: &str, policy: &HfCausalLm) -> (ObjectiveStack, bool) {
+    let text =
+        format!("[model]\npath = \"m\"\n[data]\ntrain = \"d.jsonl\"\nlanguages = [\"l0\", \"l1\", \"l2\"]\n{stack}");
+    let config = RunConfig::parse(&text, Path::new("run.toml")).unwrap();
+    let shape = ModelShape { num_layers: policy.num_layers(), hidden_size: policy.config().hidden_size };
+    tch::manual_seed(0); // the same projection head both times
+    let heads = tch::nn::VarStore::new(Device::Cpu);
+    let stack = build_objective(&config.objectives, shape, &(heads.root() / "h"), Path::new("run.toml")).unwrap();
+    (stack, config.objectives.iter().all(|o| o.kind.is_chosen_only()))
+}
+
+/// Loss, metrics and the gradient of every policy parameter of one micro-batch.
+struct Step {
+    loss: f64,
+    metrics: Vec<(String, f64)>,
+    grads: Vec<(String, Tensor)>,
+    tokens: usize,
+}
+
+fn step(stack: &str, policy: &HfCausalLm, reference: &HfCausalLm, records: &[PreparedRecord], packing: bool) -> Step {
+    let (objective, chosen_only) = objective(stack, policy);
+    let plan = StepPlan::new(&objective.needs(), chosen_only);
+    let cache = cache(records.len());
+    let models = StepModels {
+        policy,
+        reference: Some(reference),
+        cache: Some(&cache),
+        pad_id: 0,
+        num_languages: LANGUAGES,
+        packing,
+    };
+    let batch: Vec<&PreparedRecord> = records.iter().collect();
+    let indices: Vec<usize> = (0..records.len()).collect();
+    for p in policy.parameters().values() {
+        let mut g = p.grad();
+        if g.defined() {
+            let _ = g.zero_();
+        }
+    }
+    let (view, tokens) = build_view(&models, &plan, &batch, &indices, records).unwrap();
+    let out = objective.compute(&view).unwrap();
+    out.loss.backward();
+    let metrics = out.metrics.iter().map(|(k, v)| (k.to_string(), v)).collect();
+    let grads = policy.parameters().iter().map(|(n, p)| (n.clone(), p.grad().copy())).collect();
+    Step { loss: out.loss.double_value(&[]), metrics, grads, tokens }
+}
+
+/// Packed and padded agree on loss, metrics and gradients within `tol` relative (gradients:
+/// relative to each parameter's largest gradient entry, at least 1); packed forwards fewer
+/// tokens.
+fn assert_same(stack: &str, records: &[PreparedRecord], kind: Kind, tol: f64) {
+    let close = |a: f64, b: f64| (a - b).abs() <= tol * (1.0 + a.abs().max(b.abs()));
+    let (policy, reference) = (model(kind), model(kind));
+    policy.set_trainable(true);
+    let padded = step(stack, &policy, &reference, records, false);
+    let packed = step(stack, &policy, &reference, records, true);
+    assert!(close(padded.loss, packed.loss), "{stack} ({kind:?}): loss {} vs {}", padded.loss, packed.loss);
+    assert_eq!(padded.metrics.len(), packed.metrics.len(), "{stack}");
+    for ((k, a), (k2, b)) in padded.metrics.iter().zip(&packed.metrics) {
+        assert_eq!(k, k2);
+        assert!(close(*a, *b) || (a.is_nan() && b.is_nan()), "{stack} ({kind:?}): {k} {a} vs {b}");
+    }
+    for ((name, a), (_, b)) in padded.grads.iter().zip(&packed.grads) {
+        let scale = a.abs().max().double_value(&[]).max(1e-3);
+        let diff = (a - b).abs().max().double_value(&[]);
+        assert!(
+            diff <= tol * scale.max(1.0),
+            "{stack} ({kind:?}): gradient of {name} differs by {diff} (scale {scale})"
+        );
+    }
+    let (_, chosen_only) = objective(stack, &policy);
+    if chosen_only {
+        assert_eq!(packed.tokens, padded.tokens, "{stack}: one sequence per record either way");
+    } else {
+        assert!(packed.tokens < padded.tokens, "{stack}: the prompt is forwarded once per pair");
+    }
+}
+
+#[test]
+fn every_objective_packed_equals_padded() {
+    let vocab = model(Kind::Float).config().vocab_size;
+    let records = records(7, 5, vocab);
+    let stacks = [
+        "[[objective]]\nkind = \"dpo\"\n",
+        "[[objective]]\nkind = \"dpo\"\nlabel_smoothing = 0.2\n",
+        "[[objective]]\nkind = \"robust_dpo\"\n",
+        "[[objective]]\nkind = \"hinge\"\n",
+        "[[objective]]\nkind = \"ipo\"\n",
+        "[[objective]]\nkind = \"r_dpo\"\n",
+        "[[objective]]\nkind = \"simpo\"\n",
+        "[[objective]]\nkind = \"cpo\"\n",
+        "[[objective]]\nkind = \"orpo\"\n",
+        "[[objective]]\nkind = \"kto\"\n",
+        "[[objective]]\nkind = \"sft\"\n",
+        "[[objective]]\nkind = \"mpo\"\nretain_layer = 1\n",
+        "[[objective]]\nkind = \"mpo\"\nretain = \"mean_pool\"\n",
+        "[[objective]]\nkind = \"dpo\"\n[[objective]]\nkind = \"mlc\"\nlayer = 1\nweight = 0.5\n",
+        "[[objective]]\nkind = \"sft\"\n[[objective]]\nkind = \"mlc\"\nlayer = 2\nhead_dim = 4\n",
+        "[[objective]]\nkind = \"mpo\"\n[[objective]]\nkind = \"mlc\"\nlayer = 2\n",
+        "[[objective]]\nkind = \"simpo\"\n[[objective]]\nkind = \"cosine\"\nlayer = 1\n",
+    ];
+    for stack in stacks {
+        assert_same(stack, &records, Kind::Float, 1e-5);
+        assert_same(stack, &records, Kind::Double, 1e-9);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// Irregular lengths and language coverage: DPO + MLC + MPO agree both ways (float64,
+    /// so any difference beyond rounding would show).
+    #[test]
+    fn packed_equals_padded_for_irregular_lengths(seed in 0u64..10_000, n in 1usize..6) {
+        let vocab = model(Kind::Float).config().vocab_size;
+        let stack = "[[objective]]\nkind = \"dpo\"\n[[objective]]\nkind = \"mlc\"\nlayer = 1\n\
+                     [[objective]]\nkind = \"mpo\"\nretain_layer = 2\n";
+        assert_same(stack, &records(seed, n, vocab), Kind::Double, 1e-9);
+    }
+}
