@@ -238,11 +238,57 @@ impl align_train::eval::Judge for WorldJudge<'_> {
 /// writes `<output>/<method>/` (the run), `<output>/results.json`, `<output>/tables.txt` and
 /// `<output>/asr.png`. Returns the report; `log` receives the progress lines.
 pub fn run_demo(world: &World, options: &DemoOptions, log: &mut dyn FnMut(&str)) -> Result<DemoReport> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| TestbedError::Io { path, source }
-    };
     let base = options.assets.join(BASE_DIR);
+    check_assets(world, options, &base)?;
+    if let Some(n) = options.threads {
+        tch::set_num_threads(n);
+    }
+    std::fs::create_dir_all(&options.output).map_err(io(&options.output))?;
+    let languages: Vec<String> = world.languages().iter().map(|l| l.tag.clone()).collect();
+    let tokenizer = Tokenizer::from_dir(&base).map_err(|source| TestbedError::Model {
+        context: format!("loading the tokenizer of {}", base.display()),
+        source,
+    })?;
+    let eval_set = EvalSet::new(world, options.prompts_per_language)?;
+    let judge = Judge::new(world);
+    let mut results = vec![];
+    for &method in &options.methods {
+        let started = std::time::Instant::now();
+        let (model_dir, steps) = train_method(method, options, &base, &languages, log)?;
+        let train_seconds = started.elapsed().as_secs_f64();
+        log(&format!("== {}: evaluating {}", method.name(), model_dir.display()));
+        let started = std::time::Instant::now();
+        let model = HfCausalLm::load(&model_dir, LoadOptions::cpu_f32())
+            .map_err(|source| TestbedError::Model { context: format!("loading {}", model_dir.display()), source })?;
+        let eval_dir = options.output.join(method.folder()).join("eval");
+        let mut result = eval_set.evaluate(&model, &tokenizer, &judge, options.mlc.layer, &eval_dir, log)?;
+        result.method = method;
+        result.steps = steps;
+        result.train_seconds = train_seconds;
+        result.eval_seconds = started.elapsed().as_secs_f64();
+        results.push(result);
+    }
+    let report = DemoReport {
+        languages,
+        steps: options.steps,
+        batch_size: options.batch_size,
+        lr: options.lr,
+        mlc: options.mlc.clone(),
+        prompts_per_language: eval_set.per_language,
+        results,
+    };
+    write_report(&report, &options.output)?;
+    Ok(report)
+}
+
+/// The error constructor of a failed read or write of `path`.
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TestbedError {
+    let path = path.to_path_buf();
+    move |source| TestbedError::Io { path, source }
+}
+
+/// The assets hold a base model, and their `world.json` describes `world`.
+fn check_assets(world: &World, options: &DemoOptions, base: &Path) -> Result<()> {
     if !base.join("config.json").is_file() {
         return Err(TestbedError::Config {
             what: format!(
@@ -266,73 +312,49 @@ pub fn run_demo(world: &World, options: &DemoOptions, log: &mut dyn FnMut(&str))
             ),
         });
     }
-    if let Some(n) = options.threads {
-        tch::set_num_threads(n);
-    }
-    std::fs::create_dir_all(&options.output).map_err(io(&options.output))?;
-    let languages: Vec<String> = world.languages().iter().map(|l| l.tag.clone()).collect();
-    let tokenizer = Tokenizer::from_dir(&base).map_err(|source| TestbedError::Model {
-        context: format!("loading the tokenizer of {}", base.display()),
-        source,
-    })?;
-    let eval_set = EvalSet::new(world, options.prompts_per_language)?;
-    let judge = Judge::new(world);
-    let mut results = vec![];
-    for &method in &options.methods {
-        let started = std::time::Instant::now();
-        let (model_dir, steps) = match method.objectives(&options.mlc) {
-            None => (base.clone(), 0),
-            Some((file, multilingual, objectives)) => {
-                log(&format!("== {}: training {} steps", method.name(), options.steps));
-                let dir = options.output.join(method.folder());
-                let config_path = dir.join("config.toml");
-                let text =
-                    run_config(options, &base, &options.assets.join(file), multilingual, &languages, &objectives);
-                std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-                std::fs::write(&config_path, &text).map_err(io(&config_path))?;
-                let config = RunConfig::parse(&text, &config_path)?;
-                let run_dir = dir.join("run");
-                if run_dir.exists() {
-                    std::fs::remove_dir_all(&run_dir).map_err(io(&run_dir))?;
-                }
-                let train_options = TrainOptions { on_event: options.on_event.clone(), ..TrainOptions::new(run_dir) };
-                let summary = train(&config, &config_path, &train_options)?;
-                if summary.interrupted {
-                    return Err(TestbedError::Config { what: "interrupted".into() });
-                }
-                (summary.saved, summary.steps)
-            }
-        };
-        let train_seconds = started.elapsed().as_secs_f64();
-        log(&format!("== {}: evaluating {}", method.name(), model_dir.display()));
-        let started = std::time::Instant::now();
-        let model = HfCausalLm::load(&model_dir, LoadOptions::cpu_f32())
-            .map_err(|source| TestbedError::Model { context: format!("loading {}", model_dir.display()), source })?;
-        let eval_dir = options.output.join(method.folder()).join("eval");
-        let mut result = eval_set.evaluate(&model, &tokenizer, &judge, options.mlc.layer, &eval_dir, log)?;
-        result.method = method;
-        result.steps = steps;
-        result.train_seconds = train_seconds;
-        result.eval_seconds = started.elapsed().as_secs_f64();
-        results.push(result);
-    }
-    let report = DemoReport {
-        languages,
-        steps: options.steps,
-        batch_size: options.batch_size,
-        lr: options.lr,
-        mlc: options.mlc.clone(),
-        prompts_per_language: eval_set.per_language,
-        results,
+    Ok(())
+}
+
+/// Trains `method` from the base model (the base itself for [`Method::Base`]); returns the
+/// model folder to evaluate and the steps taken.
+fn train_method(
+    method: Method,
+    options: &DemoOptions,
+    base: &Path,
+    languages: &[String],
+    log: &mut dyn FnMut(&str),
+) -> Result<(PathBuf, u64)> {
+    let Some((file, multilingual, objectives)) = method.objectives(&options.mlc) else {
+        return Ok((base.to_path_buf(), 0));
     };
-    let json_path = options.output.join("results.json");
-    let json = serde_json::to_string_pretty(&report)
+    log(&format!("== {}: training {} steps", method.name(), options.steps));
+    let dir = options.output.join(method.folder());
+    let config_path = dir.join("config.toml");
+    let text = run_config(options, base, &options.assets.join(file), multilingual, languages, &objectives);
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    std::fs::write(&config_path, &text).map_err(io(&config_path))?;
+    let config = RunConfig::parse(&text, &config_path)?;
+    let run_dir = dir.join("run");
+    if run_dir.exists() {
+        std::fs::remove_dir_all(&run_dir).map_err(io(&run_dir))?;
+    }
+    let train_options = TrainOptions { on_event: options.on_event.clone(), ..TrainOptions::new(run_dir) };
+    let summary = train(&config, &config_path, &train_options)?;
+    if summary.interrupted {
+        return Err(TestbedError::Config { what: "interrupted".into() });
+    }
+    Ok((summary.saved, summary.steps))
+}
+
+/// Writes `results.json`, `tables.txt` and `asr.png` into `output`.
+fn write_report(report: &DemoReport, output: &Path) -> Result<()> {
+    let json_path = output.join("results.json");
+    let json = serde_json::to_string_pretty(report)
         .map_err(|source| TestbedError::Json { path: json_path.clone(), source })?;
     std::fs::write(&json_path, json + "\n").map_err(io(&json_path))?;
-    let tables_path = options.output.join("tables.txt");
-    std::fs::write(&tables_path, format_tables(&report)).map_err(io(&tables_path))?;
-    plot_report(&report, &options.output.join("asr.png"))?;
-    Ok(report)
+    let tables_path = output.join("tables.txt");
+    std::fs::write(&tables_path, format_tables(report)).map_err(io(&tables_path))?;
+    plot_report(report, &output.join("asr.png"))
 }
 
 /// The TOML of one method's run.
