@@ -21,7 +21,7 @@ What it runs, set up to do the same work as `align train` with kind = "dpo":
   2 * prompt + chosen + rejected, with the EOS TRL appends.
 
 Writes one JSON object per step to OUTPUT (`impl`, `step`, `step_time_s`, `tokens`, `loss`,
-`records`), where `loss` is TRL's logged training loss of that step (computed before the
+`records`, `threads`: torch's intra-op threads during the step), where `loss` is TRL's logged training loss of that step (computed before the
 step's update, so ln 2 at step 1: policy = reference).
 """
 
@@ -45,9 +45,10 @@ class StepTimer(TrainerCallback):
     """Wall time of each optimizer step and the loss TRL logs for it."""
 
     def __init__(self):
-        self.times, self.losses, self._start = [], {}, None
+        self.times, self.losses, self.threads, self._start = [], {}, [], None
 
     def on_step_begin(self, args, state, control, **kwargs):
+        self.threads.append(torch.get_num_threads())  # as the step runs (nothing may reset it)
         self._start = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -134,6 +135,7 @@ def main():
                 "tokens": tokens,
                 "loss": timer.losses.get(step),
                 "records": order[step - 1],
+                "threads": timer.threads[step - 1],
             }
             out.write(json.dumps(row) + "\n")
     print(f"dpo_step_trl: {len(timer.times)} steps in {a.output}", file=sys.stderr)

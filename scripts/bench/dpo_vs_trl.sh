@@ -95,9 +95,14 @@ weight = $weight
 layer = $layer
 " > "$work/mlc.toml"
 
-# 6. The GEMM rate of this CPU now (f32, n^3, the same threads), for the FLOP floor.
-cargo bench -q --locked --bench train_step -- --gemm-only --gemm "$gemm_n" --threads "$threads" |
-    tail -n 1 | tee "$work/gemm.json"
+# 6. The GEMM rate of this CPU (f32, n^3, the same threads), for the FLOP floor: measured
+#    before the runs and again after them; the summary uses the higher of the two (the one
+#    less slowed by other work on the machine).
+gemm() {
+    cargo bench -q --locked --bench train_step -- --gemm-only --gemm "$gemm_n" --threads "$threads" |
+        tail -n 1 | tee "$1"
+}
+gemm "$work/gemm-before.json"
 
 # 7.-9. The three runs, one after the other. libtorch takes its intra-op thread count from
 #    OMP_NUM_THREADS (align has no thread option; the Python side also calls
@@ -128,10 +133,12 @@ measured ours-mlc "$align" train --config "$work/mlc.toml" --output "$work/ours-
     echo "dpo_vs_trl: the DPO + MLC run failed (exit $(cat "$work/ours-mlc.status")); see above" >&2
 
 echo "after: $(uptime)" >&2
+gemm "$work/gemm-after.json"
 
 # 10. Per-step rows and the table (token counts from the records with SmolLM2's tokenizer).
 "$python" scripts/bench/dpo_vs_trl_summary.py --records "$work/records.jsonl" --model "$model" \
     --ours-dpo "$work/ours-dpo/metrics.jsonl" --ours-mlc "$work/ours-mlc/metrics.jsonl" \
-    --trl "$work/trl.jsonl" --gemm "$work/gemm.json" --runs "$work" --out "$out" \
+    --trl "$work/trl.jsonl" --gemm "$work/gemm-before.json" "$work/gemm-after.json" \
+    --runs "$work" --out "$out" \
     --seed "$seed" --batch "$batch" --steps "$steps" --layer "$layer" \
     --languages "$(echo $languages | tr ' ' ',')"

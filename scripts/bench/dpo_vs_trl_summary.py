@@ -1,12 +1,13 @@
 """Summarises one run of scripts/bench/dpo_vs_trl.sh: per-step rows to a JSONL file and a table.
 
 Usage: python dpo_vs_trl_summary.py --records R.jsonl --model DIR --ours-dpo M.jsonl
-       --ours-mlc M.jsonl --trl T.jsonl --gemm G.json --runs DIR --out OUT.jsonl
+       --ours-mlc M.jsonl --trl T.jsonl --gemm G.json [G2.json ...] --runs DIR --out OUT.jsonl
        [--seed 42] [--batch 4] [--steps 6] [--layer 15] [--languages en,zh,...]
 
 Inputs: the records, the model folder (tokenizer.json, tokenizer_config.json, config.json,
 model.safetensors), `metrics.jsonl` of our DPO run and of our DPO + MLC run, the per-step rows
-of dpo_step_trl.py, the JSON printed by `cargo bench --bench train_step -- --gemm-only`, and
+of dpo_step_trl.py, the JSON printed by `cargo bench --bench train_step -- --gemm-only` (one
+or more measurements: the highest f32 rate is used), and
 in --runs the exit status (NAME.status) and peak resident memory in KiB (NAME.rss, GNU time)
 of each run, NAME = ours-dpo, trl, ours-mlc. A run that failed or logged no steps is reported
 as such; the others are still summarised.
@@ -16,7 +17,9 @@ Per step and implementation:
   tokens forwarded with gradient (ours: metrics.jsonl; TRL: its tokenisation of the same
   pairs). The reported rate is the median over the steps after the first; the best step's
   rate is given too, as a check on noise from other work on the machine (both sides train on
-  the same pairs at each step, so the per-step ratio ours/TRL is printed as well).
+  the same pairs at each step, so the per-step ratio ours/TRL is printed as well), and the
+  pooled rate (sum of tokens / sum of step times over the steps after the first), which a
+  single disturbed step moves less than the median of 5 unlike batches.
 - Our token count is also predicted here from the records with the SmolLM2 tokenizer by our
   data contract (prompt encoded with the tokenizer's special tokens, completion without,
   plus the EOS), in the order `align train` visits the records (data_order.py). A mismatch
@@ -25,6 +28,9 @@ Per step and implementation:
   through the prompt-only pass, which stops at the MLC layer. Variant tokens = the tokenised
   non-dominant prompts of the step's records; the effective rate is
   (DPO tokens + variant tokens * layer / num_hidden_layers) / step time.
+- Columns of the per-step table: `ours#` our contract's count (above), `variant` the variant
+  prompt tokens, `padded` the positions of the right-padded chosen + rejected pass
+  (2 * batch * longest sequence), `var pad` those of the padded prompt-only pass.
 - FLOP floor = 6 * params * tokens / GEMM rate (for DPO + MLC the effective tokens); params =
   every tensor of model.safetensors (embeddings included, the tied input/output embedding
   once); the floor fraction is floor / step time. It is a nominal bound: both trainers skip
@@ -90,8 +96,8 @@ class OurEncoding:
         p = self.prompt(record["prompt"][dominant])
         return p + max(self.completion(record["chosen"]), self.completion(record["rejected"]))
 
-    def variant_tokens(self, record, languages):
-        return sum(self.prompt(record["prompt"][lang]) for lang in languages[1:] if lang in record["prompt"])
+    def variant_lengths(self, record, languages):
+        return [self.prompt(record["prompt"][lang]) for lang in languages[1:] if lang in record["prompt"]]
 
 
 def median_after_first(values):
@@ -100,6 +106,10 @@ def median_after_first(values):
 
 def best_after_first(values):
     return max(values[1:]) if len(values) > 1 else float("nan")
+
+
+def pooled_after_first(tokens, seconds):
+    return sum(tokens[1:]) / sum(seconds[1:]) if len(seconds) > 1 else float("nan")
 
 
 def run_facts(runs, name):
@@ -121,8 +131,9 @@ RUN_NAMES = {"polyalign dpo": "ours-dpo", "trl dpo": "trl", "polyalign dpo+mlc":
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name in ["records", "model", "ours-dpo", "ours-mlc", "trl", "gemm", "runs", "out"]:
+    for name in ["records", "model", "ours-dpo", "ours-mlc", "trl", "runs", "out"]:
         p.add_argument(f"--{name}", type=Path, required=True)
+    p.add_argument("--gemm", type=Path, nargs="+", required=True)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--steps", type=int, default=6)
@@ -137,7 +148,8 @@ def main():
     enc = OurEncoding(a.model)
     layers = json.loads((a.model / "config.json").read_text(encoding="utf-8"))["num_hidden_layers"]
     params = safetensors_params(a.model / "model.safetensors")
-    gemm = json.loads(a.gemm.read_text(encoding="utf-8"))
+    gemms = [json.loads(g.read_text(encoding="utf-8")) for g in a.gemm]
+    gemm = max(gemms, key=lambda g: g["f32_gflops"])
     rate = gemm["f32_gflops"] * 1e9
     logs = {
         impl: read_jsonl(path) if path.is_file() else []
@@ -157,7 +169,8 @@ def main():
             step = int(line["step"])
             batch = [records[i] for i in order[step - 1]]
             predicted = sum(enc.pair_tokens(r, dominant) for r in batch)
-            variants = sum(enc.variant_tokens(r, languages) for r in batch) if impl.endswith("mlc") else 0
+            lengths = [n for r in batch for n in enc.variant_lengths(r, languages)] if impl.endswith("mlc") else []
+            variants = sum(lengths)
             tokens = int(line["tokens"])
             seconds = float(line["step_time_s"])
             # Ours: metrics `tokens` holds the variant prompts too; TRL's count is DPO alone.
@@ -180,6 +193,7 @@ def main():
                 "variant_prompt_tokens": variants,
                 "effective_tokens": effective,
                 "padded_positions": 2 * a.batch * max(enc.longest_sequence(r, dominant) for r in batch),
+                "variant_padded_positions": len(lengths) * max(lengths, default=0),
                 "tokens_per_s": tokens / seconds,
                 "effective_tokens_per_s": effective / seconds,
                 "loss": line.get("loss/dpo", line.get("loss")),
@@ -193,6 +207,7 @@ def main():
 
     summary = {"row": "summary", "params": params, "layers": layers, "mlc_layer": a.layer,
                "mlc_languages": languages, "gemm_f32_gflops": gemm["f32_gflops"],
+               "gemm_f32_gflops_all": [g["f32_gflops"] for g in gemms],
                "gemm_n": gemm.get("gemm_n"), "threads": gemm.get("threads"), "problems": problems}
     for impl in IMPLS:
         summary[impl] = {
@@ -203,6 +218,9 @@ def main():
             "tokens_per_s_best": best_after_first(col(impl, "tokens_per_s")),
             "effective_tokens_per_s_median": median_after_first(col(impl, "effective_tokens_per_s")),
             "effective_tokens_per_s_best": best_after_first(col(impl, "effective_tokens_per_s")),
+            "tokens_per_s_pooled": pooled_after_first(col(impl, "tokens"), col(impl, "step_time_s")),
+            "effective_tokens_per_s_pooled": pooled_after_first(col(impl, "effective_tokens"),
+                                                                col(impl, "step_time_s")),
             "floor_fraction_median": median_after_first(col(impl, "floor_fraction")),
             "tokens_per_step": col(impl, "tokens"),
             "step1_loss": (col(impl, "loss") or [None])[0],
@@ -214,6 +232,10 @@ def main():
     summary["dpo_ratio_ours_over_trl_per_step"] = per_step
     summary["mlc_effective_over_dpo"] = mlc["effective_tokens_per_s_median"] / ours["tokens_per_s_median"]
     summary["mlc_effective_over_dpo_best"] = mlc["effective_tokens_per_s_best"] / ours["tokens_per_s_best"]
+    summary["dpo_ratio_ours_over_trl_pooled"] = ours["tokens_per_s_pooled"] / ref["tokens_per_s_pooled"]
+    summary["mlc_effective_over_dpo_pooled"] = (
+        mlc["effective_tokens_per_s_pooled"] / ours["tokens_per_s_pooled"]
+    )
 
     a.out.parent.mkdir(parents=True, exist_ok=True)
     with open(a.out, "w", encoding="utf-8") as out:
@@ -229,17 +251,20 @@ def number(value, fmt):
 def print_table(a, rows, summary, per_step):
     print(f"\nper step ({a.out}):")
     print(f"{'impl':18} {'step':>4} {'time s':>7} {'tokens':>6} {'ours#':>6} {'variant':>7} "
-          f"{'padded':>6} {'tok/s':>7} {'eff tok/s':>9} {'floor %':>7} {'loss':>8}")
+          f"{'padded':>6} {'var pad':>7} {'tok/s':>7} {'eff tok/s':>9} {'floor %':>7} {'loss':>8}")
     for r in rows:
         print(f"{r['impl']:18} {r['step']:4} {r['step_time_s']:7.2f} {r['tokens']:6} "
               f"{r['tokens_our_contract']:6} {r['variant_prompt_tokens']:7} {r['padded_positions']:6} "
+              f"{r['variant_padded_positions']:7} "
               f"{r['tokens_per_s']:7.1f} {r['effective_tokens_per_s']:9.1f} {100 * r['floor_fraction']:6.1f}% "
               f"{number(r['loss'], '8.4f')}")
-    print(f"\nmedians over steps 2..{a.steps} (best step in brackets); params {summary['params']:,} (all "
+    print(f"\nmedians over steps 2..{a.steps} (best step; pooled: sum of tokens / sum of times); params {summary['params']:,} (all "
           f"tensors of model.safetensors, the tied embedding once); GEMM {summary['gemm_f32_gflops']:.1f} GF/s "
-          f"f32 ({summary['gemm_n']}^3, {summary['threads']} threads); MLC layer {a.layer} of "
+          f"f32 ({summary['gemm_n']}^3, {summary['threads']} threads; the highest of "
+          f"{', '.join(f'{g:.1f}' for g in summary['gemm_f32_gflops_all'])}); MLC layer {a.layer} of "
           f"{summary['layers']}, languages {','.join(summary['mlc_languages'])}")
-    print("| | step (s) | tokens/s | effective tokens/s | FLOP-floor fraction | step-1 loss | peak RSS (GiB) |")
+    print("| | step (s) | tokens/s (best; pooled) | effective tokens/s (best; pooled) | FLOP-floor fraction "
+          "| step-1 loss | peak RSS (GiB) |")
     print("|---|---|---|---|---|---|---|")
     for impl in IMPLS:
         s = summary[impl]
@@ -247,17 +272,21 @@ def print_table(a, rows, summary, per_step):
             print(f"| {impl} | failed (exit {s['exit_status']}) | | | | | {number(s['peak_rss_gib'], '.1f')} |")
             continue
         eff = (f"{number(s['effective_tokens_per_s_median'], '.1f')} "
-               f"({number(s['effective_tokens_per_s_best'], '.1f')})") if impl.endswith("mlc") else ""
+               f"({number(s['effective_tokens_per_s_best'], '.1f')}; "
+               f"{number(s['effective_tokens_per_s_pooled'], '.1f')})") if impl.endswith("mlc") else ""
         print(f"| {impl} | {number(s['step_time_s_median'], '.2f')} | "
-              f"{number(s['tokens_per_s_median'], '.1f')} ({number(s['tokens_per_s_best'], '.1f')}) | {eff} | "
+              f"{number(s['tokens_per_s_median'], '.1f')} ({number(s['tokens_per_s_best'], '.1f')}; "
+              f"{number(s['tokens_per_s_pooled'], '.1f')}) | {eff} | "
               f"{number(100 * s['floor_fraction_median'], '.1f')}% | {number(s['step1_loss'], '.4f')} | "
               f"{number(s['peak_rss_gib'], '.1f')} |")
     print(f"\nDPO tokens/s, polyalign / TRL 1.16: {number(summary['dpo_ratio_ours_over_trl'], '.2f')}x "
-          f"(best steps: {number(summary['dpo_ratio_ours_over_trl_best'], '.2f')}x; per step, same pairs: "
+          f"(best steps: {number(summary['dpo_ratio_ours_over_trl_best'], '.2f')}x; pooled: "
+          f"{number(summary['dpo_ratio_ours_over_trl_pooled'], '.2f')}x; per step, same pairs: "
           f"{', '.join(number(x, '.2f') for x in per_step)})")
     print(f"DPO + MLC effective tokens/s / DPO tokens/s (polyalign): "
           f"{number(summary['mlc_effective_over_dpo'], '.2f')}x "
-          f"(best steps: {number(summary['mlc_effective_over_dpo_best'], '.2f')}x)")
+          f"(best steps: {number(summary['mlc_effective_over_dpo_best'], '.2f')}x; pooled: "
+          f"{number(summary['mlc_effective_over_dpo_pooled'], '.2f')}x)")
     ours, trl = summary["polyalign dpo"]["tokens_per_step"], summary["trl dpo"]["tokens_per_step"]
     if ours != trl:
         print(f"token counts per step differ: polyalign {ours}, TRL {trl}")
