@@ -13,9 +13,10 @@ of each run, NAME = ours-dpo, trl, ours-mlc. A run that failed or logged no step
 as such; the others are still summarised.
 
 Per step and implementation:
-- tokens/s = `tokens` / `step_time_s`; `tokens` is each side's own count of the non-padding
-  tokens forwarded with gradient (ours: metrics.jsonl; TRL: its tokenisation of the same
-  pairs). The reported rate is the median over the steps after the first; the best step's
+- tokens/s = `tokens` / `step_time_s`; `tokens` is the step's work in tokens: each pair's
+  chosen and rejected sequence, each with its prompt and EOS (TRL: its tokenisation of the
+  same pairs; ours: the records by our data contract, checked against metrics.jsonl, whose
+  `tokens` is what was forwarded: the same when padded, a pair's prompt once when packed). The reported rate is the median over the steps after the first; the best step's
   rate is given too, as a check on noise from other work on the machine (both sides train on
   the same pairs at each step, so the per-step ratio ours/TRL is printed as well), and the
   pooled rate (sum of tokens / sum of step times over the steps after the first), which a
@@ -171,16 +172,24 @@ def main():
             predicted = sum(enc.pair_tokens(r, dominant) for r in batch)
             lengths = [n for r in batch for n in enc.variant_lengths(r, languages)] if impl.endswith("mlc") else []
             variants = sum(lengths)
-            tokens = int(line["tokens"])
+            forwarded = int(line["tokens"])
             seconds = float(line["step_time_s"])
-            # Ours: metrics `tokens` holds the variant prompts too; TRL's count is DPO alone.
+            tokens = forwarded
+            if impl.startswith("polyalign"):
+                # The same work is counted the same way on both sides: each pair's chosen and
+                # rejected sequence with its prompt (plus, for MLC, the variant prompts), as the
+                # records give it. Padded, metrics.jsonl forwards exactly that; packed, a pair's
+                # prompt is forwarded once, so metrics.jsonl counts fewer tokens for the same work.
+                tokens = predicted + variants
+                shared = sum(enc.prompt(r["prompt"][dominant]) for r in batch)
+                if forwarded not in (tokens, tokens - shared):
+                    problems.append(
+                        f"{impl} step {step}: metrics.jsonl has {forwarded} tokens, the records in the predicted "
+                        f"order give {tokens} padded or {tokens - shared} packed (data_order.py or the "
+                        "encoding contract is stale)"
+                    )
             dpo_tokens = tokens - variants
             effective = dpo_tokens + variants * a.layer / layers
-            if impl.startswith("polyalign") and dpo_tokens != predicted:
-                problems.append(
-                    f"{impl} step {step}: metrics.jsonl has {tokens} tokens, the records in the predicted "
-                    f"order give {predicted + variants} (data_order.py or the encoding contract is stale)"
-                )
             floor = 6.0 * params * effective / rate
             rows.append({
                 "row": "step",
@@ -189,6 +198,7 @@ def main():
                 "records": order[step - 1],
                 "step_time_s": seconds,
                 "tokens": tokens,
+                "tokens_forwarded": forwarded,
                 "tokens_our_contract": predicted,
                 "variant_prompt_tokens": variants,
                 "effective_tokens": effective,
