@@ -132,8 +132,10 @@ measured() {
     local status=0
     local rss=()
     ((${#timer[@]})) && rss=("${timer[@]}" "$work/$name.rss")
-    (ulimit -v "$limit" && OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads exec "${rss[@]}" "$@") ||
-        status=$?
+    (
+        [[ "$limit" == unlimited ]] || ulimit -v "$limit"
+        OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads exec "${rss[@]}" "$@"
+    ) || status=$?
     echo "$status" > "$work/$name.status"
     return "$status"
 }
