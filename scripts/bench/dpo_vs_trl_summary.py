@@ -163,7 +163,10 @@ def main():
         facts = run_facts(a.runs, RUN_NAMES[impl])
         if facts["exit_status"] not in (None, 0):
             problems.append(f"{impl}: the run failed with exit status {facts['exit_status']}"
-                            + (" (137: killed, e.g. out of memory)" if facts["exit_status"] == 137 else ""))
+                            + (" (137: killed, e.g. by the kernel's OOM killer)" if facts["exit_status"] == 137
+                               else " (its log above says why, e.g. an allocation over MEM_LIMIT_GIB)"))
+        elif facts["exit_status"] is None:
+            problems.append(f"{impl}: no exit status recorded (the run did not finish)")
         if len(lines) != a.steps:
             problems.append(f"{impl}: {len(lines)} steps logged, {a.steps} expected")
         for line in lines:
@@ -279,7 +282,8 @@ def print_table(a, rows, summary, per_step):
     for impl in IMPLS:
         s = summary[impl]
         if not s["steps_logged"]:
-            print(f"| {impl} | failed (exit {s['exit_status']}) | | | | | {number(s['peak_rss_gib'], '.1f')} |")
+            what = "did not finish" if s["exit_status"] is None else f"failed (exit {s['exit_status']})"
+            print(f"| {impl} | {what} | | | | | {number(s['peak_rss_gib'], '.1f')} |")
             continue
         eff = (f"{number(s['effective_tokens_per_s_median'], '.1f')} "
                f"({number(s['effective_tokens_per_s_best'], '.1f')}; "
