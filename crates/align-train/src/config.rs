@@ -265,11 +265,21 @@ impl<'a> TableContext<'a> {
 
     /// Deserialises `t` as `T`, a struct with `#[serde(deny_unknown_fields)]`. serde's
     /// unknown field becomes [`TrainError::UnknownKey`] (with `T`'s fields as the allowed
-    /// keys), its missing field [`TrainError::MissingKey`], anything else (a wrong type, an
-    /// unknown variant) [`TrainError::ConfigSyntax`] prefixed with the table.
+    /// keys), its missing field [`TrainError::MissingKey`], a rejected value (a wrong type, an
+    /// unknown variant) [`TrainError::InvalidValue`] naming the key, and anything else
+    /// [`TrainError::ConfigSyntax`] prefixed with the table.
     pub fn deserialize<T: DeserializeOwned>(&self, t: Table) -> Result<T> {
         let keys: Vec<String> = t.keys().cloned().collect();
-        T::deserialize(toml::Value::Table(t)).map_err(|e| self.serde_error(e.message(), &keys, serde_fields::<T>()))
+        match T::deserialize(toml::Value::Table(t.clone())) {
+            Ok(value) => Ok(value),
+            Err(e) => match self.serde_error(e.message(), &keys, serde_fields::<T>()) {
+                TrainError::ConfigSyntax { .. } if offending_key::<T>(&t, e.message()).is_some() => {
+                    let key = offending_key::<T>(&t, e.message()).expect("checked");
+                    Err(self.invalid(&key, e.message().trim_end()))
+                }
+                other => Err(other),
+            },
+        }
     }
 
     /// `key` is required in this table and absent.
@@ -309,6 +319,21 @@ impl<'a> TableContext<'a> {
             },
         }
     }
+}
+
+/// The key of `table` whose value serde rejected with `message`: the first key without which
+/// the table no longer fails that way. serde's messages about a value (a wrong type, an
+/// unknown variant) do not name the field; this finds it by elimination, on the error path
+/// only.
+fn offending_key<T: DeserializeOwned>(table: &Table, message: &str) -> Option<String> {
+    table.keys().find_map(|key| {
+        let mut without = table.clone();
+        without.remove(key);
+        match T::deserialize(toml::Value::Table(without)) {
+            Err(e) if e.message() == message => None,
+            _ => Some(key.clone()),
+        }
+    })
 }
 
 /// The field names of struct `T` as its derived `Deserialize` declares them (the `fields` it

@@ -308,3 +308,20 @@ fn every_registered_kind_builds_its_term() {
     let e = (kind_entry("dpo").unwrap().build)(&ObjectiveKind::Sft, &cx).err().unwrap().to_string();
     assert!(e.contains("a `sft` term cannot be built as `dpo`"), "{e}");
 }
+
+/// A value of the wrong type or an unknown option names its key, not only its table.
+#[test]
+fn rejected_values_name_their_key() {
+    let cases = [
+        (format!("{MINIMAL}[train]\npacking = 1\n"), "[train] `packing`", "bool"),
+        (format!("{MINIMAL}[train]\nseed = \"x\"\n"), "[train] `seed`", "string"),
+        (format!("{MINIMAL}[optim]\nschedule = \"step\"\n"), "[optim] `schedule`", "step"),
+        (MINIMAL.replace("kind = \"dpo\"", "kind = \"dpo\"\nbeta = \"x\""), "(kind = \"dpo\") `beta`", "string"),
+        (MINIMAL.replace("kind = \"dpo\"", "kind = \"mpo\"\nretain = \"all\""), "(kind = \"mpo\") `retain`", "all"),
+        (MINIMAL.replace("path = \"m\"", "path = \"m\"\ndtype = 16"), "[model] `dtype`", "expected"),
+    ];
+    for (text, names, detail) in cases {
+        let e = err(&text);
+        assert!(e.contains(names) && e.contains(detail) && e.contains("run.toml"), "{e}");
+    }
+}
