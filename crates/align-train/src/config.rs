@@ -270,15 +270,16 @@ impl<'a> TableContext<'a> {
     /// [`TrainError::ConfigSyntax`] prefixed with the table.
     pub fn deserialize<T: DeserializeOwned>(&self, t: Table) -> Result<T> {
         let keys: Vec<String> = t.keys().cloned().collect();
-        match T::deserialize(toml::Value::Table(t.clone())) {
-            Ok(value) => Ok(value),
-            Err(e) => match self.serde_error(e.message(), &keys, serde_fields::<T>()) {
-                TrainError::ConfigSyntax { .. } if offending_key::<T>(&t, e.message()).is_some() => {
-                    let key = offending_key::<T>(&t, e.message()).expect("checked");
-                    Err(self.invalid(&key, e.message().trim_end()))
-                }
-                other => Err(other),
+        let e = match T::deserialize(toml::Value::Table(t.clone())) {
+            Ok(value) => return Ok(value),
+            Err(e) => e,
+        };
+        match self.serde_error(e.message(), &keys, serde_fields::<T>()) {
+            syntax @ TrainError::ConfigSyntax { .. } => match offending_key::<T>(&t, e.message()) {
+                Some(key) => Err(self.invalid(&key, e.message().trim_end())),
+                None => Err(syntax),
             },
+            other => Err(other),
         }
     }
 

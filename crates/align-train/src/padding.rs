@@ -73,12 +73,10 @@ impl Padded {
         hidden: &HiddenRequest,
         context: &str,
     ) -> Result<(SequenceLogps, HiddenStates)> {
-        let loss_err = |source| TrainError::Loss { context: format!("{context}: log-probs"), source };
-        let positions = predicting_positions(&self.scored).map_err(loss_err)?;
-        let out = model
-            .forward_at(&self.ids, &self.mask, &positions, hidden)
-            .map_err(|source| TrainError::Model { context: context.to_string(), source })?;
-        let logps = scored_sequence_logps(&out.logits, &self.ids, &self.scored).map_err(loss_err)?;
+        let loss_err = || TrainError::loss(format!("{context}: log-probs"));
+        let positions = predicting_positions(&self.scored).map_err(loss_err())?;
+        let out = model.forward_at(&self.ids, &self.mask, &positions, hidden).map_err(TrainError::model(context))?;
+        let logps = scored_sequence_logps(&out.logits, &self.ids, &self.scored).map_err(loss_err())?;
         Ok((logps, out.hidden))
     }
 
@@ -90,9 +88,7 @@ impl Padded {
         hidden: &HiddenRequest,
         context: &str,
     ) -> Result<HiddenStates> {
-        model
-            .hidden_states(&self.ids, &self.mask, hidden)
-            .map_err(|source| TrainError::Model { context: context.to_string(), source })
+        model.hidden_states(&self.ids, &self.mask, hidden).map_err(TrainError::model(context))
     }
 
     /// The position of each row's last token (prompt + completion), for

@@ -107,14 +107,6 @@ pub struct StepModels<'a> {
     pub packing: bool,
 }
 
-fn model_err(context: &str) -> impl FnOnce(lm_backend::LmError) -> TrainError + '_ {
-    move |source| TrainError::Model { context: context.to_string(), source }
-}
-
-fn loss_err(context: &str) -> impl FnOnce(align_losses::LossError) -> TrainError + '_ {
-    move |source| TrainError::Loss { context: context.to_string(), source }
-}
-
 /// Runs the forward passes of one micro-batch (records `batch`, their dataset indices
 /// `indices`, all records `all` for KTO's mismatched completions) and returns the view plus
 /// the number of tokens forwarded with gradient (padding never counts).
@@ -151,13 +143,14 @@ fn cached_reference(m: &StepModels, indices: &[usize]) -> Result<PairLogps> {
         pick(m, &c.rejected_sum, indices),
         pick(m, &c.rejected_count, indices),
     )
-    .map_err(loss_err("reference log-probs"))
+    .map_err(TrainError::loss("reference log-probs"))
 }
 
 /// MPO's target pairs with no pair in this micro-batch.
 fn no_target_pairs(device: Device) -> Result<TargetPairs> {
     let empty = || Tensor::zeros([0], (Kind::Float, device));
-    let policy = PairLogps::from_tensors(empty(), empty(), empty(), empty()).map_err(loss_err("target log-probs"))?;
+    let policy =
+        PairLogps::from_tensors(empty(), empty(), empty(), empty()).map_err(TrainError::loss("target log-probs"))?;
     Ok(TargetPairs { policy, record: Tensor::zeros([0], (Kind::Int64, device)), languages: vec![] })
 }
 

@@ -3,13 +3,13 @@
 //! is forwarded once. Computes the same [`BatchView`] as the padded layout.
 
 use super::{
-    cache, cached_reference, hidden_request, loss_err, model_err, no_target_pairs, pick, take_layer, variant_grid,
-    variant_prompts, StepModels, StepPlan,
+    cache, cached_reference, hidden_request, no_target_pairs, pick, take_layer, variant_grid, variant_prompts,
+    StepModels, StepPlan,
 };
 use crate::encode::Encoded;
 use crate::packing::{gather_rows, unpack, Packed, Packer};
 use crate::prepare::PreparedRecord;
-use crate::Result;
+use crate::{Result, TrainError};
 use align_losses::{BatchView, DominantStates, KlLogps, Layer, PairLogps, SequenceLogps, TargetPairs, VariantStates};
 use lm_backend::{CausalLm, HiddenRequest, HiddenStates};
 use std::collections::BTreeMap;
@@ -104,7 +104,7 @@ fn policy_pass(m: &StepModels, plan: &StepPlan, batch: &[&PreparedRecord], view:
     let (logps, hidden) = packed.scored_logps(m.policy, &hidden_request(&layers), "policy forward")?;
     let chosen_logps = select(&logps, &chosen);
     let rejected_logps = if plan.chosen_only { chosen_logps.shallow_clone() } else { select(&logps, &rejected) };
-    view.policy = Some(PairLogps::new(chosen_logps, rejected_logps).map_err(loss_err("policy log-probs"))?);
+    view.policy = Some(PairLogps::new(chosen_logps, rejected_logps).map_err(TrainError::loss("policy log-probs"))?);
     Ok(PolicyPass { packed, hidden, chosen, prompt_last })
 }
 
@@ -138,8 +138,8 @@ fn dominant_states(
         batch.iter().map(|r| p.tree(&r.chosen.prompt, &[&r.chosen.completion]).completions[0]).collect();
     let packed = p.finish(m.policy.device())?;
     let req = hidden_request(&std::collections::BTreeSet::from([layer]));
-    let states =
-        tch::no_grad(|| reference.hidden_states_packed(&packed.batch, &req)).map_err(model_err("reference forward"))?;
+    let states = tch::no_grad(|| reference.hidden_states_packed(&packed.batch, &req))
+        .map_err(TrainError::model("reference forward"))?;
     let ref_rows: Vec<&[usize]> = chosen.iter().map(|&c| packed.sequence_rows(c)).collect();
     let (reference_states, _) = unpack(&take_layer(&states, layer), &ref_rows);
     Ok(DominantStates { policy, reference: reference_states, attention_mask })
@@ -195,7 +195,8 @@ fn target_pairs(m: &StepModels, batch: &[&PreparedRecord]) -> Result<(TargetPair
     }
     let packed = p.finish(device)?;
     let (lp, _) = packed.scored_logps(m.policy, &HiddenRequest::none(), "target forward")?;
-    let policy = PairLogps::new(select(&lp, &chosen), select(&lp, &rejected)).map_err(loss_err("target log-probs"))?;
+    let policy =
+        PairLogps::new(select(&lp, &chosen), select(&lp, &rejected)).map_err(TrainError::loss("target log-probs"))?;
     let record = Tensor::from_slice(&record).to_device(device);
     Ok((TargetPairs { policy, record, languages }, packed.tokens))
 }

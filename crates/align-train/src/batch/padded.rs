@@ -2,12 +2,12 @@
 //! reference the packed layout is tested against (`[train] packing = false`).
 
 use super::{
-    cache, cached_reference, hidden_request, loss_err, model_err, no_target_pairs, pick, take_layer, variant_grid,
-    variant_prompts, StepModels, StepPlan,
+    cache, cached_reference, hidden_request, no_target_pairs, pick, take_layer, variant_grid, variant_prompts,
+    StepModels, StepPlan,
 };
 use crate::padding::{gather_positions, pad_pairs, pad_prompts, Padded};
 use crate::prepare::PreparedRecord;
-use crate::Result;
+use crate::{Result, TrainError};
 use align_losses::{BatchView, DominantStates, KlLogps, Layer, PairLogps, SequenceLogps, TargetPairs, VariantStates};
 use lm_backend::{CausalLm, HiddenRequest, HiddenStates};
 use std::collections::{BTreeMap, BTreeSet};
@@ -79,7 +79,7 @@ fn policy_pass(
         let r = SequenceLogps { sum: split(&logps.sum, b), count: split(&logps.count, b) };
         (c, r)
     };
-    view.policy = Some(PairLogps::new(chosen, rejected).map_err(loss_err("policy log-probs"))?);
+    view.policy = Some(PairLogps::new(chosen, rejected).map_err(TrainError::loss("policy log-probs"))?);
     Ok((padded, hidden))
 }
 
@@ -108,7 +108,7 @@ fn dominant_states(
     let chosen_mask = padded.mask.narrow(0, 0, b as i64);
     let req = hidden_request(&BTreeSet::from([layer]));
     let ref_states = tch::no_grad(|| reference.hidden_states(&chosen_rows, &chosen_mask, &req))
-        .map_err(model_err("reference forward"))?;
+        .map_err(TrainError::model("reference forward"))?;
     Ok(DominantStates {
         policy: take_layer(policy_hidden, layer).narrow(0, 0, b as i64),
         reference: take_layer(&ref_states, layer),
@@ -144,7 +144,7 @@ fn target_pairs(m: &StepModels, batch: &[&PreparedRecord]) -> Result<(TargetPair
     let split = |t: &Tensor, s: usize| t.narrow(0, s as i64, p as i64);
     let policy =
         PairLogps::from_tensors(split(&lp.sum, 0), split(&lp.count, 0), split(&lp.sum, p), split(&lp.count, p))
-            .map_err(loss_err("target log-probs"))?;
+            .map_err(TrainError::loss("target log-probs"))?;
     let record = Tensor::from_slice(&record).to_device(device);
     Ok((TargetPairs { policy, record, languages }, padded.tokens))
 }

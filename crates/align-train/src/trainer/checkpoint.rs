@@ -38,10 +38,6 @@ pub fn latest_checkpoint(output: &Path) -> Option<(u64, PathBuf)> {
         .max_by_key(|(step, _)| *step)
 }
 
-fn torch_err(context: &'static str) -> impl FnOnce(tch::TchError) -> TrainError {
-    move |source| TrainError::Torch { context: context.to_string(), source }
-}
-
 /// Saves and restores the state of one run under its output folder.
 #[derive(Debug, Clone)]
 pub struct Checkpointer {
@@ -82,13 +78,13 @@ impl Checkpointer {
     /// and, last, `trainer_state.json`. An existing `dir` is replaced whole.
     pub fn save(&self, dir: &Path, step: u64, policy: &HfCausalLm, optimizer: &AdamW, heads: &VarStore) -> Result<()> {
         write_dir(dir, |tmp| {
-            policy
-                .save(tmp, &self.extra_files)
-                .map_err(|source| TrainError::Model { context: format!("saving {}", dir.display()), source })?;
+            policy.save(tmp, &self.extra_files).map_err(TrainError::model(format!("saving {}", dir.display())))?;
             Tensor::write_safetensors(&optimizer.state(), tmp.join(OPTIMIZER_STATE))
-                .map_err(torch_err("writing optimizer.safetensors"))?;
+                .map_err(TrainError::torch("writing optimizer.safetensors"))?;
             if !heads.variables().is_empty() {
-                heads.save(tmp.join(OBJECTIVE_PARAMS)).map_err(torch_err("writing objective_params.safetensors"))?;
+                heads
+                    .save(tmp.join(OBJECTIVE_PARAMS))
+                    .map_err(TrainError::torch("writing objective_params.safetensors"))?;
             }
             let state = serde_json::json!({ "step": step, "total_steps": self.total_steps, "seed": self.seed });
             write_file(&tmp.join(TRAINER_STATE), state.to_string().as_bytes())?;
@@ -99,11 +95,13 @@ impl Checkpointer {
     /// Loads the optimizer state and the objective's parameters of the checkpoint `dir`
     /// (taken after `step` steps). The policy's weights are loaded from `dir` by the caller.
     pub fn restore(&self, dir: &Path, step: u64, optimizer: &mut AdamW, heads: &mut VarStore) -> Result<()> {
-        let state =
-            Tensor::read_safetensors(dir.join(OPTIMIZER_STATE)).map_err(torch_err("reading optimizer.safetensors"))?;
+        let state = Tensor::read_safetensors(dir.join(OPTIMIZER_STATE))
+            .map_err(TrainError::torch("reading optimizer.safetensors"))?;
         optimizer.load_state(&state, step).map_err(|why| TrainError::Resume { path: dir.to_path_buf(), why })?;
         if !heads.variables().is_empty() {
-            heads.load(dir.join(OBJECTIVE_PARAMS)).map_err(torch_err("reading objective_params.safetensors"))?;
+            heads
+                .load(dir.join(OBJECTIVE_PARAMS))
+                .map_err(TrainError::torch("reading objective_params.safetensors"))?;
         }
         Ok(())
     }

@@ -69,8 +69,7 @@ pub(crate) fn reference_cache(inputs: &ReferenceInputs, output: &Path, events: &
     let columns = compute(inputs, events)?;
     let named: Vec<(&str, &Tensor)> = COLUMNS.iter().copied().zip(columns.iter()).collect();
     let tmp = sibling_tmp(&file);
-    Tensor::write_safetensors(&named, &tmp)
-        .map_err(|source| TrainError::Torch { context: format!("writing {CACHE_FILE}"), source })?;
+    Tensor::write_safetensors(&named, &tmp).map_err(TrainError::torch(format!("writing {CACHE_FILE}")))?;
     std::fs::rename(&tmp, &file).map_err(|source| TrainError::Io { path: file.clone(), source })?;
     let stamp_json = serde_json::json!({ "fingerprint": stamp, "records": inputs.records.len() });
     write_file(&stamp_file, stamp_json.to_string().as_bytes())?;

@@ -38,10 +38,6 @@ pub(crate) struct Run {
     pub skipped_lines: usize,
 }
 
-fn model_err(context: String) -> impl FnOnce(lm_backend::LmError) -> TrainError {
-    move |source| TrainError::Model { context, source }
-}
-
 impl Run {
     /// Sets up the run of `config` (read from `config_path`), with the policy loaded from
     /// `policy_dir` (the base model, or the checkpoint being resumed) and the reference cache
@@ -60,7 +56,7 @@ impl Run {
         }
         let tokenizer = load_tokenizer(config, config_path)?;
         let policy = HfCausalLm::load(policy_dir, load)
-            .map_err(model_err(format!("loading the policy from {}", policy_dir.display())))?;
+            .map_err(TrainError::model(format!("loading the policy from {}", policy_dir.display())))?;
         let shape = ModelShape { num_layers: policy.num_layers(), hidden_size: policy.config().hidden_size };
         let heads = VarStore::new(device);
         let objective = build_objective(&config.objectives, shape, &(heads.root() / "mlc_head"), config_path)?;
@@ -89,7 +85,7 @@ impl Run {
 fn load_tokenizer(config: &RunConfig, config_path: &Path) -> Result<Tokenizer> {
     let base = &config.model.path;
     let tokenizer =
-        Tokenizer::from_dir(base).map_err(model_err(format!("loading the tokenizer of {}", base.display())))?;
+        Tokenizer::from_dir(base).map_err(TrainError::model(format!("loading the tokenizer of {}", base.display())))?;
     if tokenizer.eos_token_id().is_none() {
         return Err(TrainError::InvalidValue {
             path: config_path.to_path_buf(),
@@ -147,8 +143,8 @@ fn load_reference(
         return Ok((None, None));
     }
     let dir = config.model.reference.clone().unwrap_or_else(|| config.model.path.clone());
-    let model =
-        HfCausalLm::load(&dir, load).map_err(model_err(format!("loading the reference from {}", dir.display())))?;
+    let model = HfCausalLm::load(&dir, load)
+        .map_err(TrainError::model(format!("loading the reference from {}", dir.display())))?;
     let cache = if needs_logps {
         let inputs = ReferenceInputs {
             model: &model,

@@ -110,11 +110,7 @@ impl StepLoop<'_> {
             let batch: Vec<&PreparedRecord> = indices.iter().map(|&i| &records[i]).collect();
             let (view, tokens) = build_view(&models, &self.run.plan, &batch, &indices, records)?;
             acc.tokens += tokens;
-            let out = self
-                .run
-                .objective
-                .compute(&view)
-                .map_err(|source| TrainError::Loss { context: format!("step {}", step + 1), source })?;
+            let out = self.run.objective.compute(&view).map_err(TrainError::loss(format!("step {}", step + 1)))?;
             let value = out.loss.double_value(&[]);
             if !value.is_finite() {
                 return Ok(Err(("loss".into(), value)));
