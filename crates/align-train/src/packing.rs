@@ -11,6 +11,7 @@
 //! Trees are grouped into attention chunks of about [`CHUNK_TOKENS`] tokens: attention is
 //! computed per chunk, so its cost grows with the chunk, not with the whole micro-batch.
 
+use crate::encode::Encoded;
 use crate::{Result, TrainError};
 use align_losses::SequenceLogps;
 use lm_backend::{CausalLm, HiddenRequest, HiddenStates, PackedBatch};
@@ -39,6 +40,17 @@ pub struct Packer {
     counts: Vec<usize>,
     /// Row indices of each completion's whole sequence (trunk, then its branch).
     sequences: Vec<Vec<usize>>,
+}
+
+/// What [`Packer::pair`] added: where to read the pair's results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PairSlots {
+    /// The completion index of the chosen completion.
+    pub chosen: usize,
+    /// The completion index of the rejected completion, when one was given.
+    pub rejected: Option<usize>,
+    /// The row index of the chosen prompt's last token.
+    pub prompt_last: usize,
 }
 
 /// What [`Packer::tree`] added: where to read the results of the tree.
@@ -85,6 +97,23 @@ impl Packer {
         }
         *self.chunk_lens.last_mut().expect("chunk opened") += size;
         TreeSlots { completions: slots, prompt_last }
+    }
+
+    /// Adds a preference pair: one tree `[prompt | chosen | rejected]` when the two share
+    /// their prompt (as a record's pairs do), two trees when they do not, and a one-branch
+    /// tree without a rejected completion.
+    pub fn pair(&mut self, chosen: &Encoded, rejected: Option<&Encoded>) -> PairSlots {
+        match rejected {
+            Some(r) if r.prompt == chosen.prompt => {
+                let t = self.tree(&chosen.prompt, &[&chosen.completion, &r.completion]);
+                PairSlots { chosen: t.completions[0], rejected: Some(t.completions[1]), prompt_last: t.prompt_last }
+            }
+            _ => {
+                let t = self.tree(&chosen.prompt, &[&chosen.completion]);
+                let rejected = rejected.map(|r| self.tree(&r.prompt, &[&r.completion]).completions[0]);
+                PairSlots { chosen: t.completions[0], rejected, prompt_last: t.prompt_last }
+            }
+        }
     }
 
     /// Starts a new attention chunk unless `size` more tokens fit in the current one.
@@ -217,6 +246,12 @@ impl Packed {
     }
 }
 
+/// `[K]` log-probs of completions `indices` (in that order) of a packed pass's `[S]`.
+pub fn select(logps: &SequenceLogps, indices: &[usize]) -> SequenceLogps {
+    let idx = Tensor::from_slice(&indices.iter().map(|&i| i as i64).collect::<Vec<_>>()).to_device(logps.sum.device());
+    SequenceLogps { sum: logps.sum.index_select(0, &idx), count: logps.count.index_select(0, &idx) }
+}
+
 /// `[K, D]`: rows `rows` of packed states `[1, N, D]`.
 pub fn gather_rows(states: &Tensor, rows: &[usize]) -> Tensor {
     let index: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
@@ -263,6 +298,20 @@ mod tests {
         assert_eq!((p.targets.clone(), p.owners.clone(), p.counts.clone()), (vec![4, 5, 6], vec![0, 0, 1], vec![2, 1]));
         assert_eq!(p.sequences, [vec![0, 1, 2, 3, 4], vec![0, 1, 2, 5]]);
         assert_eq!(p.chunk_lens, [8]);
+    }
+
+    #[test]
+    fn a_pair_shares_its_prompt_only_when_both_have_the_same_one() {
+        let e =
+            |prompt: &[i64], completion: &[i64]| Encoded { prompt: prompt.to_vec(), completion: completion.to_vec() };
+        let mut p = Packer::new();
+        let shared = p.pair(&e(&[1, 2], &[3]), Some(&e(&[1, 2], &[4, 5])));
+        assert_eq!(shared, PairSlots { chosen: 0, rejected: Some(1), prompt_last: 1 });
+        let apart = p.pair(&e(&[6], &[7]), Some(&e(&[8, 9], &[10])));
+        assert_eq!(apart, PairSlots { chosen: 2, rejected: Some(3), prompt_last: 5 });
+        let alone = p.pair(&e(&[11], &[12]), None);
+        assert_eq!(alone, PairSlots { chosen: 4, rejected: None, prompt_last: 10 });
+        assert_eq!(p.segments, [0, 0, 0, 0, 0, 1, 1, 2, 2, 2, 3, 3]);
     }
 
     #[test]

@@ -6,11 +6,10 @@ use super::{
     cache, cached_reference, hidden_request, no_target_pairs, pick, take_layer, variant_grid, variant_prompts,
     StepModels, StepPlan,
 };
-use crate::encode::Encoded;
-use crate::packing::{gather_rows, unpack, Packed, Packer};
+use crate::packing::{gather_rows, select, unpack, Packed, Packer};
 use crate::prepare::PreparedRecord;
 use crate::{Result, TrainError};
-use align_losses::{BatchView, DominantStates, KlLogps, Layer, PairLogps, SequenceLogps, TargetPairs, VariantStates};
+use align_losses::{BatchView, DominantStates, KlLogps, Layer, PairLogps, TargetPairs, VariantStates};
 use lm_backend::{CausalLm, HiddenRequest, HiddenStates};
 use std::collections::BTreeMap;
 use tch::Tensor;
@@ -60,32 +59,6 @@ struct PolicyPass {
     prompt_last: Vec<usize>,
 }
 
-/// Adds `(chosen, rejected)` sharing `prompt` as one tree (two trees when their prompts
-/// differ); returns the two completion indices and the chosen prompt's last row.
-fn add_pair(p: &mut Packer, chosen: &Encoded, rejected: Option<&Encoded>) -> (usize, Option<usize>, usize) {
-    match rejected {
-        None => {
-            let t = p.tree(&chosen.prompt, &[&chosen.completion]);
-            (t.completions[0], None, t.prompt_last)
-        }
-        Some(r) if r.prompt == chosen.prompt => {
-            let t = p.tree(&chosen.prompt, &[&chosen.completion, &r.completion]);
-            (t.completions[0], Some(t.completions[1]), t.prompt_last)
-        }
-        Some(r) => {
-            let c = p.tree(&chosen.prompt, &[&chosen.completion]);
-            let rr = p.tree(&r.prompt, &[&r.completion]);
-            (c.completions[0], Some(rr.completions[0]), c.prompt_last)
-        }
-    }
-}
-
-/// `[B]` log-probs of completions `indices` (in that order).
-fn select(logps: &SequenceLogps, indices: &[usize]) -> SequenceLogps {
-    let idx = Tensor::from_slice(&indices.iter().map(|&i| i as i64).collect::<Vec<_>>()).to_device(logps.sum.device());
-    SequenceLogps { sum: logps.sum.index_select(0, &idx), count: logps.count.index_select(0, &idx) }
-}
-
 /// The dominant pairs of the micro-batch as trees, in one forward with gradient: sets
 /// `view.policy` and keeps the hidden states that the dominant-state and variant terms read.
 fn policy_pass(m: &StepModels, plan: &StepPlan, batch: &[&PreparedRecord], view: &mut BatchView) -> Result<PolicyPass> {
@@ -95,10 +68,10 @@ fn policy_pass(m: &StepModels, plan: &StepPlan, batch: &[&PreparedRecord], view:
     let (mut chosen, mut rejected, mut prompt_last) = (vec![], vec![], vec![]);
     for r in batch {
         let rej = if plan.chosen_only { None } else { Some(r.rejected.as_ref().expect("prepared with a rejected")) };
-        let (c, rj, last) = add_pair(&mut p, &r.chosen, rej);
-        chosen.push(c);
-        rejected.extend(rj);
-        prompt_last.push(last);
+        let slots = p.pair(&r.chosen, rej);
+        chosen.push(slots.chosen);
+        rejected.extend(slots.rejected);
+        prompt_last.push(slots.prompt_last);
     }
     let packed = p.finish(m.policy.device())?;
     let (logps, hidden) = packed.scored_logps(m.policy, &hidden_request(&layers), "policy forward")?;
@@ -183,9 +156,9 @@ fn target_pairs(m: &StepModels, batch: &[&PreparedRecord]) -> Result<(TargetPair
     let (mut chosen, mut rejected, mut record, mut languages) = (vec![], vec![], vec![], vec![]);
     for (row, r) in batch.iter().enumerate() {
         for (lang, c, rej) in &r.targets {
-            let (ci, ri, _) = add_pair(&mut p, c, Some(rej));
-            chosen.push(ci);
-            rejected.push(ri.expect("a rejected completion was given"));
+            let slots = p.pair(c, Some(rej));
+            chosen.push(slots.chosen);
+            rejected.push(slots.rejected.expect("a rejected completion was given"));
             record.push(row as i64);
             languages.push(lang.clone());
         }

@@ -5,7 +5,7 @@
 
 use super::events::{Events, TrainEvent};
 use crate::batch::ReferenceCache;
-use crate::packing::Packer;
+use crate::packing::{select, Packer};
 use crate::padding::pad_pairs;
 use crate::prepare::PreparedRecord;
 use crate::seeded::Fnv1a;
@@ -138,16 +138,11 @@ fn padded_batch(inputs: &ReferenceInputs, start: usize, chunk: &[PreparedRecord]
 /// KL pairs trees of one branch.
 fn packed_batch(inputs: &ReferenceInputs, start: usize, chunk: &[PreparedRecord]) -> Result<[Tensor; 5]> {
     let mut p = Packer::new();
-    let mut pairs = Vec::with_capacity(chunk.len());
+    let (mut chosen, mut rejected) = (Vec::with_capacity(chunk.len()), Vec::with_capacity(chunk.len()));
     for r in chunk {
-        let rejected = r.rejected.as_ref().unwrap_or(&r.chosen);
-        pairs.push(if rejected.prompt == r.chosen.prompt {
-            let t = p.tree(&r.chosen.prompt, &[&r.chosen.completion, &rejected.completion]);
-            (t.completions[0], t.completions[1])
-        } else {
-            let c = p.tree(&r.chosen.prompt, &[&r.chosen.completion]).completions[0];
-            (c, p.tree(&rejected.prompt, &[&rejected.completion]).completions[0])
-        });
+        let slots = p.pair(&r.chosen, Some(r.rejected.as_ref().unwrap_or(&r.chosen)));
+        chosen.push(slots.chosen);
+        rejected.push(slots.rejected.expect("a rejected completion was given"));
     }
     let kl: Vec<usize> = if inputs.kl {
         kl_pairs(inputs.records, start, chunk.len())
@@ -159,17 +154,7 @@ fn packed_batch(inputs: &ReferenceInputs, start: usize, chunk: &[PreparedRecord]
     };
     let packed = p.finish(inputs.model.device())?;
     let (s, _) = packed.scored_logps(inputs.model, &HiddenRequest::none(), "reference forward")?;
-    let column = |t: &Tensor, which: &dyn Fn(&(usize, usize)) -> usize| {
-        let idx: Vec<i64> = pairs.iter().map(|pair| which(pair) as i64).collect();
-        t.index_select(0, &Tensor::from_slice(&idx).to_device(t.device()))
-    };
-    let (cs, cc) = (column(&s.sum, &|p| p.0), column(&s.count, &|p| p.0));
-    let (rs, rc) = (column(&s.sum, &|p| p.1), column(&s.count, &|p| p.1));
-    let kl_sum = if inputs.kl {
-        let idx: Vec<i64> = kl.iter().map(|&i| i as i64).collect();
-        s.sum.index_select(0, &Tensor::from_slice(&idx).to_device(s.sum.device()))
-    } else {
-        cs.zeros_like()
-    };
-    Ok([cs, cc, rs, rc, kl_sum])
+    let (c, r) = (select(&s, &chosen), select(&s, &rejected));
+    let kl_sum = if inputs.kl { select(&s, &kl).sum } else { c.sum.zeros_like() };
+    Ok([c.sum, c.count, r.sum, r.count, kl_sum])
 }
