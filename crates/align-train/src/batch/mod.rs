@@ -10,9 +10,9 @@ mod padded;
 
 use crate::prepare::PreparedRecord;
 use crate::{Result, TrainError};
-use align_losses::{BatchView, Layer, Need, PairLogps, TargetPairs, VariantStates};
+use align_losses::{BatchView, DominantStates, KlLogps, Layer, Need, PairLogps, TargetPairs, VariantStates};
 use lm_backend::{CausalLm, HfCausalLm, HiddenRequest, HiddenStates};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use tch::{Device, Kind, Tensor};
 
 /// The hidden-state request that yields `layers`.
@@ -118,10 +118,79 @@ pub fn build_view(
     all: &[PreparedRecord],
 ) -> Result<(BatchView, usize)> {
     if m.packing {
-        packed::build_view(m, plan, batch, indices, all)
+        view_in::<packed::PackedLayout>(m, plan, batch, indices, all)
     } else {
-        padded::build_view(m, plan, batch, indices, all)
+        view_in::<padded::PaddedLayout>(m, plan, batch, indices, all)
     }
+}
+
+/// The passes of one batch layout; [`view_in`] runs those the plan asks for. Each pass that
+/// forwards with gradient also returns its token count.
+trait Layout {
+    /// What the policy pass leaves for the dominant-state and variant passes.
+    type Policy;
+    /// The dominant pairs under the policy: sets `view.policy`.
+    fn policy_pass(
+        m: &StepModels,
+        plan: &StepPlan,
+        batch: &[&PreparedRecord],
+        view: &mut BatchView,
+    ) -> Result<Self::Policy>;
+    /// Tokens the policy pass forwarded.
+    fn policy_tokens(pass: &Self::Policy) -> usize;
+    /// KTO's mismatched pairs under the policy.
+    fn kl_logps(m: &StepModels, indices: &[usize], all: &[PreparedRecord]) -> Result<(KlLogps, usize)>;
+    /// The dominant chosen sequences' states at `layer`, policy and reference.
+    fn dominant_states(
+        m: &StepModels,
+        batch: &[&PreparedRecord],
+        pass: &Self::Policy,
+        layer: Layer,
+    ) -> Result<DominantStates>;
+    /// Every language variant's last-prompt-token state at each requested layer.
+    fn variant_states(
+        m: &StepModels,
+        plan: &StepPlan,
+        batch: &[&PreparedRecord],
+        pass: &Self::Policy,
+    ) -> Result<(BTreeMap<Layer, VariantStates>, usize)>;
+    /// MPO's target-language pairs under the policy.
+    fn target_pairs(m: &StepModels, batch: &[&PreparedRecord]) -> Result<(TargetPairs, usize)>;
+}
+
+/// The view of one micro-batch from the passes of layout `L` (see [`build_view`]).
+fn view_in<L: Layout>(
+    m: &StepModels,
+    plan: &StepPlan,
+    batch: &[&PreparedRecord],
+    indices: &[usize],
+    all: &[PreparedRecord],
+) -> Result<(BatchView, usize)> {
+    let mut view = BatchView::default();
+    let pass = L::policy_pass(m, plan, batch, &mut view)?;
+    let mut tokens = L::policy_tokens(&pass);
+    if plan.reference {
+        view.reference = Some(cached_reference(m, indices)?);
+    }
+    if plan.kl {
+        let (kl, more) = L::kl_logps(m, indices, all)?;
+        view.kl = Some(kl);
+        tokens += more;
+    }
+    for &layer in &plan.dominant_layers {
+        view.dominant_states.insert(layer, L::dominant_states(m, batch, &pass, layer)?);
+    }
+    if !plan.variant_layers.is_empty() {
+        let (states, more) = L::variant_states(m, plan, batch, &pass)?;
+        tokens += more;
+        view.prompt_variants = states;
+    }
+    if plan.targets {
+        let (targets, more) = L::target_pairs(m, batch)?;
+        view.targets = Some(targets);
+        tokens += more;
+    }
+    Ok((view, tokens))
 }
 
 /// Rows `indices` of a cached `[N]` column, on the policy's device.

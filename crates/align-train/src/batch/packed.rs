@@ -3,8 +3,8 @@
 //! is forwarded once. Computes the same [`BatchView`] as the padded layout.
 
 use super::{
-    cache, cached_reference, hidden_request, no_target_pairs, pick, take_layer, variant_grid, variant_prompts,
-    StepModels, StepPlan,
+    cache, hidden_request, no_target_pairs, pick, take_layer, variant_grid, variant_prompts, Layout, StepModels,
+    StepPlan,
 };
 use crate::packing::{gather_rows, select, unpack, Packed, Packer};
 use crate::prepare::PreparedRecord;
@@ -14,43 +14,54 @@ use lm_backend::{CausalLm, HiddenRequest, HiddenStates};
 use std::collections::BTreeMap;
 use tch::Tensor;
 
-/// The view of one micro-batch from packed passes (see [`super::build_view`]).
-pub(super) fn build_view(
-    m: &StepModels,
-    plan: &StepPlan,
-    batch: &[&PreparedRecord],
-    indices: &[usize],
-    all: &[PreparedRecord],
-) -> Result<(BatchView, usize)> {
-    let mut view = BatchView::default();
-    let pass = policy_pass(m, plan, batch, &mut view)?;
-    let mut tokens = pass.packed.tokens;
-    if plan.reference {
-        view.reference = Some(cached_reference(m, indices)?);
+/// The packed layout.
+pub(super) struct PackedLayout;
+
+impl Layout for PackedLayout {
+    type Policy = PolicyPass;
+
+    fn policy_pass(
+        m: &StepModels,
+        plan: &StepPlan,
+        batch: &[&PreparedRecord],
+        view: &mut BatchView,
+    ) -> Result<Self::Policy> {
+        policy_pass(m, plan, batch, view)
     }
-    if plan.kl {
-        let (kl, more) = kl_logps(m, indices, all)?;
-        view.kl = Some(kl);
-        tokens += more;
+
+    fn policy_tokens(pass: &Self::Policy) -> usize {
+        pass.packed.tokens
     }
-    for &layer in &plan.dominant_layers {
-        view.dominant_states.insert(layer, dominant_states(m, batch, &pass, layer)?);
+
+    fn kl_logps(m: &StepModels, indices: &[usize], all: &[PreparedRecord]) -> Result<(KlLogps, usize)> {
+        kl_logps(m, indices, all)
     }
-    if !plan.variant_layers.is_empty() {
-        let (states, more) = variant_states(m, plan, batch, &pass)?;
-        tokens += more;
-        view.prompt_variants = states;
+
+    fn dominant_states(
+        m: &StepModels,
+        batch: &[&PreparedRecord],
+        pass: &Self::Policy,
+        layer: Layer,
+    ) -> Result<DominantStates> {
+        dominant_states(m, batch, pass, layer)
     }
-    if plan.targets {
-        let (targets, more) = target_pairs(m, batch)?;
-        view.targets = Some(targets);
-        tokens += more;
+
+    fn variant_states(
+        m: &StepModels,
+        plan: &StepPlan,
+        batch: &[&PreparedRecord],
+        pass: &Self::Policy,
+    ) -> Result<(BTreeMap<Layer, VariantStates>, usize)> {
+        variant_states(m, plan, batch, pass)
     }
-    Ok((view, tokens))
+
+    fn target_pairs(m: &StepModels, batch: &[&PreparedRecord]) -> Result<(TargetPairs, usize)> {
+        target_pairs(m, batch)
+    }
 }
 
 /// The policy pass and where to read its results.
-struct PolicyPass {
+pub(super) struct PolicyPass {
     packed: Packed,
     hidden: HiddenStates,
     /// The completion index of each record's chosen sequence.

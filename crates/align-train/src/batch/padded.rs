@@ -2,8 +2,8 @@
 //! reference the packed layout is tested against (`[train] packing = false`).
 
 use super::{
-    cache, cached_reference, hidden_request, no_target_pairs, pick, take_layer, variant_grid, variant_prompts,
-    StepModels, StepPlan,
+    cache, hidden_request, no_target_pairs, pick, take_layer, variant_grid, variant_prompts, Layout, StepModels,
+    StepPlan,
 };
 use crate::padding::{gather_positions, pad_pairs, pad_prompts, Padded};
 use crate::prepare::PreparedRecord;
@@ -13,39 +13,51 @@ use lm_backend::{CausalLm, HiddenRequest, HiddenStates};
 use std::collections::{BTreeMap, BTreeSet};
 use tch::Tensor;
 
-/// The view of one micro-batch from right-padded passes (see [`super::build_view`]).
-pub(super) fn build_view(
-    m: &StepModels,
-    plan: &StepPlan,
-    batch: &[&PreparedRecord],
-    indices: &[usize],
-    all: &[PreparedRecord],
-) -> Result<(BatchView, usize)> {
-    let mut view = BatchView::default();
-    let (padded, hidden) = policy_pass(m, plan, batch, &mut view)?;
-    let mut tokens = padded.tokens;
-    if plan.reference {
-        view.reference = Some(cached_reference(m, indices)?);
+/// The right-padded layout.
+pub(super) struct PaddedLayout;
+
+impl Layout for PaddedLayout {
+    /// The padded policy batch (chosen rows first) and its hidden states.
+    type Policy = (Padded, HiddenStates);
+
+    fn policy_pass(
+        m: &StepModels,
+        plan: &StepPlan,
+        batch: &[&PreparedRecord],
+        view: &mut BatchView,
+    ) -> Result<Self::Policy> {
+        policy_pass(m, plan, batch, view)
     }
-    if plan.kl {
-        let (kl, more) = kl_logps(m, indices, all)?;
-        view.kl = Some(kl);
-        tokens += more;
+
+    fn policy_tokens((padded, _): &Self::Policy) -> usize {
+        padded.tokens
     }
-    for &layer in &plan.dominant_layers {
-        view.dominant_states.insert(layer, dominant_states(m, &padded, &hidden, layer, batch.len())?);
+
+    fn kl_logps(m: &StepModels, indices: &[usize], all: &[PreparedRecord]) -> Result<(KlLogps, usize)> {
+        kl_logps(m, indices, all)
     }
-    if !plan.variant_layers.is_empty() {
-        let (states, more) = variant_states(m, plan, batch, &hidden, &padded.prompt_lens)?;
-        tokens += more;
-        view.prompt_variants = states;
+
+    fn dominant_states(
+        m: &StepModels,
+        batch: &[&PreparedRecord],
+        (padded, hidden): &Self::Policy,
+        layer: Layer,
+    ) -> Result<DominantStates> {
+        dominant_states(m, padded, hidden, layer, batch.len())
     }
-    if plan.targets {
-        let (targets, more) = target_pairs(m, batch)?;
-        view.targets = Some(targets);
-        tokens += more;
+
+    fn variant_states(
+        m: &StepModels,
+        plan: &StepPlan,
+        batch: &[&PreparedRecord],
+        (padded, hidden): &Self::Policy,
+    ) -> Result<(BTreeMap<Layer, VariantStates>, usize)> {
+        variant_states(m, plan, batch, hidden, &padded.prompt_lens)
     }
-    Ok((view, tokens))
+
+    fn target_pairs(m: &StepModels, batch: &[&PreparedRecord]) -> Result<(TargetPairs, usize)> {
+        target_pairs(m, batch)
+    }
 }
 
 /// The policy pass over the dominant chosen (and rejected) sequences, in one forward: sets
