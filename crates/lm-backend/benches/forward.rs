@@ -61,7 +61,7 @@ fn bench(c: &mut Criterion) {
         });
         group.bench_function(format!("packed_forward_backward/{label}"), |b| {
             let batch = packed(&ids);
-            let every = batch.input_ids.ones_like();
+            let every = batch.input_ids().ones_like();
             b.iter(|| {
                 let out = m.forward_packed_at(&batch, &every, &HiddenRequest::none()).unwrap();
                 let loss = out.logits.log_softmax(-1, Kind::Float).mean(Kind::Float);

@@ -86,13 +86,13 @@ impl AttentionContext {
     /// its `position_ids`, and per chunk of `chunk_lens` one `[1, 1, n_c, n_c]` mask per
     /// window, by the visibility rule of [`crate::packed`].
     pub fn packed(rope: &Rope, kind: Kind, layers: &[LayerAttention], batch: &PackedBatch) -> Self {
-        let (cos, sin) = rope.cos_sin(&batch.position_ids, kind);
+        let (cos, sin) = rope.cos_sin(batch.position_ids(), kind);
         let chunks = batch
             .chunk_ranges()
             .into_iter()
             .map(|(start, len)| {
                 let part = |t: &Tensor| t.narrow(1, start, len); // [1, n_c]
-                let (p, s, b) = (part(&batch.position_ids), part(&batch.segment_ids), part(&batch.branch_ids));
+                let (p, s, b) = (part(batch.position_ids()), part(batch.segment_ids()), part(batch.branch_ids()));
                 let masks = windows(layers).into_iter().map(|w| (w, chunk_visibility(&p, &s, &b, w))).collect();
                 MaskedChunk { range: Some((start, len)), masks }
             })

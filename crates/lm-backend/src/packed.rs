@@ -41,7 +41,7 @@
 //!     row(&[0, 0, 1, 1, 2, 0, 0, 0]), // branches
 //!     vec![5, 3],                     // two attention chunks
 //! )?;
-//! let every = batch.input_ids.ones_like().to_kind(tch::Kind::Bool);
+//! let every = batch.input_ids().ones_like().to_kind(tch::Kind::Bool);
 //! let out = model.forward_packed_at(&batch, &every, &HiddenRequest::none())?;
 //! assert_eq!(out.logits.size(), [8, model.config().vocab_size as i64]);
 //! # Ok::<(), lm_backend::LmError>(())
@@ -53,21 +53,16 @@ use crate::error::{LmError, Result};
 
 /// Sequences packed into one row: `[1, N]` tokens, no padding.
 ///
-/// See the [module documentation](self) for the visibility rule the model applies.
+/// See the [module documentation](self) for the visibility rule the model applies. The
+/// fields are read-only: [`PackedBatch::new`] checks them once, so a model need not check
+/// them again on every pass.
 #[derive(Debug)]
 pub struct PackedBatch {
-    /// `[1, N]` int64: the token ids.
-    pub input_ids: Tensor,
-    /// `[1, N]` int64 `>= 0`: the rotary position of each token.
-    pub position_ids: Tensor,
-    /// `[1, N]` int64 `>= 0`: which sequence or tree each token belongs to.
-    pub segment_ids: Tensor,
-    /// `[1, N]` int64 `>= 0`: 0 = trunk of a tree (or a plain sequence), `b > 0` = branch `b`
-    /// of its tree.
-    pub branch_ids: Tensor,
-    /// Attention chunks: lengths of consecutive token ranges summing to `N`, each made of
-    /// whole segments (no segment has tokens in two chunks).
-    pub chunk_lens: Vec<usize>,
+    input_ids: Tensor,
+    position_ids: Tensor,
+    segment_ids: Tensor,
+    branch_ids: Tensor,
+    chunk_lens: Vec<usize>,
 }
 
 impl PackedBatch {
@@ -84,6 +79,33 @@ impl PackedBatch {
         let batch = PackedBatch { input_ids, position_ids, segment_ids, branch_ids, chunk_lens };
         batch.check()?;
         Ok(batch)
+    }
+
+    /// `[1, N]` int64: the token ids.
+    pub fn input_ids(&self) -> &Tensor {
+        &self.input_ids
+    }
+
+    /// `[1, N]` int64 `>= 0`: the rotary position of each token.
+    pub fn position_ids(&self) -> &Tensor {
+        &self.position_ids
+    }
+
+    /// `[1, N]` int64 `>= 0`: which sequence or tree each token belongs to.
+    pub fn segment_ids(&self) -> &Tensor {
+        &self.segment_ids
+    }
+
+    /// `[1, N]` int64 `>= 0`: 0 = trunk of a tree (or a plain sequence), `b > 0` = branch `b`
+    /// of its tree.
+    pub fn branch_ids(&self) -> &Tensor {
+        &self.branch_ids
+    }
+
+    /// Attention chunks: lengths of consecutive token ranges summing to `N`, each made of
+    /// whole segments (no segment has tokens in two chunks).
+    pub fn chunk_lens(&self) -> &[usize] {
+        &self.chunk_lens
     }
 
     /// The number of tokens `N`.
@@ -105,8 +127,8 @@ impl PackedBatch {
             .collect()
     }
 
-    /// The checks of [`PackedBatch::new`] (the fields are public, so a model repeats them).
-    pub(crate) fn check(&self) -> Result<()> {
+    /// The checks of [`PackedBatch::new`].
+    fn check(&self) -> Result<()> {
         let size = self.input_ids.size();
         if size.len() != 2 || size[0] != 1 || size[1] == 0 {
             return Err(LmError::input("input_ids", format!("expected shape [1, N] with N > 0, got {size:?}")));

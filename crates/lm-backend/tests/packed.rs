@@ -96,7 +96,7 @@ fn check_gradients(name: &str) -> f64 {
     let packing = pack(&pieces, &[1, 1]);
     m.set_trainable(true);
     let packed = gradients(&m, || {
-        let every = packing.batch.input_ids.ones_like().to_kind(Kind::Bool);
+        let every = packing.batch.input_ids().ones_like().to_kind(Kind::Bool);
         let out = m.forward_packed_at(&packing.batch, &every, &HiddenRequest::none()).unwrap();
         let logp = out.logits.log_softmax(-1, Kind::Float); // [N, V]
         let per_sequence = packing
@@ -186,7 +186,7 @@ fn gemma2_with(edit: impl FnOnce(&mut serde_json::Value)) -> HfCausalLm {
 fn hidden_states_packed_stops_at_the_deepest_requested_layer() {
     let m = model("gemma2");
     let packing = pack(&mixed_pieces(), &[2, 3]);
-    let every = packing.batch.input_ids.ones_like().to_kind(Kind::Bool);
+    let every = packing.batch.input_ids().ones_like().to_kind(Kind::Bool);
     let full = m.forward_packed_at(&packing.batch, &every, &packing::all_states(&m)).unwrap();
     for (name, p) in m.parameters() {
         if name.starts_with("model.layers.1.") || name.starts_with("model.layers.2.") {
@@ -218,37 +218,40 @@ fn hidden_states_packed_agree_with_forward() {
     }
 }
 
-/// A batch whose fields are set directly (skipping `PackedBatch::new`'s checks).
-fn raw(ids: &[i64], positions: &[i64], segments: &[i64], branches: &[i64], chunks: Vec<usize>) -> PackedBatch {
+/// A batch of these rows, as `PackedBatch::new` makes (and checks) it.
+fn raw(
+    ids: &[i64],
+    positions: &[i64],
+    segments: &[i64],
+    branches: &[i64],
+    chunks: Vec<usize>,
+) -> lm_backend::Result<PackedBatch> {
     let row = |v: &[i64]| Tensor::from_slice(v).unsqueeze(0);
-    PackedBatch {
-        input_ids: row(ids),
-        position_ids: row(positions),
-        segment_ids: row(segments),
-        branch_ids: row(branches),
-        chunk_lens: chunks,
-    }
+    PackedBatch::new(row(ids), row(positions), row(segments), row(branches), chunks)
 }
 
 #[test]
 fn bad_packed_inputs_are_named() {
     let m = model("llama");
     let none = HiddenRequest::none();
-    let err = |b: PackedBatch| m.hidden_states_packed(&b, &none).map(|_| ()).unwrap_err().to_string();
+    // A bad batch is refused where it is made, or (ids outside the vocabulary) by the model.
+    let err = |b: lm_backend::Result<PackedBatch>| {
+        b.and_then(|b| m.hidden_states_packed(&b, &none).map(|_| ())).unwrap_err().to_string()
+    };
     let (ids, zeros) = ([5i64, 6, 7], [0i64, 0, 0]);
     assert!(err(raw(&ids, &[0, 1], &zeros, &zeros, vec![3])).contains("position_ids"));
     assert!(err(raw(&ids, &[0, 1, 2], &zeros, &zeros, vec![2])).contains("chunk_lens"));
     assert!(err(raw(&ids, &[0, 1, 2], &[0, 0, 1], &zeros, vec![1, 2])).contains("chunk_lens"));
     assert!(err(raw(&[5, 6, 640], &[0, 1, 2], &zeros, &zeros, vec![3])).contains("input_ids"));
-    let mut wrong_kind = raw(&ids, &[0, 1, 2], &zeros, &zeros, vec![3]);
-    wrong_kind.branch_ids = wrong_kind.branch_ids.to_kind(Kind::Int);
+    let row = |v: &[i64]| Tensor::from_slice(v).unsqueeze(0);
+    let wrong_kind = PackedBatch::new(row(&ids), row(&[0, 1, 2]), row(&zeros), row(&zeros).to_kind(Kind::Int), vec![3]);
     let msg = err(wrong_kind);
     assert!(msg.contains("branch_ids") && msg.contains("int64"), "{msg}");
     let flat = Tensor::from_slice(&ids);
     let new = PackedBatch::new(flat.copy(), flat.zeros_like(), flat.zeros_like(), flat.zeros_like(), vec![3]);
     assert!(new.map(|_| ()).unwrap_err().to_string().contains("input_ids"));
     // Through the model: the positions' shape and the hidden-state indices.
-    let ok = raw(&ids, &[0, 1, 2], &zeros, &zeros, vec![3]);
+    let ok = raw(&ids, &[0, 1, 2], &zeros, &zeros, vec![3]).unwrap();
     let wrong = Tensor::ones([1, 2], (Kind::Bool, tch::Device::Cpu));
     let msg = m.forward_packed_at(&ok, &wrong, &none).map(|_| ()).unwrap_err().to_string();
     assert!(msg.contains("positions"), "{msg}");
@@ -290,7 +293,7 @@ impl CausalLm for Unpacked<'_> {
 fn models_without_packed_passes_say_so() {
     let m = model("llama");
     let packing = pack(&[Piece::Plain(tokens(31, 3))], &[1]);
-    let every = packing.batch.input_ids.ones_like();
+    let every = packing.batch.input_ids().ones_like();
     let err = Unpacked(&m).forward_packed_at(&packing.batch, &every, &HiddenRequest::none()).unwrap_err();
     assert!(err.to_string().contains("does not support packed batches"), "{err}");
     let err = Unpacked(&m).hidden_states_packed(&packing.batch, &HiddenRequest::none()).unwrap_err();

@@ -65,10 +65,11 @@ impl Checkpointer {
         self.output.join("final")
     }
 
-    /// The checkpoint to resume from: the latest complete one, or an error when there is none.
-    pub fn resume_point(&self) -> Result<(u64, PathBuf)> {
-        latest_checkpoint(&self.output).ok_or_else(|| TrainError::Resume {
-            path: self.output.clone(),
+    /// The checkpoint of `output` to resume from: the latest complete one, or an error when
+    /// there is none.
+    pub fn resume_point(output: &Path) -> Result<(u64, PathBuf)> {
+        latest_checkpoint(output).ok_or_else(|| TrainError::Resume {
+            path: output.to_path_buf(),
             why: "it holds no complete checkpoint-<step>/".into(),
         })
     }

@@ -121,8 +121,7 @@ pub fn train(config: &RunConfig, config_path: &Path, opts: &TrainOptions) -> Res
     let events = Events(opts.on_event.clone());
     tch::manual_seed(config.train.seed as i64);
     std::fs::create_dir_all(&opts.output).map_err(|source| TrainError::Io { path: opts.output.clone(), source })?;
-    let probe = Checkpointer::new(&opts.output, &config.model.path, 0, config.train.seed);
-    let resume_from = if opts.resume { Some(probe.resume_point()?) } else { None };
+    let resume_from = if opts.resume { Some(Checkpointer::resume_point(&opts.output)?) } else { None };
     let policy_dir = resume_from.as_ref().map_or(config.model.path.as_path(), |(_, dir)| dir.as_path());
     let mut run = Run::build(config, config_path, policy_dir, &opts.output, &events)?;
 

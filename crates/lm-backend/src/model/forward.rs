@@ -85,15 +85,15 @@ impl HfCausalLm {
         Ok(attention_mask.ne(0))
     }
 
-    /// Checks a packed batch (its own checks, then device and vocabulary against the model)
-    /// and `hidden`; returns its attention context.
+    /// Checks a packed batch against the model (device and vocabulary; its own consistency
+    /// was checked when it was made) and `hidden`; returns its attention context.
     fn packed_context(&self, batch: &PackedBatch, hidden: &HiddenRequest) -> Result<AttentionContext> {
-        batch.check()?;
-        if batch.input_ids.device() != self.options.device {
-            let msg = format!("on {:?}, the model is on {:?}", batch.input_ids.device(), self.options.device);
+        let ids = batch.input_ids();
+        if ids.device() != self.options.device {
+            let msg = format!("on {:?}, the model is on {:?}", ids.device(), self.options.device);
             return Err(LmError::input("input_ids", msg));
         }
-        let (lo, hi) = (batch.input_ids.min().int64_value(&[]), batch.input_ids.max().int64_value(&[]));
+        let (lo, hi) = (ids.min().int64_value(&[]), ids.max().int64_value(&[]));
         if lo < 0 || hi >= self.config.vocab_size as i64 {
             let msg = format!("ids range over [{lo}, {hi}], the vocabulary is [0, {})", self.config.vocab_size);
             return Err(LmError::input("input_ids", msg));
@@ -262,12 +262,12 @@ impl CausalLm for HfCausalLm {
 
     fn forward_packed_at(&self, batch: &PackedBatch, positions: &Tensor, hidden: &HiddenRequest) -> Result<LmOutput> {
         let ctx = self.packed_context(batch, hidden)?;
-        let rows = selected_rows(positions, &batch.input_ids)?;
-        self.logits_at_rows(&batch.input_ids, &ctx, &rows, hidden)
+        let rows = selected_rows(positions, batch.input_ids())?;
+        self.logits_at_rows(batch.input_ids(), &ctx, &rows, hidden)
     }
 
     fn hidden_states_packed(&self, batch: &PackedBatch, hidden: &HiddenRequest) -> Result<HiddenStates> {
         let ctx = self.packed_context(batch, hidden)?;
-        Ok(self.run(&batch.input_ids, &ctx, None, self.depth_for(hidden), hidden, false).1)
+        Ok(self.run(batch.input_ids(), &ctx, None, self.depth_for(hidden), hidden, false).1)
     }
 }

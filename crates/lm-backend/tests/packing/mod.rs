@@ -121,7 +121,7 @@ pub fn all_states(m: &HfCausalLm) -> HiddenRequest {
 /// at each of the sequence's tokens.
 pub fn packed_vs_alone(m: &HfCausalLm, packing: &Packing) -> (f64, f64) {
     let request = all_states(m);
-    let every = packing.batch.input_ids.ones_like().to_kind(Kind::Bool);
+    let every = packing.batch.input_ids().ones_like().to_kind(Kind::Bool);
     let packed = m.forward_packed_at(&packing.batch, &every, &request).unwrap();
     assert_eq!(packed.logits.size()[0], packing.batch.len() as i64);
     let (mut logits, mut states) = (0.0f64, 0.0f64);
