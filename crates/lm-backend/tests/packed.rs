@@ -4,12 +4,14 @@
 //! a loss over both branches of a tree has the gradient of the two separate passes.
 
 mod packing;
+mod required_only;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
 use lm_backend::{CausalLm, HfCausalLm, HiddenRequest, LayerAttention, LoadOptions, PackedBatch};
 use packing::{model, pack, packed_vs_alone, relative_diff, tokens, Piece};
+use required_only::RequiredOnly;
 use tch::{Kind, Tensor};
 
 /// f32 rounding of differently shaped products, relative to the values' scale (the bound of
@@ -263,39 +265,13 @@ fn bad_packed_inputs_are_named() {
     assert_eq!(out.logits.size(), [0, m.config().vocab_size as i64]);
 }
 
-/// A model that implements only the required methods of `CausalLm`.
-struct Unpacked<'a>(&'a HfCausalLm);
-
-impl CausalLm for Unpacked<'_> {
-    fn config(&self) -> &lm_backend::ModelConfig {
-        self.0.config()
-    }
-    fn device(&self) -> tch::Device {
-        self.0.device()
-    }
-    fn kind(&self) -> Kind {
-        self.0.kind()
-    }
-    fn forward(&self, ids: &Tensor, mask: &Tensor, hidden: &HiddenRequest) -> lm_backend::Result<lm_backend::LmOutput> {
-        self.0.forward(ids, mask, hidden)
-    }
-    fn hidden_states(
-        &self,
-        ids: &Tensor,
-        mask: &Tensor,
-        hidden: &HiddenRequest,
-    ) -> lm_backend::Result<lm_backend::HiddenStates> {
-        self.0.hidden_states(ids, mask, hidden)
-    }
-}
-
 #[test]
 fn models_without_packed_passes_say_so() {
     let m = model("llama");
     let packing = pack(&[Piece::Plain(tokens(31, 3))], &[1]);
     let every = packing.batch.input_ids().ones_like();
-    let err = Unpacked(&m).forward_packed_at(&packing.batch, &every, &HiddenRequest::none()).unwrap_err();
+    let err = RequiredOnly(&m).forward_packed_at(&packing.batch, &every, &HiddenRequest::none()).unwrap_err();
     assert!(err.to_string().contains("does not support packed batches"), "{err}");
-    let err = Unpacked(&m).hidden_states_packed(&packing.batch, &HiddenRequest::none()).unwrap_err();
+    let err = RequiredOnly(&m).hidden_states_packed(&packing.batch, &HiddenRequest::none()).unwrap_err();
     assert!(err.to_string().contains("packed"), "{err}");
 }

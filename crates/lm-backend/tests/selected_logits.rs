@@ -3,10 +3,13 @@
 //! positions are gathered first and projected afterwards, as a trainer scoring completion
 //! tokens would do.
 
+mod required_only;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use lm_backend::{CausalLm, HfCausalLm, HiddenRequest, LmError, LoadOptions};
+use required_only::RequiredOnly;
 use tch::{Kind, Tensor};
 
 fn fixture(name: &str) -> PathBuf {
@@ -95,32 +98,6 @@ fn forward_at_matches_transformers_gemma2_softcap() {
     check_forward_at("gemma2");
 }
 
-/// A model that keeps `CausalLm`'s default `forward_at` (select from the full logits).
-struct FullLogitsOnly<'a>(&'a HfCausalLm);
-
-impl CausalLm for FullLogitsOnly<'_> {
-    fn config(&self) -> &lm_backend::ModelConfig {
-        self.0.config()
-    }
-    fn device(&self) -> tch::Device {
-        self.0.device()
-    }
-    fn kind(&self) -> Kind {
-        self.0.kind()
-    }
-    fn forward(&self, ids: &Tensor, mask: &Tensor, hidden: &HiddenRequest) -> lm_backend::Result<lm_backend::LmOutput> {
-        self.0.forward(ids, mask, hidden)
-    }
-    fn hidden_states(
-        &self,
-        ids: &Tensor,
-        mask: &Tensor,
-        hidden: &HiddenRequest,
-    ) -> lm_backend::Result<lm_backend::HiddenStates> {
-        self.0.hidden_states(ids, mask, hidden)
-    }
-}
-
 /// Gradients through the selected projection equal those through the full logits (the
 /// default implementation), for a loss on a sparse, irregular set of positions; the last
 /// layer's states (index L, the final norm's output) come back only when requested.
@@ -149,7 +126,7 @@ fn forward_at_gradients_equal_the_full_path() {
         model.parameters().values().map(|p| p.grad().copy()).collect::<Vec<_>>()
     };
     let selected = grads(&model);
-    let full = grads(&FullLogitsOnly(&model));
+    let full = grads(&RequiredOnly(&model));
     model.set_trainable(false);
     assert_eq!(selected.len(), full.len());
     for (a, b) in selected.iter().zip(&full) {
@@ -167,7 +144,7 @@ fn forward_at_checks_its_positions() {
     let wrong = Tensor::ones([2, 3], (Kind::Bool, tch::Device::Cpu));
     let err = model.forward_at(&ids, &mask, &wrong, &HiddenRequest::none()).unwrap_err();
     assert!(matches!(err, LmError::Input { .. }) && err.to_string().contains("positions"), "{err}");
-    let err = FullLogitsOnly(&model).forward_at(&ids, &mask, &wrong, &HiddenRequest::none()).unwrap_err();
+    let err = RequiredOnly(&model).forward_at(&ids, &mask, &wrong, &HiddenRequest::none()).unwrap_err();
     assert!(err.to_string().contains("positions"), "{err}");
     // No position selected: an empty [0, V] result, not an error.
     let none = Tensor::zeros([2, 2], (Kind::Bool, tch::Device::Cpu));
