@@ -48,12 +48,28 @@ fn failed<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Erro
 /// Writes `bytes` to `path` atomically: into the temporary file `<path>.tmp` beside it,
 /// flushed to disk, then renamed over `path`.
 pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), AtomicIoError> {
+    write_file_with(path, |tmp| {
+        let mut file = std::fs::File::create(tmp).map_err(failed("create", tmp))?;
+        file.write_all(bytes).map_err(failed("write", tmp))?;
+        file.sync_all().map_err(failed("flush to disk", tmp))
+    })
+}
+
+/// Creates the file `path` atomically through `write`, which writes it at the temporary
+/// path it is given (`<path>.tmp`, beside `path`), for writers that take a path rather than
+/// bytes (e.g. a safetensors writer); the finished file is renamed over `path`. If `write`
+/// fails, the temporary file is removed, `path` is untouched and `write`'s error is returned.
+pub fn write_file_with<E: From<AtomicIoError>>(
+    path: &Path,
+    write: impl FnOnce(&Path) -> Result<(), E>,
+) -> Result<(), E> {
     let tmp = sibling(path, ".tmp")?;
-    let mut file = std::fs::File::create(&tmp).map_err(failed("create", &tmp))?;
-    file.write_all(bytes).map_err(failed("write", &tmp))?;
-    file.sync_all().map_err(failed("flush to disk", &tmp))?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(failed("rename into place", path))
+    let result = write(&tmp)
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| E::from(failed("rename into place", path)(e))));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// Creates the folder `dest` atomically: `fill` writes its contents into the fresh
@@ -125,6 +141,25 @@ mod tests {
         write_file(&p, b"two").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary left behind");
+    }
+
+    #[test]
+    fn a_failed_writer_leaves_the_old_file_and_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("cache.safetensors");
+        write_file_with(&p, |tmp| write_file_with_bytes(tmp, b"one")).unwrap();
+        let failed = write_file_with(&p, |tmp| {
+            write_file_with_bytes(tmp, b"half")?;
+            Err(LmError::input("writer", "fails on purpose"))
+        });
+        assert!(matches!(failed, Err(LmError::Input { name: "writer", .. })));
+        assert_eq!(std::fs::read(&p).unwrap(), b"one");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary left behind");
+    }
+
+    /// A plain (not atomic) write, as a path-taking writer would do.
+    fn write_file_with_bytes(path: &Path, bytes: &[u8]) -> Result<(), LmError> {
+        std::fs::write(path, bytes).map_err(|e| LmError::io(path, e))
     }
 
     #[test]

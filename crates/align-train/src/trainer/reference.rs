@@ -10,9 +10,9 @@ use crate::padding::pad_pairs;
 use crate::prepare::PreparedRecord;
 use crate::seeded::Fnv1a;
 use crate::{Result, TrainError};
-use lm_backend::atomic::write_file;
+use lm_backend::atomic::{write_file, write_file_with};
 use lm_backend::{CausalLm, HfCausalLm, HiddenRequest};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tch::{Device, Tensor};
 
 /// The cache file in the output folder.
@@ -68,20 +68,14 @@ pub(crate) fn reference_cache(inputs: &ReferenceInputs, output: &Path, events: &
     }
     let columns = compute(inputs, events)?;
     let named: Vec<(&str, &Tensor)> = COLUMNS.iter().copied().zip(columns.iter()).collect();
-    let tmp = sibling_tmp(&file);
-    Tensor::write_safetensors(&named, &tmp).map_err(TrainError::torch(format!("writing {CACHE_FILE}")))?;
-    std::fs::rename(&tmp, &file).map_err(|source| TrainError::Io { path: file.clone(), source })?;
+    write_file_with(&file, |tmp| {
+        Tensor::write_safetensors(&named, tmp).map_err(TrainError::torch(format!("writing {CACHE_FILE}")))
+    })?;
     let stamp_json = serde_json::json!({ "fingerprint": stamp, "records": inputs.records.len() });
     write_file(&stamp_file, stamp_json.to_string().as_bytes())?;
     events.emit(TrainEvent::ReferenceCacheReady { path: &file, reused: false });
     let [a, b, c, d, e] = columns;
     Ok(ReferenceCache { chosen_sum: a, chosen_count: b, rejected_sum: c, rejected_count: d, kl_sum: e })
-}
-
-/// `file.tmp.safetensors`: beside `file` (so the rename is atomic), with the extension that
-/// tells libtorch the format.
-fn sibling_tmp(file: &Path) -> PathBuf {
-    file.with_extension("tmp.safetensors")
 }
 
 /// The cache, when `stamp_file` holds `stamp` and `file` has every column.
