@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use align_train::trainer::EventHandler;
+use align_train::trainer::{EventHandler, OBJECTIVE_PARAMS, OPTIMIZER_STATE, TRAINER_STATE};
 use align_train::{train, RunConfig, TrainOptions, TrainSummary};
 
 use crate::error::Result;
@@ -78,29 +78,24 @@ pub fn build_base(
     Ok(BaseSummary { world: summary, run, base })
 }
 
-/// Copies the model files of `from` (not the optimizer and trainer state) into a fresh `<to>.partial`, then swaps it in for `to`.
+/// Copies the model files of `from` (not the optimizer and trainer state) into a fresh
+/// `<to>.partial`, then swaps it in for `to` ([`lm_backend::atomic::write_dir`]).
 fn replace_dir(from: &Path, to: &Path) -> Result<()> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| TestbedError::Io { path, source }
     };
-    let partial = to.with_extension("partial");
-    if partial.exists() {
-        std::fs::remove_dir_all(&partial).map_err(io(&partial))?;
-    }
-    std::fs::create_dir_all(&partial).map_err(io(&partial))?;
-    for entry in std::fs::read_dir(from).map_err(io(from))? {
-        let entry = entry.map_err(io(from))?;
-        let training_state = ["optimizer.safetensors", "trainer_state.json", align_train::trainer::OBJECTIVE_PARAMS];
-        if entry.file_type().map_err(io(&entry.path()))?.is_file()
-            && !training_state.iter().any(|name| entry.file_name() == *name)
-        {
-            let dest = partial.join(entry.file_name());
-            std::fs::copy(entry.path(), &dest).map_err(io(&dest))?;
+    let training_state = [OPTIMIZER_STATE, TRAINER_STATE, OBJECTIVE_PARAMS];
+    lm_backend::atomic::write_dir(to, |partial| {
+        for entry in std::fs::read_dir(from).map_err(io(from))? {
+            let entry = entry.map_err(io(from))?;
+            if entry.file_type().map_err(io(&entry.path()))?.is_file()
+                && !training_state.iter().any(|name| entry.file_name() == *name)
+            {
+                let dest = partial.join(entry.file_name());
+                std::fs::copy(entry.path(), &dest).map_err(io(&dest))?;
+            }
         }
-    }
-    if to.exists() {
-        std::fs::remove_dir_all(to).map_err(io(to))?;
-    }
-    std::fs::rename(&partial, to).map_err(io(to))
+        Ok(())
+    })
 }

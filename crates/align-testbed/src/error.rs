@@ -27,6 +27,9 @@ pub enum TestbedError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// Writing a file or folder atomically failed.
+    #[error(transparent)]
+    Atomic(#[from] lm_backend::atomic::AtomicIoError),
     /// Serialising a record or a JSON file failed.
     #[error("{path}: cannot serialise JSON: {source}")]
     Json {

@@ -16,7 +16,9 @@ pub mod reference;
 mod setup;
 mod step;
 
-pub use checkpoint::{latest_checkpoint, Checkpointer, OBJECTIVE_PARAMS, TOKENIZER_FILES};
+pub use checkpoint::{
+    latest_checkpoint, Checkpointer, OBJECTIVE_PARAMS, OPTIMIZER_STATE, TOKENIZER_FILES, TRAINER_STATE,
+};
 pub use events::{EventHandler, Interrupt, SaveReason, TrainEvent};
 
 use crate::config::RunConfig;
