@@ -1,8 +1,8 @@
 //! Running the forward passes a step's objective needs on a micro-batch of prepared records,
 //! producing the [`BatchView`] its terms read. Which passes run is decided once per run by
 //! the [`StepPlan`] (from the terms' [`Need`]s). Two layouts compute the same view:
-//! [`packed`] (the default: no padding, each pair's prompt forwarded once, see
-//! [`crate::packing`]) and [`padded`] (right-padded rows, [`crate::padding`]; the reference
+//! `packed` (the default: no padding, each pair's prompt forwarded once, see
+//! [`crate::packing`]) and `padded` (right-padded rows, [`crate::padding`]; the reference
 //! the packed path is tested against).
 
 mod packed;

@@ -1,7 +1,7 @@
 //! The registry of objective kinds: the one table that says which `kind = "…"` a
 //! `[[objective]]` may name, which parameters it takes and which loss term it builds.
 //!
-//! Each kind has one entry in the [`objective_kinds!`] table below (its [`ObjectiveKind`]
+//! Each kind has one entry in the `objective_kinds!` table below (its [`ObjectiveKind`]
 //! variant with the parameter fields, and its [`KindEntry`]) and lives in its family's module:
 //! a serde struct of its parameters with their defaults (`deny_unknown_fields`, so serde finds
 //! unknown keys), a `parse` function from that struct to the variant (cross-field rules go

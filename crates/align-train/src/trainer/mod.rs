@@ -5,8 +5,8 @@
 //! optimizer steps of `grad_accum` micro-batches each, with AdamW, the learning-rate
 //! schedule, gradient clipping, a NaN/inf guard, `metrics.jsonl`, checkpoints and resume.
 //!
-//! The parts: [`setup`] (models, objective, data), [`step`] (the step loop), [`checkpoint`]
-//! ([`Checkpointer`]: save, find the latest complete, restore), [`reference`] (the reference
+//! The parts: `setup` (models, objective, data), `step` (the step loop), [`checkpoint`]
+//! ([`Checkpointer`]: save, find the latest complete, restore), [`reference`](mod@reference) (the reference
 //! log-prob cache) and [`events`] (what the run reports, and how a caller interrupts it).
 //! The library never prints: progress and messages reach the caller as [`TrainEvent`]s.
 
