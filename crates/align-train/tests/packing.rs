@@ -61,11 +61,13 @@ fn records(seed: u64, n: usize, vocab: usize) -> Vec<PreparedRecord> {
         .collect()
 }
 
-/// A reference cache of arbitrary values (both layouts read it the same way).
+/// A reference cache of arbitrary values (both layouts read it the same way), drawn from
+/// the test's own generator: libtorch's global one is shared by the tests running at once.
 fn cache(n: usize) -> ReferenceCache {
-    let col = |seed: i64| {
-        tch::manual_seed(seed);
-        Tensor::randn([n as i64], (Kind::Float, Device::Cpu)) - 20.0
+    let col = |seed: u64| {
+        let mut rng = SeededRng::new(seed);
+        let values: Vec<f32> = (0..n).map(|_| rng.normal() as f32 - 20.0).collect();
+        Tensor::from_slice(&values)
     };
     let counts = || Tensor::full([n as i64], 5.0, (Kind::Float, Device::Cpu));
     ReferenceCache {
@@ -83,7 +85,6 @@ fn objective(stack: &str, policy: &HfCausalLm) -> (ObjectiveStack, bool) {
         format!("[model]\npath = \"m\"\n[data]\ntrain = \"d.jsonl\"\nlanguages = [\"l0\", \"l1\", \"l2\"]\n{stack}");
     let config = RunConfig::parse(&text, Path::new("run.toml")).unwrap();
     let shape = ModelShape { num_layers: policy.num_layers(), hidden_size: policy.config().hidden_size };
-    tch::manual_seed(0); // the same projection head both times
     let heads = tch::nn::VarStore::new(Device::Cpu);
     let stack = build_objective(&config.objectives, shape, &(heads.root() / "h"), Path::new("run.toml")).unwrap();
     (stack, config.objectives.iter().all(|o| o.kind.is_chosen_only()))
@@ -97,14 +98,26 @@ struct Step {
     tokens: usize,
 }
 
-fn step(stack: &str, policy: &HfCausalLm, reference: &HfCausalLm, records: &[PreparedRecord], packing: bool) -> Step {
-    let (objective, chosen_only) = objective(stack, policy);
-    let plan = StepPlan::new(&objective.needs(), chosen_only);
-    let cache = cache(records.len());
+/// What both layouts of one comparison share: the objective (one projection head, so the
+/// two steps see the same parameters), its plan and the reference cache.
+struct Shared {
+    objective: ObjectiveStack,
+    plan: StepPlan,
+    cache: ReferenceCache,
+}
+
+fn step(
+    shared: &Shared,
+    policy: &HfCausalLm,
+    reference: &HfCausalLm,
+    records: &[PreparedRecord],
+    packing: bool,
+) -> Step {
+    let Shared { objective, plan, cache } = shared;
     let models = StepModels {
         policy,
         reference: Some(reference),
-        cache: Some(&cache),
+        cache: Some(cache),
         pad_id: 0,
         num_languages: LANGUAGES,
         packing,
@@ -117,7 +130,7 @@ fn step(stack: &str, policy: &HfCausalLm, reference: &HfCausalLm, records: &[Pre
             let _ = g.zero_();
         }
     }
-    let (view, tokens) = build_view(&models, &plan, &batch, &indices, records).unwrap();
+    let (view, tokens) = build_view(&models, plan, &batch, &indices, records).unwrap();
     let out = objective.compute(&view).unwrap();
     out.loss.backward();
     let metrics = out.metrics.iter().map(|(k, v)| (k.to_string(), v)).collect();
@@ -132,8 +145,11 @@ fn assert_same(stack: &str, records: &[PreparedRecord], kind: Kind, tol: f64) {
     let close = |a: f64, b: f64| (a - b).abs() <= tol * (1.0 + a.abs().max(b.abs()));
     let (policy, reference) = (model(kind), model(kind));
     policy.set_trainable(true);
-    let padded = step(stack, &policy, &reference, records, false);
-    let packed = step(stack, &policy, &reference, records, true);
+    let (objective, chosen_only) = objective(stack, &policy);
+    let plan = StepPlan::new(&objective.needs(), chosen_only);
+    let shared = Shared { objective, plan, cache: cache(records.len()) };
+    let padded = step(&shared, &policy, &reference, records, false);
+    let packed = step(&shared, &policy, &reference, records, true);
     assert!(close(padded.loss, packed.loss), "{stack} ({kind:?}): loss {} vs {}", padded.loss, packed.loss);
     assert_eq!(padded.metrics.len(), packed.metrics.len(), "{stack}");
     for ((k, a), (k2, b)) in padded.metrics.iter().zip(&packed.metrics) {
@@ -148,7 +164,6 @@ fn assert_same(stack: &str, records: &[PreparedRecord], kind: Kind, tol: f64) {
             "{stack} ({kind:?}): gradient of {name} differs by {diff} (scale {scale})"
         );
     }
-    let (_, chosen_only) = objective(stack, &policy);
     if chosen_only {
         assert_eq!(packed.tokens, padded.tokens, "{stack}: one sequence per record either way");
     } else {
