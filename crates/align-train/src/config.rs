@@ -28,10 +28,15 @@ pub struct RunConfig {
     pub optim: OptimConfig,
     /// `[train]`.
     pub train: TrainConfig,
+    /// `[lora]`: present, the run trains low-rank adapters on a frozen base.
+    pub lora: Option<LoraConfig>,
 }
 
 /// Weights and matmul precision: `"f32"` (default) or `"bf16"` (the backend's own type).
 pub use lm_backend::Dtype;
+
+/// How attention is computed: `"sdpa"` (default) or `"eager"` (the backend's own type).
+pub use lm_backend::AttentionImpl;
 
 /// `[model]`: the policy to train and its frozen reference. (Named `ModelSection`, not
 /// `ModelConfig`, so that it is never confused with `lm_backend::ModelConfig`, a checkpoint's
@@ -50,6 +55,10 @@ pub struct ModelSection {
     /// Frozen reference model folder; default: a frozen copy of `path`.
     #[serde(default)]
     pub reference: Option<PathBuf>,
+    /// `"sdpa"` (default: libtorch's fused kernel wherever it can express the layer) or
+    /// `"eager"` (separate ops, as `transformers`' eager path).
+    #[serde(default)]
+    pub attention: AttentionImpl,
 }
 
 fn default_device() -> String {
@@ -152,6 +161,10 @@ pub struct TrainConfig {
     /// length within windows of 50 micro-batches of the seeded epoch order, so runs stay
     /// reproducible and resumable; it mostly saves memory (and, unpacked, padding).
     pub group_by_length: bool,
+    /// Activation checkpointing (default false): the forward pass keeps only each decoder
+    /// block's input, and each block is recomputed during the backward pass. Same gradients,
+    /// far less activation memory, about one more forward pass of compute.
+    pub gradient_checkpointing: bool,
 }
 
 impl Default for TrainConfig {
@@ -166,6 +179,39 @@ impl Default for TrainConfig {
             on_nonfinite: OnNonFinite::Stop,
             packing: true,
             group_by_length: false,
+            gradient_checkpointing: false,
+        }
+    }
+}
+
+/// The projections LoRA adapts by default: every linear projection of attention and MLP.
+pub const LORA_DEFAULT_TARGETS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+
+/// `[lora]`: low-rank adapters (Hu et al. 2021) on a frozen base, saved in PEFT's layout.
+///
+/// Each targeted projection `y = x W^T` becomes `y = x W^T + (alpha / r) * dropout(x) A^T B^T`
+/// with `A` `[r, in]` and `B` `[out, r]` (B starts at zero, so step 0 is the base model).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoraConfig {
+    /// Rank of each adapter (default 16).
+    pub r: usize,
+    /// Scale numerator: the update is multiplied by `alpha / r` (default 32).
+    pub alpha: f64,
+    /// Dropout on the adapter's input during training (default 0).
+    pub dropout: f64,
+    /// Projection names to adapt (default: all linear projections of attention and MLP,
+    /// [`LORA_DEFAULT_TARGETS`]).
+    pub target_modules: Vec<String>,
+}
+
+impl Default for LoraConfig {
+    fn default() -> Self {
+        Self {
+            r: 16,
+            alpha: 32.0,
+            dropout: 0.0,
+            target_modules: LORA_DEFAULT_TARGETS.iter().map(|s| s.to_string()).collect(),
         }
     }
 }
@@ -195,6 +241,7 @@ struct TopLevel {
     objective: Option<IgnoredAny>,
     optim: Option<IgnoredAny>,
     train: Option<IgnoredAny>,
+    lora: Option<IgnoredAny>,
 }
 
 impl RunConfig {
@@ -229,7 +276,11 @@ impl RunConfig {
             Some(t) => ctx.at("[train]").deserialize(t)?,
             None => TrainConfig::default(),
         };
-        let config = RunConfig { model, data, objectives, optim, train };
+        let lora: Option<LoraConfig> = match ctx.section(&root, "lora")? {
+            Some(t) => Some(ctx.at("[lora]").deserialize(t)?),
+            None => None,
+        };
+        let config = RunConfig { model, data, objectives, optim, train, lora };
         ctx.validate(&config)?;
         Ok(config)
     }
@@ -552,6 +603,23 @@ impl<'a> Ctx<'a> {
         }
         if c.data.max_length < 2 {
             return Err(self.invalid("[data]", "max_length", "must be at least 2 tokens"));
+        }
+        if let Some(lora) = &c.lora {
+            if lora.r == 0 {
+                return Err(self.invalid("[lora]", "r", "must be at least 1"));
+            }
+            positive("[lora]", "alpha", lora.alpha)?;
+            if !(0.0..1.0).contains(&lora.dropout) {
+                return Err(self.invalid("[lora]", "dropout", "must be in [0, 1)"));
+            }
+            if lora.target_modules.is_empty() {
+                let all = LORA_DEFAULT_TARGETS.join(", ");
+                return Err(self.invalid("[lora]", "target_modules", format!("give at least one of {all}")));
+            }
+            if let Some(bad) = lora.target_modules.iter().find(|m| !LORA_DEFAULT_TARGETS.contains(&m.as_str())) {
+                let all = LORA_DEFAULT_TARGETS.join(", ");
+                return Err(self.invalid("[lora]", "target_modules", format!("`{bad}` is not one of {all}")));
+            }
         }
         if !matches!(c.model.device.as_str(), "cpu" | "cuda")
             && c.model.device.strip_prefix("cuda:").is_none_or(|n| n.parse::<usize>().is_err())

@@ -48,7 +48,7 @@ pub mod seeded;
 pub mod terms;
 pub mod trainer;
 
-pub use config::{ModelSection, ObjectiveConfig, ObjectiveKind, RunConfig, ScheduleKind};
+pub use config::{LoraConfig, ModelSection, ObjectiveConfig, ObjectiveKind, RunConfig, ScheduleKind};
 pub use data::{load_records, Dataset, Message, Origin, Record, Text};
 pub use encode::{encode_pair, encode_prompt, Encoded, TextEncoder};
 pub use error::{Result, TrainError};

@@ -179,7 +179,7 @@ fn batches_are_packed_by_default_and_grouping_is_opt_in() {
 #[test]
 fn unknown_key_errors_list_every_allowed_key_of_the_table() {
     let cases = [
-        (MINIMAL.replace("[model]", "[model]\nx = 1"), "[model]", "path, dtype, device, reference"),
+        (MINIMAL.replace("[model]", "[model]\nx = 1"), "[model]", "path, dtype, device, reference, attention"),
         (MINIMAL.replace("[data]", "[data]\nx = 1"), "[data]", "train, languages, max_length, skip_bad_lines"),
         (
             format!("{MINIMAL}[optim]\nx = 1\n"),
@@ -189,9 +189,10 @@ fn unknown_key_errors_list_every_allowed_key_of_the_table() {
         (
             format!("{MINIMAL}[train]\nx = 1\n"),
             "[train]",
-            "batch_size, grad_accum, epochs, max_steps, seed, save_every, on_nonfinite, packing, group_by_length",
+            "batch_size, grad_accum, epochs, max_steps, seed, save_every, on_nonfinite, packing, group_by_length, gradient_checkpointing",
         ),
-        (format!("x = 1\n{MINIMAL}"), "the top level", "model, data, objective, optim, train"),
+        (format!("{MINIMAL}[lora]\nx = 1\n"), "[lora]", "r, alpha, dropout, target_modules"),
+        (format!("x = 1\n{MINIMAL}"), "the top level", "model, data, objective, optim, train, lora"),
     ];
     for (text, table, allowed) in cases {
         match parse(&text).unwrap_err() {
@@ -323,5 +324,41 @@ fn rejected_values_name_their_key() {
     for (text, names, detail) in cases {
         let e = err(&text);
         assert!(e.contains(names) && e.contains(detail) && e.contains("run.toml"), "{e}");
+    }
+}
+
+#[test]
+fn memory_switches_default_off_and_sdpa_on() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.model.attention, align_train::config::AttentionImpl::Sdpa);
+    assert!(!c.train.gradient_checkpointing);
+    assert_eq!(c.lora, None, "no [lora] table: full fine-tuning");
+    let c = parse(&format!("{MINIMAL}[train]\ngradient_checkpointing = true\n")).unwrap();
+    assert!(c.train.gradient_checkpointing);
+    let c = parse(&MINIMAL.replace("path = \"m\"", "path = \"m\"\nattention = \"eager\"")).unwrap();
+    assert_eq!(c.model.attention, align_train::config::AttentionImpl::Eager);
+    let e = err(&MINIMAL.replace("path = \"m\"", "path = \"m\"\nattention = \"flash\""));
+    assert!(e.contains("[model]") && e.contains("attention"), "{e}");
+}
+
+#[test]
+fn lora_table_gets_peft_style_defaults_and_checks_each_key() {
+    let c = parse(&format!("{MINIMAL}[lora]\n")).unwrap();
+    let lora = c.lora.expect("an empty [lora] table turns LoRA on");
+    assert_eq!((lora.r, lora.alpha, lora.dropout), (16, 32.0, 0.0));
+    assert_eq!(lora.target_modules, align_train::config::LORA_DEFAULT_TARGETS.map(String::from).to_vec());
+    let c = parse(&format!("{MINIMAL}[lora]\nr = 4\nalpha = 8\ntarget_modules = [\"q_proj\", \"v_proj\"]\n")).unwrap();
+    let lora = c.lora.unwrap();
+    assert_eq!((lora.r, lora.alpha, lora.target_modules.len()), (4, 8.0, 2));
+    for (body, key, why) in [
+        ("r = 0", "r", "at least 1"),
+        ("alpha = -1.0", "alpha", "> 0"),
+        ("dropout = 1.0", "dropout", "[0, 1)"),
+        ("target_modules = []", "target_modules", "at least one"),
+        ("target_modules = [\"qproj\"]", "target_modules", "`qproj` is not one of"),
+        ("rank = 8", "rank", "allowed"),
+    ] {
+        let e = err(&format!("{MINIMAL}[lora]\n{body}\n"));
+        assert!(e.contains("[lora]") && e.contains(key) && e.contains(why), "{body}: {e}");
     }
 }

@@ -69,4 +69,4 @@ pub use generate::{GenerationConfig, Sampling};
 pub use model::{tensor_specs, CausalLm, HfCausalLm, HiddenRequest, HiddenStates, LmOutput};
 pub use packed::PackedBatch;
 pub use tokenizer::{ChatMessage, Tokenizer};
-pub use weights::{Checkpoint, Dtype, LoadOptions, TensorSpec};
+pub use weights::{AttentionImpl, Checkpoint, Dtype, LoadOptions, TensorSpec};

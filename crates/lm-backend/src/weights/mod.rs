@@ -11,7 +11,7 @@ mod options;
 mod scope;
 
 pub use checkpoint::{Checkpoint, INDEX_FILE, SINGLE_FILE};
-pub use options::{Dtype, LoadOptions};
+pub use options::{AttentionImpl, Dtype, LoadOptions};
 pub(crate) use scope::{record_specs, WeightSource, Weights};
 
 /// A tensor a model expects: its Hugging Face name and shape.
