@@ -1,0 +1,3 @@
+// polyalign: see compat.h.
+#pragma once
+#include "../compat.h"
