@@ -8,7 +8,22 @@
 use crate::check::{check_device, check_float, check_shape, loss_precision};
 use crate::{LossError, Result};
 use std::collections::BTreeMap;
-use tch::Tensor;
+use std::sync::Arc;
+use tch::{Kind, Tensor};
+
+/// Sums over the processes of a data-parallel run: what an objective term needs to
+/// normalise by the *global* batch instead of its rank's part.
+///
+/// A trainer that splits each batch across processes puts one in [`BatchView::ranks`]
+/// (backed by an all-reduce); without one, a view is the whole batch. Terms reach it only
+/// through [`BatchView::mean`], [`BatchView::ratio`], [`BatchView::global_mean`] and
+/// [`BatchView::global_sums`], which every rank calls unconditionally and in the same
+/// order, so the collectives match.
+pub trait RankSum: std::fmt::Debug + Send + Sync {
+    /// The element-wise sum of `t` over every rank (the same shape on each), on `t`'s device.
+    /// `t` carries no gradient.
+    fn all_sum(&self, t: &Tensor) -> Result<Tensor>;
+}
 
 /// Summed log-probability of the scored tokens of each of `N` sequences, and how many tokens
 /// were scored. `logp(y|x)` in the papers is `sum`; `avg_logp` is `sum / count`.
@@ -188,6 +203,15 @@ pub struct BatchView {
     pub prompt_variants: BTreeMap<Layer, VariantStates>,
     /// Policy and reference states on the dominant-language sequences, by layer.
     pub dominant_states: BTreeMap<Layer, DominantStates>,
+    /// The run's languages, dominant first (terms that report per-language metrics over a
+    /// split batch need one list that every rank shares; may be empty otherwise).
+    pub languages: Vec<String>,
+    /// Sums over the ranks of a data-parallel run; `None`: this view is the whole batch.
+    ///
+    /// With ranks, a term's loss is this rank's *share*: the shares of all ranks sum to the
+    /// loss of the whole global batch (so summed gradients are its gradient), and its metrics
+    /// are global values, equal on every rank.
+    pub ranks: Option<Arc<dyn RankSum>>,
 }
 
 impl BatchView {
@@ -195,6 +219,80 @@ impl BatchView {
     /// base objective except KTO (which also needs [`BatchView::kl`]).
     pub fn from_pairs(policy: PairLogps, reference: Option<PairLogps>) -> Self {
         Self { policy: Some(policy), reference, ..Self::default() }
+    }
+
+    /// The mean of `values` (any shape, loss precision) over the whole global batch: with
+    /// [`BatchView::ranks`], this rank's share `sum(values) / N` where `N` counts the elements
+    /// of every rank (gradients flow through the local sum); without, `mean(values)`.
+    pub fn mean(&self, values: &Tensor) -> Result<Tensor> {
+        match &self.ranks {
+            None => Ok(values.f_mean(values.kind())?),
+            Some(ranks) => {
+                let n = Tensor::from(values.numel() as f64).f_to_kind(values.kind())?.f_to_device(values.device())?;
+                Ok(values.f_sum(values.kind())?.f_div(&ranks.all_sum(&n)?)?)
+            }
+        }
+    }
+
+    /// `numerator / denominator` of two local sums (scalars), normalised by the global
+    /// batch: with ranks, this rank's share `numerator / sum_ranks(denominator)`; without,
+    /// the plain quotient. E.g. a token-level mean: the summed NLL over the summed count.
+    pub fn ratio(&self, numerator: &Tensor, denominator: &Tensor) -> Result<Tensor> {
+        match &self.ranks {
+            None => Ok(numerator.f_div(denominator)?),
+            Some(ranks) => Ok(numerator.f_div(&ranks.all_sum(&denominator.detach())?)?),
+        }
+    }
+
+    /// The token-level mean negative log-likelihood of `seqs` over the global batch
+    /// ([`SequenceLogps::token_mean_nll`] of the whole batch; this rank's share with ranks).
+    pub fn token_mean_nll(&self, seqs: &SequenceLogps) -> Result<Tensor> {
+        match &self.ranks {
+            None => Ok(seqs.token_mean_nll()),
+            Some(_) => {
+                let nll = seqs.sum.f_sum(seqs.sum.kind())?.f_neg()?;
+                self.ratio(&nll, &seqs.count.f_sum(seqs.count.kind())?)
+            }
+        }
+    }
+
+    /// Global means of `rows` (each a tensor of per-item values, any length, possibly
+    /// different per row), without gradient, equal on every rank: one collective for all.
+    /// A row with no element anywhere gives NaN, as the mean of nothing.
+    pub fn global_means(&self, rows: &[&Tensor]) -> Result<Vec<f64>> {
+        let _no_grad = tch::no_grad_guard();
+        let mut parts = Vec::with_capacity(rows.len() * 2);
+        for row in rows {
+            let row = row.f_to_kind(Kind::Double)?;
+            parts.push(row.f_sum(Kind::Double)?);
+            parts.push(Tensor::from(row.numel() as f64).f_to_device(row.device())?);
+        }
+        let sums = self.global_sums(&Tensor::f_stack(&parts, 0)?)?;
+        Ok(sums.chunks(2).map(|p| p[0] / p[1]).collect())
+    }
+
+    /// The value of a loss (a scalar) over the whole global batch: with ranks, the sum of every
+    /// rank's share ([`BatchView::mean`], [`BatchView::ratio`]); without, its value.
+    pub fn global_value(&self, share: &Tensor) -> Result<f64> {
+        match &self.ranks {
+            None => Ok(share.f_double_value(&[])?),
+            Some(_) => Ok(self.global_sums(&share.f_reshape([1])?)?[0]),
+        }
+    }
+
+    /// The global mean of `values` (see [`BatchView::global_means`]).
+    pub fn global_mean(&self, values: &Tensor) -> Result<f64> {
+        Ok(self.global_means(&[values])?[0])
+    }
+
+    /// `t` (a 1-D tensor of local sums) summed over every rank, as `f64`s, without gradient.
+    pub fn global_sums(&self, t: &Tensor) -> Result<Vec<f64>> {
+        let t = t.detach().f_to_kind(Kind::Double)?;
+        let t = match &self.ranks {
+            None => t,
+            Some(ranks) => ranks.all_sum(&t)?.f_to_kind(Kind::Double)?,
+        };
+        Ok(Vec::<f64>::try_from(&t.f_to_device(tch::Device::Cpu)?.f_contiguous()?.f_view([-1])?)?)
     }
 
     /// The policy pairs, or [`LossError::MissingInput`] naming `term`.

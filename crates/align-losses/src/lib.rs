@@ -54,7 +54,7 @@ pub mod objectives;
 mod stack;
 
 pub use batch::{
-    missing, BatchView, DominantStates, KlLogps, Layer, PairLogps, SequenceLogps, TargetPairs, VariantStates,
+    missing, BatchView, DominantStates, KlLogps, Layer, PairLogps, RankSum, SequenceLogps, TargetPairs, VariantStates,
 };
 pub use error::{LossError, Result};
 pub use logps::{predicting_positions, scored_sequence_logps, sequence_logps, token_logps};

@@ -71,7 +71,7 @@ impl PreferenceObjective for ObjectiveStack {
         let mut metrics = Metrics::new();
         for WeightedTerm { weight, term } in &self.terms {
             let out = term.compute(batch)?;
-            metrics.push_tensor(format!("loss/{}", term.name()), &out.loss)?;
+            metrics.push(format!("loss/{}", term.name()), batch.global_value(&out.loss.detach())?);
             for (key, value) in out.metrics.0 {
                 let key = if metrics.get(&key).is_some() { format!("{}/{key}", term.name()) } else { key };
                 metrics.push(key, value);

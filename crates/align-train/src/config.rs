@@ -185,7 +185,8 @@ impl Default for TrainConfig {
 }
 
 /// The projections LoRA adapts by default: every linear projection of attention and MLP.
-pub const LORA_DEFAULT_TARGETS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+pub const LORA_DEFAULT_TARGETS: [&str; 7] =
+    ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
 
 /// `[lora]`: low-rank adapters (Hu et al. 2021) on a frozen base, saved in PEFT's layout.
 ///

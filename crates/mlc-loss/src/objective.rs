@@ -60,18 +60,18 @@ impl Mlc {
         self.head.as_ref()
     }
 
-    fn evaluate(&self, states: &Tensor, mask: Option<&Tensor>) -> crate::Result<TermOutput> {
+    fn evaluate(&self, batch: &BatchView, states: &Tensor, mask: Option<&Tensor>) -> crate::Result<TermOutput> {
         let projected = match &self.head {
             Some(head) => head.forward(states)?, // [G, K, d]
             None => states.shallow_clone(),      // [G, K, D]
         };
         let groups = Groups::new(&projected, mask)?;
         let s = groups.singular_values()?; // [G, K]
-        let loss = groups.mean_over_counted(&mlc_per_group(&groups, &s, self.tau)?)?;
+        let loss = mean_over_counted(batch, &groups, &mlc_per_group(&groups, &s, self.tau)?)?;
         let _guard = tch::no_grad_guard();
         let collinearity = collinearity_from_spectrum(&groups, &s)?; // [G], NaN where skipped
         let cosine = pairwise_cosine_sums(&groups)?; // [G]
-        let metrics = consistency_metrics(&self.name, &groups, &collinearity, &cosine)?;
+        let metrics = consistency_metrics(batch, &self.name, &groups, &collinearity, &cosine)?;
         Ok(TermOutput { loss, metrics })
     }
 }
@@ -85,7 +85,7 @@ impl PreferenceObjective for Mlc {
 
     fn compute(&self, batch: &BatchView) -> Result<TermOutput> {
         let variants = batch.require_prompt_variants(&self.name, self.layer)?;
-        self.evaluate(&variants.states, variants.mask.as_ref()).map_err(|e| e.into_loss_error(&self.name))
+        self.evaluate(batch, &variants.states, variants.mask.as_ref()).map_err(|e| e.into_loss_error(&self.name))
     }
 
     fn trainable_variables(&self) -> Vec<Tensor> {
@@ -114,13 +114,13 @@ impl PairwiseCosine {
         self.layer
     }
 
-    fn evaluate(&self, states: &Tensor, mask: Option<&Tensor>) -> crate::Result<TermOutput> {
+    fn evaluate(&self, batch: &BatchView, states: &Tensor, mask: Option<&Tensor>) -> crate::Result<TermOutput> {
         let groups = Groups::new(states, mask)?;
         let cosine = pairwise_cosine_sums(&groups)?; // [G]
-        let loss = groups.mean_over_counted(&cosine.f_neg()?.f_add_scalar(1.0)?)?;
+        let loss = mean_over_counted(batch, &groups, &cosine.f_neg()?.f_add_scalar(1.0)?)?;
         let _guard = tch::no_grad_guard();
         let collinearity = collinearity_from_spectrum(&groups, &groups.singular_values()?)?;
-        let metrics = consistency_metrics(&self.name, &groups, &collinearity, &cosine)?;
+        let metrics = consistency_metrics(batch, &self.name, &groups, &collinearity, &cosine)?;
         Ok(TermOutput { loss, metrics })
     }
 }
@@ -134,31 +134,53 @@ impl PreferenceObjective for PairwiseCosine {
 
     fn compute(&self, batch: &BatchView) -> Result<TermOutput> {
         let variants = batch.require_prompt_variants(&self.name, self.layer)?;
-        self.evaluate(&variants.states, variants.mask.as_ref()).map_err(|e| e.into_loss_error(&self.name))
+        self.evaluate(batch, &variants.states, variants.mask.as_ref()).map_err(|e| e.into_loss_error(&self.name))
     }
 }
 
+/// The mean of `[G]` per-group values over the counted groups of the batch
+/// ([`Groups::mean_over_counted`]); with [`BatchView::ranks`], this rank's share of the mean
+/// over the counted groups of every rank.
+fn mean_over_counted(batch: &BatchView, groups: &Groups, per_group: &Tensor) -> Result<Tensor, MlcError> {
+    if batch.ranks.is_none() {
+        return groups.mean_over_counted(per_group);
+    }
+    let counted = groups.counted()?.f_to_kind(per_group.kind())?; // [G]
+    let n = batch.global_sums(&counted.f_sum(Kind::Double)?.f_reshape([1])?)?[0].max(1.0);
+    Ok(per_group.f_mul(&counted)?.f_sum(per_group.kind())?.f_div_scalar(n)?)
+}
+
 /// `<name>/collinearity`, `<name>/pairwise_cosine`, `<name>/groups`, `<name>/groups_skipped`
-/// from `[G]` per-group collinearity (NaN where skipped) and pairwise cosine.
+/// from `[G]` per-group collinearity (NaN where skipped) and pairwise cosine: over the counted
+/// groups of the global batch when it is split across ranks.
 fn consistency_metrics(
+    batch: &BatchView,
     name: &str,
     groups: &Groups,
     collinearity: &Tensor,
     cosine: &Tensor,
 ) -> Result<Metrics, MlcError> {
     let counted = groups.counted()?; // [G] bool
-    let n = groups.n_counted()?;
-    let mean = |values: &Tensor| -> Result<f64, MlcError> {
-        if n == 0 {
-            return Ok(f64::NAN);
-        }
-        let picked = values.f_masked_select(&counted)?;
-        Ok(picked.f_mean(Kind::Double)?.f_double_value(&[])?)
+    let picked_sum = |values: &Tensor| -> Result<Tensor, MlcError> {
+        Ok(values.f_masked_select(&counted)?.f_sum(Kind::Double)?.f_reshape([1])?)
     };
+    let n = groups.n_counted()? as f64;
+    let skipped = groups.len() as f64 - n;
+    let local = Tensor::f_cat(
+        &[
+            picked_sum(collinearity)?,
+            picked_sum(cosine)?,
+            Tensor::from_slice(&[n, skipped]).f_to_device(cosine.device())?,
+        ],
+        0,
+    )?;
+    let sums = batch.global_sums(&local)?; // the four local values, summed over ranks
+    let (collinearity_sum, cosine_sum, n, skipped) = (sums[0], sums[1], sums[2], sums[3]);
+    let mean = |sum: f64| if n == 0.0 { f64::NAN } else { sum / n };
     let mut metrics = Metrics::new();
-    metrics.push(format!("{name}/collinearity"), mean(collinearity)?);
-    metrics.push(format!("{name}/pairwise_cosine"), mean(cosine)?);
-    metrics.push(format!("{name}/groups"), n as f64);
-    metrics.push(format!("{name}/groups_skipped"), (groups.len() - n) as f64);
+    metrics.push(format!("{name}/collinearity"), mean(collinearity_sum));
+    metrics.push(format!("{name}/pairwise_cosine"), mean(cosine_sum));
+    metrics.push(format!("{name}/groups"), n);
+    metrics.push(format!("{name}/groups_skipped"), skipped);
     Ok(metrics)
 }

@@ -40,6 +40,16 @@ pub enum MpoError {
         /// Number of target pairs `P`.
         pairs: i64,
     },
+    /// Over a batch split across ranks, a target pair's language is not one of the run's
+    /// target languages ([`BatchView::languages`](align_losses::BatchView::languages) after the
+    /// dominant one), which every rank must share to report per-language metrics.
+    #[error("target language `{language}` is not among the run's target languages {languages:?}")]
+    UnknownLanguage {
+        /// The pair's language.
+        language: String,
+        /// The run's target languages.
+        languages: Vec<String>,
+    },
     /// An attention mask holds something other than 0 and 1.
     #[error("attention mask: expected only 0 (padding) and 1 (real token), found {value}")]
     MaskValue {

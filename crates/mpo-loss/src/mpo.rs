@@ -1,7 +1,7 @@
 //! The MPO objective term, eq. (9): `L = L1 + retain_weight * L2`.
 
-use crate::retain::{retain_loss, RetainForm};
-use crate::reward_gap::{gap_loss, reward_gap};
+use crate::retain::{retain_items, RetainForm};
+use crate::reward_gap::{gap_squared_residuals, reward_gap};
 use crate::{MpoError, Result, Variant};
 use align_losses::check::{check_device, check_kind, check_parameter, check_shape};
 use align_losses::{
@@ -105,22 +105,26 @@ impl Mpo {
         let length_normalised = self.config.variant.length_normalised();
         let target_gap = reward_gap(&targets.policy, length_normalised); // [P]
         let (target, dominant_per_record) = self.gap_targets(batch, targets, &records, &target_gap)?; // [P], [B]
-        let gap = gap_loss(&target_gap, &target, self.config.beta)?;
+        let gap = batch.mean(&gap_squared_residuals(&target_gap, &target, self.config.beta)?)?;
         let mut metrics = Metrics::new();
-        metrics.push_tensor(format!("{}/gap_loss", self.name), &gap)?;
+        metrics.push(format!("{}/gap_loss", self.name), batch.global_value(&gap.detach())?);
         let loss = if self.config.retain_weight > 0.0 {
             let states = batch.require_dominant_states(&self.name, self.config.retain_layer)?;
             check_device(&states.policy, "dominant-language hidden states", target_gap.device())?;
-            let retain = retain_loss(self.config.retain, states)?;
-            metrics.push_tensor(format!("{}/retain_loss", self.name), &retain)?;
+            let retain = batch.mean(&retain_items(self.config.retain, states)?)?;
+            metrics.push(format!("{}/retain_loss", self.name), batch.global_value(&retain.detach())?);
             gap + retain * self.config.retain_weight
         } else {
             gap
         };
-        push_language_gaps(&mut metrics, &target_gap, &targets.languages)?;
+        push_language_gaps(batch, &mut metrics, &target_gap, &targets.languages)?;
         if let Some(per_record) = &dominant_per_record {
             let _no_grad = tch::no_grad_guard();
-            metrics.push_tensor("reward_gap/dominant", &per_record.mean(Kind::Double))?;
+            let mean = match &batch.ranks {
+                None => per_record.mean(Kind::Double).f_double_value(&[])?,
+                Some(_) => batch.global_mean(per_record)?,
+            };
+            metrics.push("reward_gap/dominant", mean);
         }
         Ok(TermOutput { loss, metrics })
     }
@@ -200,8 +204,15 @@ fn checked_records(targets: &TargetPairs) -> Result<Vec<i64>> {
 }
 
 /// Pushes `reward_gap/<lang>`: the mean of `target_gap` (`[P]`) over the pairs of each
-/// language, in the order of the tags' first appearance.
-fn push_language_gaps(metrics: &mut Metrics, target_gap: &Tensor, languages: &[String]) -> Result<()> {
+/// language, in the order of the tags' first appearance. Over a batch split across ranks, the
+/// global mean of every target language of [`BatchView::languages`] (in its order) that has a
+/// pair on some rank: one collective, whatever languages this rank holds.
+fn push_language_gaps(
+    batch: &BatchView,
+    metrics: &mut Metrics,
+    target_gap: &Tensor,
+    languages: &[String],
+) -> Result<()> {
     let values = Vec::<f64>::try_from(&target_gap.detach().f_to_kind(Kind::Double)?.contiguous())?;
     let mut order: Vec<&str> = Vec::new();
     let mut sums: BTreeMap<&str, (f64, usize)> = BTreeMap::new();
@@ -213,9 +224,24 @@ fn push_language_gaps(metrics: &mut Metrics, target_gap: &Tensor, languages: &[S
         entry.0 += value;
         entry.1 += 1;
     }
-    for lang in order {
-        let (sum, n) = sums[lang];
-        metrics.push(format!("reward_gap/{lang}"), sum / n as f64);
+    if batch.ranks.is_none() {
+        for lang in order {
+            let (sum, n) = sums[lang];
+            metrics.push(format!("reward_gap/{lang}"), sum / n as f64);
+        }
+        return Ok(());
+    }
+    let run_languages = batch.languages.get(1..).unwrap_or_default();
+    if let Some(stray) = order.iter().find(|l| !run_languages.iter().any(|r| r == *l)) {
+        return Err(MpoError::UnknownLanguage { language: stray.to_string(), languages: run_languages.to_vec() });
+    }
+    let local: Vec<f64> =
+        run_languages.iter().flat_map(|l| sums.get(l.as_str()).map_or([0.0, 0.0], |&(s, n)| [s, n as f64])).collect();
+    let global = batch.global_sums(&Tensor::from_slice(&local).f_to_device(target_gap.device())?)?;
+    for (lang, pair) in run_languages.iter().zip(global.chunks(2)) {
+        if pair[1] > 0.0 {
+            metrics.push(format!("reward_gap/{lang}"), pair[0] / pair[1]);
+        }
     }
     Ok(())
 }

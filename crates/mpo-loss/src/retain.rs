@@ -55,9 +55,16 @@ impl std::str::FromStr for RetainForm {
 /// The retain term of `form` on `states` (one layer's policy and reference states on the
 /// dominant-language sequences): [`retain_last_token`] or [`retain_mean_pool`].
 pub fn retain_loss(form: RetainForm, states: &DominantStates) -> Result<Tensor> {
+    let items = retain_items(form, states)?;
+    Ok(items.mean(None::<Kind>))
+}
+
+/// The values whose mean is [`retain_loss`]: `[B]` squared norms at the last token, or
+/// `[B, D]` squared differences of the pooled states.
+pub(crate) fn retain_items(form: RetainForm, states: &DominantStates) -> Result<Tensor> {
     match form {
-        RetainForm::LastToken => retain_last_token(&states.policy, &states.reference, &states.attention_mask),
-        RetainForm::MeanPool => retain_mean_pool(&states.policy, &states.reference, &states.attention_mask),
+        RetainForm::LastToken => last_token_items(&states.policy, &states.reference, &states.attention_mask),
+        RetainForm::MeanPool => mean_pool_items(&states.policy, &states.reference, &states.attention_mask),
     }
 }
 
@@ -92,14 +99,19 @@ pub fn retain_loss(form: RetainForm, states: &DominantStates) -> Result<Tensor> 
 /// # Ok::<(), mpo_loss::MpoError>(())
 /// ```
 pub fn retain_last_token(policy: &Tensor, reference: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
+    Ok(last_token_items(policy, reference, attention_mask)?.mean(None::<Kind>))
+}
+
+/// `[B]`: the squared norms that [`retain_last_token`] averages.
+fn last_token_items(policy: &Tensor, reference: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
     let (policy, reference, mask) = checked_states(policy, reference, attention_mask)?;
     let (b, _, d) = dims(&policy);
     let last = last_positions_unchecked(&mask)?; // [B] int64
     let index = last.view([b, 1, 1]).expand([b, 1, d], false); // [B, 1, D]
     let h = policy.f_gather(1, &index, false)?.squeeze_dim(1); // [B, D]
     let h_ref = reference.f_gather(1, &index, false)?.squeeze_dim(1); // [B, D]
-    let squared_norm = (h - h_ref).square().sum_dim_intlist([1i64].as_slice(), false, None::<Kind>); // [B]
-    Ok(squared_norm.mean(None::<Kind>))
+    Ok((h - h_ref).square().sum_dim_intlist([1i64].as_slice(), false, None::<Kind>))
+    // [B]
 }
 
 /// The retain term on mean-pooled states, as the public MPO code computes it but with padding
@@ -114,13 +126,18 @@ pub fn retain_last_token(policy: &Tensor, reference: &Tensor, attention_mask: &T
 /// padded positions do not count (methods.md §2, pitfalls.md "Padding"). Inputs as in
 /// [`retain_last_token`].
 pub fn retain_mean_pool(policy: &Tensor, reference: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
+    Ok(mean_pool_items(policy, reference, attention_mask)?.mean(None::<Kind>))
+}
+
+/// `[B, D]`: the squared differences of pooled states that [`retain_mean_pool`] averages.
+fn mean_pool_items(policy: &Tensor, reference: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
     let (policy, reference, mask) = checked_states(policy, reference, attention_mask)?;
     let weights = mask.unsqueeze(1); // [B, 1, T]
     let counts = mask.sum_dim_intlist([1i64].as_slice(), true, None::<Kind>); // [B, 1]
                                                                               // A batched product sums the real positions without a [B, T, D] temporary.
     let pool = |h: &Tensor| -> Result<Tensor> { Ok(weights.f_bmm(h)?.squeeze_dim(1) / &counts) }; // [B, D]
     let diff = pool(&policy)? - pool(&reference)?; // [B, D]
-    Ok(diff.square().mean(None::<Kind>))
+    Ok(diff.square())
 }
 
 /// `[B]` int64: the position of the last real token (the last 1) of each row of

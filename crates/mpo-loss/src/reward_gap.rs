@@ -60,6 +60,13 @@ pub fn gap_matching_loss(policy_target_gap: &Tensor, dominant_gap: &Tensor, beta
 /// the paper's "MPO - Policy" ablation (Appendix H.3, eq. 28) differentiates, since there
 /// `RG^d` is computed by the policy itself.
 pub(crate) fn gap_loss(policy_target_gap: &Tensor, dominant_gap: &Tensor, beta: f64) -> Result<Tensor> {
+    let per_pair = gap_squared_residuals(policy_target_gap, dominant_gap, beta)?; // [P]
+    Ok(per_pair.mean(per_pair.kind()))
+}
+
+/// `[P]`: each pair's `(beta RG^t - RG^d)^2`, the terms [`gap_loss`] averages, after the same
+/// checks.
+pub(crate) fn gap_squared_residuals(policy_target_gap: &Tensor, dominant_gap: &Tensor, beta: f64) -> Result<Tensor> {
     check_parameter(Mpo::KIND, "beta", beta, 0.0, false)?;
     check_float(policy_target_gap, "policy target gap")?;
     check_shape(policy_target_gap, "policy target gap", &[None], "[P]")?;
@@ -73,8 +80,7 @@ pub(crate) fn gap_loss(policy_target_gap: &Tensor, dominant_gap: &Tensor, beta: 
     let target = loss_precision(policy_target_gap); // [P]
     let dominant = dominant_gap.f_to_kind(target.kind())?; // [P]
     let residual = target * beta - dominant; // [P]: beta RG^t - RG^d, the w_theta of eq. (10)
-    let per_pair = residual.square(); // [P]
-    Ok(per_pair.mean(per_pair.kind()))
+    Ok(residual.square()) // [P]
 }
 
 #[cfg(test)]

@@ -45,10 +45,10 @@ impl PreferenceObjective for Cpo {
         let reward_c = &policy.chosen.sum * self.beta; // [B]
         let reward_r = &policy.rejected.sum * self.beta; // [B]
         let preference = -(&reward_c - &reward_r).log_sigmoid(); // [B]
-        let nll = policy.chosen.token_mean_nll(); // []
-        let loss = preference.mean(preference.kind()) + &nll * self.alpha;
-        let mut metrics = reward_metrics(&reward_c, &reward_r, policy)?;
-        metrics.push_tensor("nll", &nll.detach())?;
+        let nll = batch.token_mean_nll(&policy.chosen)?; // []
+        let loss = batch.mean(&preference)? + &nll * self.alpha;
+        let mut metrics = reward_metrics(batch, &reward_c, &reward_r, policy)?;
+        metrics.push("nll", batch.global_value(&nll.detach())?);
         Ok(TermOutput { loss, metrics })
     }
 }

@@ -45,8 +45,8 @@ impl PreferenceObjective for Dpo {
         let logits = (&s_c - &s_r) * self.beta; // [B]: beta * D
         let eps = self.label_smoothing;
         let per_pair = -(logits.log_sigmoid() * (1.0 - eps)) - (-&logits).log_sigmoid() * eps; // [B]
-        let loss = per_pair.mean(per_pair.kind());
-        let metrics = reward_metrics(&(s_c * self.beta), &(s_r * self.beta), policy)?;
+        let loss = batch.mean(&per_pair)?;
+        let metrics = reward_metrics(batch, &(s_c * self.beta), &(s_r * self.beta), policy)?;
         Ok(TermOutput { loss, metrics })
     }
 }

@@ -42,8 +42,8 @@ impl PreferenceObjective for Hinge {
         let (policy, reference) = batch.require_policy_and_reference(&self.name)?;
         let (s_c, s_r) = policy.log_ratios(reference); // [B] each
         let per_pair = ((&s_r - &s_c) * self.beta + 1.0).relu(); // [B]: relu(1 - beta D)
-        let loss = per_pair.mean(per_pair.kind());
-        let metrics = reward_metrics(&(s_c * self.beta), &(s_r * self.beta), policy)?;
+        let loss = batch.mean(&per_pair)?;
+        let metrics = reward_metrics(batch, &(s_c * self.beta), &(s_r * self.beta), policy)?;
         Ok(TermOutput { loss, metrics })
     }
 }

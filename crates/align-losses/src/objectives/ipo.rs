@@ -45,8 +45,8 @@ impl PreferenceObjective for Ipo {
         let h_c = (&policy.chosen.sum - &reference.chosen.sum) / &policy.chosen.count; // [B]
         let h_r = (&policy.rejected.sum - &reference.rejected.sum) / &policy.rejected.count; // [B]
         let per_pair = (&h_c - &h_r - 1.0 / (2.0 * self.beta)).square(); // [B]
-        let loss = per_pair.mean(per_pair.kind());
-        let metrics = reward_metrics(&(h_c * self.beta), &(h_r * self.beta), policy)?;
+        let loss = batch.mean(&per_pair)?;
+        let metrics = reward_metrics(batch, &(h_c * self.beta), &(h_r * self.beta), policy)?;
         Ok(TermOutput { loss, metrics })
     }
 }

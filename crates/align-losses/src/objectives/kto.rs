@@ -41,9 +41,10 @@ impl Kto {
         Ok(Self { name: Self::KIND.into(), beta, desirable_weight, undesirable_weight })
     }
 
-    /// `[]`: the detached reference point `z = max(0, mean(kl.policy - kl.reference))`,
-    /// after checking that both are non-empty `[M]` float tensors on `device`.
-    fn reference_point(kl: &KlLogps, device: tch::Device) -> Result<Tensor> {
+    /// `[]`: the detached reference point `z = max(0, mean(kl.policy - kl.reference))`
+    /// (the mean over the global batch when `batch` is split across ranks), after checking
+    /// that both are non-empty `[M]` float tensors on `device`.
+    fn reference_point(batch: &BatchView, kl: &KlLogps, device: tch::Device) -> Result<Tensor> {
         check_float(&kl.policy, "kl.policy")?;
         check_float(&kl.reference, "kl.reference")?;
         check_shape(&kl.policy, "kl.policy", &[None], "[M]")?;
@@ -53,7 +54,11 @@ impl Kto {
         check_device(&kl.policy, "kl.policy", device)?;
         check_device(&kl.reference, "kl.reference", device)?;
         let diff = loss_precision(&kl.policy) - loss_precision(&kl.reference); // [M]
-        Ok(diff.mean(diff.kind()).clamp_min(0.0).detach())
+        let mean = match &batch.ranks {
+            None => diff.mean(diff.kind()),
+            Some(_) => Tensor::from(batch.global_mean(&diff)?).f_to_kind(diff.kind())?.f_to_device(device)?,
+        };
+        Ok(mean.clamp_min(0.0).detach())
     }
 }
 
@@ -69,15 +74,15 @@ impl PreferenceObjective for Kto {
         let kl = batch.kl.as_ref().ok_or_else(|| {
             missing(&self.name, "policy and reference log-probs of mismatched prompt/completion pairs (batch.kl)")
         })?;
-        let z = Self::reference_point(kl, policy.chosen.sum.device())?; // []
+        let z = Self::reference_point(batch, kl, policy.chosen.sum.device())?; // []
         let (s_c, s_r) = policy.log_ratios(reference); // [B] each
 
         // 1 - sig(u) is written as sig(-u), which keeps its precision when sig(u) is near 1.
         let chosen = ((&z - &s_c) * self.beta).sigmoid() * self.desirable_weight; // [B]
         let rejected = ((&s_r - &z) * self.beta).sigmoid() * self.undesirable_weight; // [B]
         let examples = Tensor::cat(&[chosen, rejected], 0); // [2B]
-        let loss = examples.mean(examples.kind());
-        let mut metrics = reward_metrics(&(s_c * self.beta), &(s_r * self.beta), policy)?;
+        let loss = batch.mean(&examples)?;
+        let mut metrics = reward_metrics(batch, &(s_c * self.beta), &(s_r * self.beta), policy)?;
         metrics.push_tensor("kl", &z.to_kind(Kind::Double))?;
         Ok(TermOutput { loss, metrics })
     }

@@ -90,13 +90,20 @@ impl PreferenceObjective for Orpo {
         let a_r = policy.rejected.mean().clamp_max(ORPO_AVG_LOGP_CEILING); // [B]
         let log_odds = (&a_c - &a_r) - (log1mexp(&a_c)? - log1mexp(&a_r)?); // [B]
         let ratio = log_odds.log_sigmoid(); // [B]
-        let nll = policy.chosen.token_mean_nll(); // []
-        let mean_ratio = ratio.mean(ratio.kind()); // []
+        let nll = batch.token_mean_nll(&policy.chosen)?; // []
+        let mean_ratio = batch.mean(&ratio)?; // []
         let loss = &nll - &mean_ratio * self.beta;
-        let mut metrics = reward_metrics(&(a_c * self.beta), &(a_r * self.beta), policy)?;
-        metrics.push_tensor("log_odds_ratio", &mean_ratio.detach())?;
-        metrics.push_tensor("log_odds_chosen", &log_odds.detach().mean(log_odds.kind()))?;
-        metrics.push_tensor("nll", &nll.detach())?;
+        let mut metrics = reward_metrics(batch, &(a_c * self.beta), &(a_r * self.beta), policy)?;
+        let (ratio_mean, odds_mean) = match &batch.ranks {
+            None => (mean_ratio.f_double_value(&[])?, log_odds.detach().mean(log_odds.kind()).f_double_value(&[])?),
+            Some(_) => {
+                let means = batch.global_means(&[&ratio.detach(), &log_odds.detach()])?;
+                (means[0], means[1])
+            }
+        };
+        metrics.push("log_odds_ratio", ratio_mean);
+        metrics.push("log_odds_chosen", odds_mean);
+        metrics.push("nll", batch.global_value(&nll.detach())?);
         Ok(TermOutput { loss, metrics })
     }
 }

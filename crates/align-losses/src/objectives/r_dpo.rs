@@ -53,8 +53,8 @@ impl PreferenceObjective for RDpo {
         let length_margin = (&policy.chosen.count - &policy.rejected.count) * self.alpha; // [B]
         let logits = (&s_c - &s_r) * self.beta + length_margin; // [B]
         let per_pair = -logits.log_sigmoid(); // [B]
-        let loss = per_pair.mean(per_pair.kind());
-        let metrics = reward_metrics(&(s_c * self.beta), &(s_r * self.beta), policy)?;
+        let loss = batch.mean(&per_pair)?;
+        let metrics = reward_metrics(batch, &(s_c * self.beta), &(s_r * self.beta), policy)?;
         Ok(TermOutput { loss, metrics })
     }
 }

@@ -49,8 +49,8 @@ impl PreferenceObjective for RobustDpo {
         let eps = self.label_smoothing;
         let unnormalised = -(logits.log_sigmoid() * (1.0 - eps)) + (-&logits).log_sigmoid() * eps; // [B]
         let per_pair = unnormalised / (1.0 - 2.0 * eps); // [B]
-        let loss = per_pair.mean(per_pair.kind());
-        let metrics = reward_metrics(&(s_c * self.beta), &(s_r * self.beta), policy)?;
+        let loss = batch.mean(&per_pair)?;
+        let metrics = reward_metrics(batch, &(s_c * self.beta), &(s_r * self.beta), policy)?;
         Ok(TermOutput { loss, metrics })
     }
 }

@@ -34,7 +34,7 @@ impl PreferenceObjective for Sft {
 
     fn compute(&self, batch: &BatchView) -> Result<TermOutput> {
         let policy = batch.require_policy(&self.name)?;
-        let loss = policy.chosen.token_mean_nll(); // []
+        let loss = batch.token_mean_nll(&policy.chosen)?; // []
         Ok(TermOutput { loss, metrics: crate::Metrics::new() })
     }
 }

@@ -44,8 +44,8 @@ impl PreferenceObjective for SimPo {
         let reward_c = policy.chosen.mean() * self.beta; // [B]: beta * avg_logp(y_c)
         let reward_r = policy.rejected.mean() * self.beta; // [B]
         let per_pair = -(&reward_c - &reward_r - self.gamma).log_sigmoid(); // [B]
-        let loss = per_pair.mean(per_pair.kind());
-        let metrics = reward_metrics(&reward_c, &reward_r, policy)?;
+        let loss = batch.mean(&per_pair)?;
+        let metrics = reward_metrics(batch, &reward_c, &reward_r, policy)?;
         Ok(TermOutput { loss, metrics })
     }
 }
