@@ -54,6 +54,7 @@ mod error;
 pub mod generate;
 pub mod gguf;
 pub mod linear;
+pub mod lora;
 pub mod mlp;
 pub mod model;
 pub mod norm;
