@@ -185,7 +185,8 @@ impl Default for TrainConfig {
 }
 
 /// The projections LoRA adapts by default: every linear projection of attention and MLP.
-pub const LORA_DEFAULT_TARGETS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+pub const LORA_DEFAULT_TARGETS: [&str; 7] =
+    ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
 
 /// `[lora]`: low-rank adapters (Hu et al. 2021) on a frozen base, saved in PEFT's layout.
 ///
@@ -203,6 +204,16 @@ pub struct LoraConfig {
     /// Projection names to adapt (default: all linear projections of attention and MLP,
     /// [`LORA_DEFAULT_TARGETS`]).
     pub target_modules: Vec<String>,
+}
+
+impl LoraConfig {
+    /// The backend's adapter spec of this section, fresh `A` matrices drawn from `seed`.
+    pub fn spec(&self, seed: u64) -> lm_backend::lora::LoraSpec {
+        lm_backend::lora::LoraSpec::new(self.r, self.alpha)
+            .with_targets(self.target_modules.iter().cloned())
+            .with_dropout(self.dropout)
+            .with_seed(seed)
+    }
 }
 
 impl Default for LoraConfig {
