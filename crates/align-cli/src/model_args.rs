@@ -13,8 +13,8 @@ use lm_backend::{Dtype, HfCausalLm, LoadOptions, Tokenizer};
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
     /// A Hugging Face model folder (config.json, *.safetensors, tokenizer.json), or a LoRA
-    /// adapter folder (adapter_config.json, adapter_model.safetensors: `align train` with
-    /// [lora], or PEFT), applied to its base model.
+    /// adapter folder (adapter_config.json, adapter_model.safetensors, as LoRA runs of
+    /// `align train` and PEFT write them), applied to its base model.
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
     /// With an adapter folder as --model: its base model folder (default: the folder its
