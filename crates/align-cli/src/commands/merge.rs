@@ -12,6 +12,7 @@ use clap::Args;
 use lm_backend::lora::AdapterConfig;
 use lm_backend::model::EMBED_TOKENS;
 use lm_backend::{Checkpoint, HfCausalLm, LoadOptions};
+use tch::Kind;
 
 /// Files copied from the base folder into the merged one, when present.
 const COPIED_FILES: &[&str] = &[
@@ -67,6 +68,12 @@ pub fn run(args: MergeArgs) -> anyhow::Result<()> {
     println!("wrote {}", args.output.display());
     println!("  adapted projections: {modules}");
     println!("  rank, scale:         r = {}, alpha / r = {}", adapter.r, adapter.scaling());
-    println!("  dtype:               {kind:?} (the base's)");
+    let dtype = match kind {
+        Kind::BFloat16 => "bfloat16",
+        Kind::Half => "float16",
+        Kind::Double => "float64",
+        _ => "float32",
+    };
+    println!("  dtype:               {dtype} (the base's)");
     Ok(())
 }
