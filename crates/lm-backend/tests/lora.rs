@@ -428,7 +428,10 @@ fn bad_adapters_are_clear_errors() {
     );
     // A module the base does not have (a fourth layer on a three-layer model).
     let dir = copy(&fixture("peft-llama"), "layers");
-    rewrite(&dir, &|ts| ts[0].0 = ts[0].0.replace("layers.0.", "layers.3."));
+    let q0 = peft_name("model.layers.0.self_attn.q_proj", "lora_A");
+    rewrite(&dir, &|ts| {
+        ts.iter_mut().filter(|(n, _)| *n == q0).for_each(|t| t.0 = t.0.replace("layers.0.", "layers.3."))
+    });
     let e = load("llama", &dir).unwrap_err().to_string();
     assert!(e.contains("model.layers.3.") && e.contains("not a projection of the base model"), "{e}");
     // A tensor that is no LoRA matrix.

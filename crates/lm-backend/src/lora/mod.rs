@@ -247,16 +247,17 @@ pub(crate) fn fresh_table(
     Ok(AdapterTable::new(modules, spec.scaling(), spec.dropout))
 }
 
-/// The adapters of the folder `dir` for a model of `config`, checked against it: every
-/// tensor must be a `lora_A` / `lora_B` of a projection of the model with shapes `[r, in]` /
-/// `[out, r]`, and each adapted module must have both. Returns the table and the spec.
+/// The adapters of the folder `dir` (whose config is `adapter`) for a model of `config`,
+/// checked against it: every tensor must be a `lora_A` / `lora_B` of a projection of the
+/// model with shapes `[r, in]` / `[out, r]`, and each adapted module must have both. Returns
+/// the table and the spec.
 pub(crate) fn folder_table(
     config: &ModelConfig,
     dir: &Path,
+    adapter: &AdapterConfig,
     kind: Kind,
     device: Device,
 ) -> Result<(AdapterTable, LoraSpec)> {
-    let adapter = AdapterConfig::read(dir)?;
     let path = dir.join(ADAPTER_WEIGHTS);
     if !path.is_file() {
         let why = if dir.join("adapter_model.bin").is_file() {
@@ -314,6 +315,6 @@ pub(crate) fn folder_table(
     if modules.is_empty() {
         return Err(LmError::Adapter { path: path.clone(), message: "it holds no LoRA tensors".into() });
     }
-    let spec = LoraSpec::from_adapter(&adapter, modules.keys());
+    let spec = LoraSpec::from_adapter(adapter, modules.keys());
     Ok((AdapterTable::new(modules, adapter.scaling(), adapter.lora_dropout), spec))
 }

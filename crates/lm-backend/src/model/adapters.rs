@@ -106,8 +106,9 @@ impl HfCausalLm {
     ) -> Result<Self> {
         let (base_dir, adapter_dir) = (base_dir.as_ref(), adapter_dir.as_ref());
         let (config, source_config) = Self::read_config(base_dir)?;
-        check_named_base(adapter_dir, &AdapterConfig::read(adapter_dir)?, &config, base_dir)?;
-        let adapters = folder_table(&config, adapter_dir, options.dtype, options.device)?;
+        let adapter = AdapterConfig::read(adapter_dir)?;
+        check_named_base(adapter_dir, &adapter, &config, base_dir)?;
+        let adapters = folder_table(&config, adapter_dir, &adapter, options.dtype, options.device)?;
         let tensors = Self::read_weights(base_dir, &config, options)?;
         Self::from_tensors(config, source_config, WeightSource::loaded(tensors, base_dir), options, Some(adapters))
     }
