@@ -6,8 +6,10 @@
 //! - `align convert --from gguf FILE.gguf --output DIR`: a llama.cpp GGUF file to a Hugging
 //!   Face folder ([`commands::convert`]).
 //! - `align generate --model DIR --prompt TEXT`: a completion from a model folder
-//!   ([`commands::generate`]).
+//!   ([`commands::generate`]). Every `--model` also takes a LoRA adapter folder.
 //! - `align train --config run.toml`: a training run ([`commands::train`]).
+//! - `align merge --base DIR --adapter DIR --output DIR`: a LoRA adapter folded into its
+//!   base model ([`commands::merge`]).
 //! - `align eval reward-gap|consistency|safety --model DIR ...`: the evaluations
 //!   ([`commands::eval`]).
 //! - `align demo`: the embedded default on the bundled testbed ([`commands::demo`]).

@@ -206,6 +206,16 @@ pub struct LoraConfig {
     pub target_modules: Vec<String>,
 }
 
+impl LoraConfig {
+    /// The backend's adapter spec of this section, fresh `A` matrices drawn from `seed`.
+    pub fn spec(&self, seed: u64) -> lm_backend::lora::LoraSpec {
+        lm_backend::lora::LoraSpec::new(self.r, self.alpha)
+            .with_targets(self.target_modules.iter().cloned())
+            .with_dropout(self.dropout)
+            .with_seed(seed)
+    }
+}
+
 impl Default for LoraConfig {
     fn default() -> Self {
         Self {

@@ -162,7 +162,7 @@ fn every_example_config_parses() {
         }
     }
     seen.sort();
-    assert_eq!(seen, ["dpo_mlc", "mpo", "mpo_mlc", "orpo_mlc", "sft_mlc", "simpo_mlc"]);
+    assert_eq!(seen, ["dpo_mlc", "dpo_mlc_lora", "mpo", "mpo_mlc", "orpo_mlc", "sft_mlc", "simpo_mlc"]);
 }
 
 #[test]

@@ -121,6 +121,7 @@ fn step(
         pad_id: 0,
         num_languages: LANGUAGES,
         packing,
+        dropout_key: 0,
     };
     let batch: Vec<&PreparedRecord> = records.iter().collect();
     let indices: Vec<usize> = (0..records.len()).collect();

@@ -81,6 +81,15 @@ pub enum LmError {
         /// The shape in the file.
         found: Vec<i64>,
     },
+    /// A LoRA adapter (folder, spec or tensors) does not fit the model, or is of a kind this
+    /// crate does not apply.
+    #[error("{path}: {message}")]
+    Adapter {
+        /// The adapter folder or file (or the model folder, for a spec).
+        path: PathBuf,
+        /// What is wrong, and what to do.
+        message: String,
+    },
     /// A tensor is stored in a dtype this crate does not read.
     #[error("{path}: tensor `{name}` has unsupported dtype {dtype}")]
     TensorDtype {

@@ -32,7 +32,10 @@
 //! [`HiddenStates`] (which hidden states a pass returns), [`ModelConfig`] (a normalised
 //! `config.json`), [`PackedBatch`] (a padding-free row), [`LoadOptions`] (dtype and device, chosen at run time) with [`Dtype`] (the
 //! precision a user chooses), [`Checkpoint`] (single or sharded safetensors),
-//! [`GenerationConfig`], [`Tokenizer`] (with chat templates) and [`LmError`]. The [`atomic`]
+//! [`GenerationConfig`], [`Tokenizer`] (with chat templates) and [`LmError`]. The [`lora`]
+//! module gives a model LoRA adapters in PEFT's layout ([`HfCausalLm::load_with_lora`],
+//! [`HfCausalLm::load_with_adapter`], [`HfCausalLm::save_adapter`], [`HfCausalLm::merged`]).
+//! The [`atomic`]
 //! module writes files and folders that never appear half-written. The [`gguf`] module
 //! imports llama.cpp GGUF files: it reads them (memory-mapped), dequantises their tensors and
 //! exports a Hugging Face folder. The user guides are `docs/lm-backend.md` and `docs/gguf.md`.
@@ -54,6 +57,7 @@ mod error;
 pub mod generate;
 pub mod gguf;
 pub mod linear;
+pub mod lora;
 pub mod mlp;
 pub mod model;
 pub mod norm;

@@ -6,7 +6,7 @@
 //! half-written model.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, View};
@@ -44,7 +44,7 @@ impl View for TensorBytes {
     }
 }
 
-fn safetensors_dtype(kind: Kind) -> Result<(Dtype, &'static str)> {
+pub(crate) fn safetensors_dtype(kind: Kind) -> Result<(Dtype, &'static str)> {
     match kind {
         Kind::Float => Ok((Dtype::F32, "float32")),
         Kind::BFloat16 => Ok((Dtype::BF16, "bfloat16")),
@@ -60,12 +60,20 @@ impl HfCausalLm {
     /// (a tied output projection stored once, as the embedding, with metadata
     /// `format = pt`) and copies of `extra_files` (e.g. `tokenizer.json`,
     /// `tokenizer_config.json`). An existing `dir` is replaced.
+    ///
+    /// A model with LoRA adapters is an error: it would lose them. Save the adapters alone
+    /// ([`HfCausalLm::save_adapter`]) or fold them in first ([`HfCausalLm::merged`]).
     pub fn save(&self, dir: impl AsRef<Path>, extra_files: &[PathBuf]) -> Result<()> {
+        if self.has_adapters() {
+            let why = "the model has LoRA adapters, which a model folder cannot hold: save them with \
+                       save_adapter, or save merged() for a model with the adapters folded in";
+            return Err(LmError::Adapter { path: dir.as_ref().to_path_buf(), message: why.into() });
+        }
         write_dir(dir.as_ref(), |tmp| self.write_files(tmp, extra_files))
     }
 
     fn write_files(&self, dir: &Path, extra_files: &[PathBuf]) -> Result<()> {
-        let (dtype, dtype_name) = safetensors_dtype(self.kind())?;
+        let (_, dtype_name) = safetensors_dtype(self.kind())?;
         let mut config = self.source_config().clone();
         if let Some(obj) = config.as_object_mut() {
             obj.insert("dtype".into(), dtype_name.into());
@@ -77,23 +85,34 @@ impl HfCausalLm {
         let text = serde_json::to_string_pretty(&config)
             .map_err(|source| LmError::Json { path: config_path.clone(), source })?;
         write_file(&config_path, (text + "\n").as_bytes())?;
-        let tensors: Vec<(String, TensorBytes)> = self
-            .parameters()
-            .iter()
-            .map(|(name, t)| {
-                let tensor = t.detach().to_device(Device::Cpu).contiguous();
-                let shape = tensor.size().iter().map(|&d| d as usize).collect();
-                (name.clone(), TensorBytes { tensor, dtype, shape })
-            })
-            .collect();
-        let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-        let weights_path = dir.join(SINGLE_FILE);
-        safetensors::serialize_to_file(tensors, Some(metadata), &weights_path)
-            .map_err(|e| LmError::Safetensors { path: weights_path.clone(), message: e.to_string() })?;
-        for file in extra_files {
-            let target = dir.join(file.file_name().unwrap_or_default());
-            std::fs::copy(file, &target).map_err(|e| LmError::io(file, e))?;
-        }
-        Ok(())
+        write_safetensors(&dir.join(SINGLE_FILE), self.parameters())?;
+        copy_files(dir, extra_files)
     }
+}
+
+/// Copies each of `files` into `dir`, under its own name.
+pub(crate) fn copy_files(dir: &Path, files: &[PathBuf]) -> Result<()> {
+    for file in files {
+        let target = dir.join(file.file_name().unwrap_or_default());
+        std::fs::copy(file, &target).map_err(|e| LmError::io(file, e))?;
+    }
+    Ok(())
+}
+
+/// Writes `tensors` (each in its own dtype) to the safetensors file `path`, with metadata
+/// `format = pt` as `transformers` and PEFT write it. Not atomic by itself: callers write
+/// into a folder that [`write_dir`] renames into place.
+pub(crate) fn write_safetensors(path: &Path, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
+    let views = tensors
+        .iter()
+        .map(|(name, t)| {
+            let (dtype, _) = safetensors_dtype(t.kind())?;
+            let tensor = t.detach().to_device(Device::Cpu).contiguous();
+            let shape = tensor.size().iter().map(|&d| d as usize).collect();
+            Ok((name.clone(), TensorBytes { tensor, dtype, shape }))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::serialize_to_file(views, Some(metadata), path)
+        .map_err(|e| LmError::Safetensors { path: path.to_path_buf(), message: e.to_string() })
 }

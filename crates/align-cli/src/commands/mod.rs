@@ -9,6 +9,7 @@ pub mod convert;
 pub mod demo;
 pub mod eval;
 pub mod generate;
+pub mod merge;
 pub mod train;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +30,8 @@ pub enum Command {
     Convert(convert::ConvertArgs),
     /// Continue a prompt with a model folder and print the completion.
     Generate(generate::GenerateArgs),
+    /// Fold a LoRA adapter folder into its base model and write a model folder.
+    Merge(merge::MergeArgs),
     /// Train a model as a TOML run config describes.
     Train(train::TrainArgs),
     /// Evaluate a model: reward gap, consistency of language variants, or safety.
@@ -42,6 +45,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Convert(args) => convert::run(args),
         Command::Generate(args) => generate::run(args),
+        Command::Merge(args) => merge::run(args),
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Demo(args) => demo::run(args),

@@ -105,6 +105,36 @@ pub struct StepModels<'a> {
     pub num_languages: usize,
     /// Padding-free batches ([`crate::packing`]); false: right-padded rows.
     pub packing: bool,
+    /// The micro-batch's dropout key (LoRA adapter dropout): pass `i` of the step's passes
+    /// with gradient runs under `dropout_key + i`, so its masks are a function of the run's
+    /// seed, step, micro-batch and pass (see [`dropout_key`]). No effect without dropout.
+    pub dropout_key: u64,
+}
+
+/// The dropout key of micro-batch `micro` of step `step` (0-based) of a run with seed `seed`.
+pub fn dropout_key(seed: u64, step: u64, micro: usize) -> u64 {
+    let mut h = crate::seeded::Fnv1a::new();
+    for x in [seed, step, micro as u64] {
+        h.write_u64(x);
+    }
+    h.finish()
+}
+
+/// The passes with gradient of one micro-batch, in the order [`view_in`] runs them; each
+/// has its own dropout key (`StepModels::dropout_key + pass`).
+#[derive(Debug, Clone, Copy)]
+enum Pass {
+    Policy,
+    Kl,
+    Variants,
+    Targets,
+}
+
+impl StepModels<'_> {
+    /// Sets the policy's dropout key for `pass`.
+    fn key_for(&self, pass: Pass) {
+        self.policy.set_dropout_key(self.dropout_key.wrapping_add(pass as u64));
+    }
 }
 
 /// Runs the forward passes of one micro-batch (records `batch`, their dataset indices
@@ -167,12 +197,14 @@ fn view_in<L: Layout>(
     all: &[PreparedRecord],
 ) -> Result<(BatchView, usize)> {
     let mut view = BatchView::default();
+    m.key_for(Pass::Policy);
     let pass = L::policy_pass(m, plan, batch, &mut view)?;
     let mut tokens = L::policy_tokens(&pass);
     if plan.reference {
         view.reference = Some(cached_reference(m, indices)?);
     }
     if plan.kl {
+        m.key_for(Pass::Kl);
         let (kl, more) = L::kl_logps(m, indices, all)?;
         view.kl = Some(kl);
         tokens += more;
@@ -181,11 +213,13 @@ fn view_in<L: Layout>(
         view.dominant_states.insert(layer, L::dominant_states(m, batch, &pass, layer)?);
     }
     if !plan.variant_layers.is_empty() {
+        m.key_for(Pass::Variants);
         let (states, more) = L::variant_states(m, plan, batch, &pass)?;
         tokens += more;
         view.prompt_variants = states;
     }
     if plan.targets {
+        m.key_for(Pass::Targets);
         let (targets, more) = L::target_pairs(m, batch)?;
         view.targets = Some(targets);
         tokens += more;

@@ -1,7 +1,8 @@
-//! Checkpoints: `checkpoint-<step>/` and `final/`, each a Hugging Face model folder plus the
-//! optimizer state, the objective's own parameters and `trainer_state.json`, written
-//! atomically (a crash never leaves a half-written checkpoint that looks complete), found
-//! again on resume, and restored.
+//! Checkpoints: `checkpoint-<step>/` and `final/`, each a Hugging Face model folder (with
+//! `[lora]`: a PEFT adapter folder, `adapter_config.json` and `adapter_model.safetensors`)
+//! plus the tokenizer files, the optimizer state, the objective's own parameters and
+//! `trainer_state.json`, written atomically (a crash never leaves a half-written checkpoint
+//! that looks complete), found again on resume, and restored.
 
 use crate::optim::AdamW;
 use crate::{Result, TrainError};
@@ -43,16 +44,22 @@ pub fn latest_checkpoint(output: &Path) -> Option<(u64, PathBuf)> {
 pub struct Checkpointer {
     output: PathBuf,
     extra_files: Vec<PathBuf>,
+    /// The base model folder, absolute: an adapter checkpoint's `base_model_name_or_path`.
+    base_model: PathBuf,
     total_steps: u64,
     seed: u64,
 }
 
 impl Checkpointer {
     /// Checkpoints of a run of `total_steps` steps (seed `seed`) under `output`, carrying the
-    /// tokenizer files of `model_dir`.
+    /// tokenizer files of `model_dir` (the base model, which adapter checkpoints name by its
+    /// absolute path).
     pub fn new(output: &Path, model_dir: &Path, total_steps: u64, seed: u64) -> Self {
         let extra_files = TOKENIZER_FILES.iter().map(|f| model_dir.join(f)).filter(|p| p.is_file()).collect();
-        Self { output: output.to_path_buf(), extra_files, total_steps, seed }
+        let base_model = std::fs::canonicalize(model_dir)
+            .or_else(|_| std::path::absolute(model_dir))
+            .unwrap_or_else(|_| model_dir.to_path_buf());
+        Self { output: output.to_path_buf(), extra_files, base_model, total_steps, seed }
     }
 
     /// `output/checkpoint-<step>`.
@@ -75,11 +82,17 @@ impl Checkpointer {
     }
 
     /// Writes the state after `step` optimizer steps to `dir`, atomically: the policy as a
-    /// Hugging Face folder, the optimizer state, the objective's parameters (when it has any)
-    /// and, last, `trainer_state.json`. An existing `dir` is replaced whole.
+    /// Hugging Face folder (a policy with LoRA adapters: a PEFT adapter folder naming the base
+    /// model), the optimizer state, the objective's parameters (when it has any) and, last,
+    /// `trainer_state.json`. An existing `dir` is replaced whole.
     pub fn save(&self, dir: &Path, step: u64, policy: &HfCausalLm, optimizer: &AdamW, heads: &VarStore) -> Result<()> {
         write_dir(dir, |tmp| {
-            policy.save(tmp, &self.extra_files).map_err(TrainError::model(format!("saving {}", dir.display())))?;
+            let saved = if policy.has_adapters() {
+                policy.save_adapter(tmp, &self.base_model.to_string_lossy(), &self.extra_files)
+            } else {
+                policy.save(tmp, &self.extra_files)
+            };
+            saved.map_err(TrainError::model(format!("saving {}", dir.display())))?;
             Tensor::write_safetensors(&optimizer.state(), tmp.join(OPTIMIZER_STATE))
                 .map_err(TrainError::torch("writing optimizer.safetensors"))?;
             if !heads.variables().is_empty() {

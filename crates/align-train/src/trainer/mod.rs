@@ -5,6 +5,10 @@
 //! optimizer steps of `grad_accum` micro-batches each, with AdamW, the learning-rate
 //! schedule, gradient clipping, a NaN/inf guard, `metrics.jsonl`, checkpoints and resume.
 //!
+//! With `[lora]` the base model is frozen and only its LoRA adapters train (the optimizer
+//! holds their state alone); checkpoints are PEFT adapter folders, and the reference is the
+//! base without adapters, sharing the policy's weights.
+//!
 //! The parts: `setup` (models, objective, data), `step` (the step loop), [`checkpoint`]
 //! ([`Checkpointer`]: save, find the latest complete, restore), [`reference`](mod@reference) (the reference
 //! log-prob cache) and [`events`] (what the run reports, and how a caller interrupts it).
@@ -95,11 +99,17 @@ fn total_steps(config: &RunConfig, records: usize) -> u64 {
     }
 }
 
-/// AdamW over the policy's parameters and the objective's own (named `objective.<name>`).
+/// AdamW over the policy's parameters (under `[lora]`: its adapters only, by PEFT's names;
+/// the base stays frozen) and the objective's own (named `objective.<name>`).
 fn optimizer(config: &RunConfig, run: &Run) -> AdamW {
-    run.policy.set_trainable(true);
-    let mut params: Vec<(String, Tensor)> =
-        run.policy.parameters().iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
+    let trained = if run.policy.has_adapters() {
+        run.policy.set_adapters_trainable(true);
+        run.policy.adapter_parameters()
+    } else {
+        run.policy.set_trainable(true);
+        run.policy.parameters()
+    };
+    let mut params: Vec<(String, Tensor)> = trained.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
     for (n, t) in run.heads.variables() {
         params.push((format!("objective.{n}"), t));
     }

@@ -1,6 +1,8 @@
 //! Run setup: everything a run needs before its first step — the tokenizer's EOS and pad ids,
-//! the policy (from the base model or the checkpoint to resume), the objective and its
-//! [`StepPlan`], the encoded records, the frozen reference and its cached log-probs.
+//! the policy (from the base model or the checkpoint to resume; with `[lora]`, the base with
+//! fresh adapters or the checkpoint's), the objective and its [`StepPlan`], the encoded
+//! records, the frozen reference (under `[lora]`, the policy's base without adapters) and its
+//! cached log-probs.
 
 use super::events::{Events, TrainEvent};
 use super::reference::{reference_cache, ReferenceInputs};
@@ -12,6 +14,7 @@ use crate::prepare::{prepare_records, PreparedRecord, RecordNeeds};
 use crate::terms::{build_objective, ModelShape};
 use crate::{Result, TrainError};
 use align_losses::{ObjectiveStack, PreferenceObjective};
+use lm_backend::lora::{is_adapter_dir, LoraSpec};
 use lm_backend::{CausalLm, HfCausalLm, LoadOptions, Tokenizer};
 use std::path::Path;
 use tch::nn::VarStore;
@@ -55,8 +58,7 @@ impl Run {
             events.emit(TrainEvent::Bf16OnCpu { instructions: &torch_device::cpu_bf16_instructions() });
         }
         let tokenizer = load_tokenizer(config, config_path)?;
-        let policy = HfCausalLm::load(policy_dir, load)
-            .map_err(TrainError::model(format!("loading the policy from {}", policy_dir.display())))?;
+        let policy = load_policy(config, policy_dir, load)?;
         let shape = ModelShape { num_layers: policy.num_layers(), hidden_size: policy.config().hidden_size };
         let heads = VarStore::new(device);
         let objective = build_objective(&config.objectives, shape, &(heads.root() / "mlc_head"), config_path)?;
@@ -64,7 +66,7 @@ impl Run {
         let plan = StepPlan::new(&objective.needs(), chosen_only);
         let (records, skipped_lines) = load_data(config, &tokenizer, &plan, events)?;
         let pad_id = tokenizer.pad_id();
-        let (reference, cache) = load_reference(config, load, &plan, &records, pad_id, output, events)?;
+        let (reference, cache) = load_reference(config, &policy, load, &plan, &records, pad_id, output, events)?;
         Ok(Run { policy, reference, cache, heads, objective, plan, records, pad_id, skipped_lines })
     }
 
@@ -77,8 +79,69 @@ impl Run {
             pad_id: self.pad_id,
             num_languages,
             packing,
+            dropout_key: 0,
         }
     }
+}
+
+/// The policy: the model of `policy_dir` (the base, or the checkpoint being resumed); with
+/// `[lora]`, the base of `[model] path` with fresh adapters (`policy_dir` is the base) or with
+/// the adapters of the checkpoint `policy_dir`, in training mode (adapter dropout on).
+fn load_policy(config: &RunConfig, policy_dir: &Path, load: LoadOptions) -> Result<HfCausalLm> {
+    let context = || format!("loading the policy from {}", policy_dir.display());
+    let adapter_checkpoint = is_adapter_dir(policy_dir);
+    let Some(lora) = &config.lora else {
+        if adapter_checkpoint {
+            let why = "it holds a LoRA adapter, but the config has no [lora] section".to_string();
+            return Err(TrainError::Resume { path: policy_dir.to_path_buf(), why });
+        }
+        return HfCausalLm::load(policy_dir, load).map_err(TrainError::model(context()));
+    };
+    let base = &config.model.path;
+    let policy = if adapter_checkpoint {
+        let policy = HfCausalLm::load_with_adapter(base, policy_dir, load).map_err(TrainError::model(context()))?;
+        check_same_adapters(policy.lora_spec(), &lora.spec(config.train.seed), policy_dir)?;
+        policy
+    } else if policy_dir == base.as_path() {
+        HfCausalLm::load_with_lora(base, load, &lora.spec(config.train.seed)).map_err(TrainError::model(context()))?
+    } else {
+        let why = "it holds a full model, but the config trains LoRA adapters ([lora])".to_string();
+        return Err(TrainError::Resume { path: policy_dir.to_path_buf(), why });
+    };
+    policy.set_training(true);
+    Ok(policy)
+}
+
+/// An error unless the checkpoint's adapters (`found`) have the rank, scale, dropout and
+/// targets that `[lora]` asks for (`wanted`).
+fn check_same_adapters(found: Option<&LoraSpec>, wanted: &LoraSpec, dir: &Path) -> Result<()> {
+    let sorted = |s: &LoraSpec| {
+        let mut t = s.target_modules.clone();
+        t.sort();
+        t
+    };
+    let Some(found) = found else { return Ok(()) };
+    let same = found.r == wanted.r
+        && found.alpha == wanted.alpha
+        && found.dropout == wanted.dropout
+        && found.use_rslora == wanted.use_rslora
+        && sorted(found) == sorted(wanted);
+    if same {
+        return Ok(());
+    }
+    let why = format!(
+        "its adapters (r = {}, alpha = {}, dropout = {}, target_modules = {:?}) differ from [lora] \
+         (r = {}, alpha = {}, dropout = {}, target_modules = {:?})",
+        found.r,
+        found.alpha,
+        found.dropout,
+        sorted(found),
+        wanted.r,
+        wanted.alpha,
+        wanted.dropout,
+        sorted(wanted)
+    );
+    Err(TrainError::Resume { path: dir.to_path_buf(), why })
 }
 
 /// The base model's tokenizer, which must have an EOS to end completions with.
@@ -127,9 +190,13 @@ fn load_data(
 }
 
 /// The frozen reference (kept only when a term reads its hidden states) and the cached
-/// reference log-probs (when a term reads them).
+/// reference log-probs (when a term reads them). Without `[model] reference`, the reference
+/// is the base model: under `[lora]` the policy's own base weights with no adapters (shared,
+/// not loaded again), else a frozen copy of `[model] path`.
+#[allow(clippy::too_many_arguments)]
 fn load_reference(
     config: &RunConfig,
+    policy: &HfCausalLm,
     load: LoadOptions,
     plan: &StepPlan,
     records: &[PreparedRecord],
@@ -143,8 +210,12 @@ fn load_reference(
         return Ok((None, None));
     }
     let dir = config.model.reference.clone().unwrap_or_else(|| config.model.path.clone());
-    let model = HfCausalLm::load(&dir, load)
-        .map_err(TrainError::model(format!("loading the reference from {}", dir.display())))?;
+    let model = if config.lora.is_some() && config.model.reference.is_none() {
+        policy.base_model().map_err(TrainError::model("the reference: the policy's base model"))?
+    } else {
+        HfCausalLm::load(&dir, load)
+            .map_err(TrainError::model(format!("loading the reference from {}", dir.display())))?
+    };
     let cache = if needs_logps {
         let inputs = ReferenceInputs {
             model: &model,

@@ -6,7 +6,7 @@
 use super::checkpoint::Checkpointer;
 use super::events::{Events, Interrupt, SaveReason, TrainEvent};
 use super::setup::Run;
-use crate::batch::build_view;
+use crate::batch::{build_view, dropout_key};
 use crate::config::{OnNonFinite, RunConfig};
 use crate::optim::AdamW;
 use crate::order::MicroBatches;
@@ -102,10 +102,11 @@ impl StepLoop<'_> {
     /// `Err((what, value))` at the first non-finite loss or a non-finite gradient norm.
     fn accumulate(&mut self, step: u64) -> Result<Result<Accumulated, (String, f64)>> {
         let accum = self.config.train.grad_accum;
-        let models = self.run.step_models(self.config.data.languages.len(), self.config.train.packing);
+        let mut models = self.run.step_models(self.config.data.languages.len(), self.config.train.packing);
         let records = &self.run.records;
         let mut acc = Accumulated { loss: 0.0, tokens: 0, metrics: Vec::new(), grad_norm: f64::NAN };
         for micro in 0..accum {
+            models.dropout_key = dropout_key(self.config.train.seed, step, micro);
             let indices = self.batches.indices(step, micro);
             let batch: Vec<&PreparedRecord> = indices.iter().map(|&i| &records[i]).collect();
             let (view, tokens) = build_view(&models, &self.run.plan, &batch, &indices, records)?;

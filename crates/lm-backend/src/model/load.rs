@@ -7,10 +7,12 @@ use std::path::Path;
 
 use tch::Tensor;
 
+use super::adapters::Adapters;
 use super::{HfCausalLm, EMBED_TOKENS, FINAL_NORM, LM_HEAD};
 use crate::arch::DecoderBlock;
 use crate::config::ModelConfig;
 use crate::error::{LmError, Result};
+use crate::lora::{AdapterTable, LoraSpec};
 use crate::norm::RmsNorm;
 use crate::rope::Rope;
 use crate::weights::{record_specs, Checkpoint, LoadOptions, TensorSpec, WeightSource, Weights};
@@ -48,18 +50,34 @@ impl HfCausalLm {
     /// Loads `dir/config.json` and the weights of `dir` (single file or sharded).
     pub fn load(dir: impl AsRef<Path>, options: LoadOptions) -> Result<Self> {
         let dir = dir.as_ref();
+        let (config, source_config) = Self::read_config(dir)?;
+        let tensors = Self::read_weights(dir, &config, options)?;
+        Self::from_tensors(config, source_config, WeightSource::loaded(tensors, dir), options, None)
+    }
+
+    /// Reads `dir/config.json`: the normalised config and the JSON as written.
+    pub(super) fn read_config(dir: &Path) -> Result<(ModelConfig, serde_json::Value)> {
         let config_path = dir.join("config.json");
         let text = std::fs::read_to_string(&config_path).map_err(|e| LmError::io(&config_path, e))?;
         let config = ModelConfig::from_json_str(&text, &config_path)?;
         let source_config: serde_json::Value =
             serde_json::from_str(&text).map_err(|source| LmError::Json { path: config_path.clone(), source })?;
-        let specs = tensor_specs(&config);
+        Ok((config, source_config))
+    }
+
+    /// The weights of the checkpoint folder `dir` of a model of `config`, converted to
+    /// `options`.
+    pub(super) fn read_weights(
+        dir: &Path,
+        config: &ModelConfig,
+        options: LoadOptions,
+    ) -> Result<BTreeMap<String, Tensor>> {
+        let specs = tensor_specs(config);
         let tied = config.tie_word_embeddings;
         // Skipped when present: a redundant output projection of a tied model (transformers
         // ignores it too) and rotary tables some old checkpoints saved.
         let ignorable = |name: &str| (tied && name == LM_HEAD) || name.ends_with("rotary_emb.inv_freq");
-        let tensors = Checkpoint::open(dir)?.load(&specs, ignorable, options)?;
-        Self::from_tensors(config, source_config, WeightSource::loaded(tensors, dir), options)
+        Checkpoint::open(dir)?.load(&specs, ignorable, options)
     }
 
     /// A model from a `config.json` value and named tensors (e.g. built in memory or
@@ -80,17 +98,27 @@ impl HfCausalLm {
             .into_iter()
             .map(|(name, t)| Ok((name, t.f_detach()?.f_to_kind(options.dtype)?.f_to_device(options.device)?)))
             .collect::<Result<_>>()?;
-        Self::from_tensors(config, source_config, WeightSource::loaded(converted, path), options)
+        Self::from_tensors(config, source_config, WeightSource::loaded(converted, path), options, None)
     }
 
-    /// The model of `config` over `source`'s tensors (already in `options`' dtype and device).
-    fn from_tensors(
+    /// The model of `config` over `source`'s tensors (already in `options`' dtype and device),
+    /// with the LoRA adapters of `adapters` (and their spec) when given.
+    pub(super) fn from_tensors(
         config: ModelConfig,
         source_config: serde_json::Value,
         source: WeightSource,
         options: LoadOptions,
+        adapters: Option<(AdapterTable, LoraSpec)>,
     ) -> Result<Self> {
-        let Stack { embed, blocks, norm, lm_head } = Stack::load(&source.root(), &config)?;
+        let root = match &adapters {
+            Some((table, _)) => source.root_with_adapters(table),
+            None => source.root(),
+        };
+        let Stack { embed, blocks, norm, lm_head } = Stack::load(&root, &config)?;
+        let adapters = match adapters {
+            Some((table, spec)) => Adapters::from_table(table, spec)?,
+            None => Adapters::default(),
+        };
         // Rounded to the weights' dtype, as in transformers.
         let embed_scale = config
             .architecture
@@ -108,6 +136,7 @@ impl HfCausalLm {
             options,
             config,
             source_config,
+            adapters,
         })
     }
 }

@@ -6,10 +6,13 @@
 //!   [`LmOutput`]);
 //! - `load.rs`: building an [`HfCausalLm`] from a checkpoint folder or named tensors, and
 //!   [`tensor_specs`];
+//! - `adapters.rs`: LoRA adapters on a loaded model ([`crate::lora`]): loading, switches,
+//!   saving in PEFT's layout, merging;
 //! - `forward.rs`: the forward pass (embedding -> blocks -> norm -> output projection), with
 //!   hidden states, selected positions, packed rows ([`crate::packed`]) and the key/value
 //!   cache of generation.
 
+mod adapters;
 mod api;
 mod forward;
 mod load;
@@ -26,6 +29,7 @@ use crate::config::ModelConfig;
 use crate::norm::RmsNorm;
 use crate::rope::Rope;
 use crate::weights::LoadOptions;
+use adapters::Adapters;
 
 /// Name of the token embedding.
 pub const EMBED_TOKENS: &str = "model.embed_tokens.weight";
@@ -48,6 +52,7 @@ pub struct HfCausalLm {
     norm: RmsNorm,
     lm_head: Tensor, // [V, D], the embedding when tied
     rope: Rope,
+    adapters: Adapters,
 }
 
 impl HfCausalLm {
@@ -58,7 +63,8 @@ impl HfCausalLm {
         &self.parameters
     }
 
-    /// Turns gradient tracking of every parameter on or off (off after loading).
+    /// Turns gradient tracking of every parameter on or off (off after loading). LoRA
+    /// adapters have their own switch ([`HfCausalLm::set_adapters_trainable`]).
     pub fn set_trainable(&self, trainable: bool) {
         for p in self.parameters.values() {
             let _ = p.shallow_clone().set_requires_grad(trainable);

@@ -62,6 +62,26 @@ impl Checkpoint {
         &self.files
     }
 
+    /// The dtype the tensor `name` is stored in (e.g. the embedding's, to keep a model's own
+    /// precision when rewriting it).
+    pub fn stored_kind(&self, name: &str) -> Result<Kind> {
+        for path in &self.files {
+            let file = File::open(path).map_err(|e| LmError::io(path, e))?;
+            // SAFETY: as in `load`: a read-only map, used only while this function reads it.
+            let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| LmError::io(path, e))?;
+            let st = SafeTensors::deserialize(&mmap)
+                .map_err(|e| LmError::Safetensors { path: path.clone(), message: e.to_string() })?;
+            if let Ok(view) = st.tensor(name) {
+                return safetensors_kind(view.dtype()).ok_or_else(|| LmError::TensorDtype {
+                    path: path.clone(),
+                    name: name.to_string(),
+                    dtype: format!("{:?}", view.dtype()),
+                });
+            }
+        }
+        Err(LmError::MissingTensor { path: self.dir.clone(), name: name.to_string() })
+    }
+
     /// Loads exactly the tensors in `specs`, checking their shapes, converted to `options`.
     ///
     /// Tensors in the files that are not in `specs` are errors unless `ignorable(name)`
@@ -98,18 +118,12 @@ impl Checkpoint {
                         found,
                     });
                 }
-                let kind = match view.dtype() {
-                    Dtype::F32 => Kind::Float,
-                    Dtype::BF16 => Kind::BFloat16,
-                    Dtype::F16 => Kind::Half,
-                    Dtype::F64 => Kind::Double,
-                    other => {
-                        return Err(LmError::TensorDtype {
-                            path: path.clone(),
-                            name: name.to_string(),
-                            dtype: format!("{other:?}"),
-                        })
-                    }
+                let Some(kind) = safetensors_kind(view.dtype()) else {
+                    return Err(LmError::TensorDtype {
+                        path: path.clone(),
+                        name: name.to_string(),
+                        dtype: format!("{:?}", view.dtype()),
+                    });
                 };
                 let tensor = Tensor::f_from_data_size(view.data(), &found, kind)?
                     .f_to_kind(options.dtype)?
@@ -121,5 +135,16 @@ impl Checkpoint {
             return Err(LmError::MissingTensor { path: self.dir.clone(), name: missing.name.clone() });
         }
         Ok(out)
+    }
+}
+
+/// The libtorch kind of a stored safetensors dtype, for the float types models use.
+pub(crate) fn safetensors_kind(dtype: Dtype) -> Option<Kind> {
+    match dtype {
+        Dtype::F32 => Some(Kind::Float),
+        Dtype::BF16 => Some(Kind::BFloat16),
+        Dtype::F16 => Some(Kind::Half),
+        Dtype::F64 => Some(Kind::Double),
+        _ => None,
     }
 }

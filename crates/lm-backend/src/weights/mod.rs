@@ -10,6 +10,7 @@ mod checkpoint;
 mod options;
 mod scope;
 
+pub(crate) use checkpoint::safetensors_kind;
 pub use checkpoint::{Checkpoint, INDEX_FILE, SINGLE_FILE};
 pub use options::{AttentionImpl, Dtype, LoadOptions};
 pub(crate) use scope::{record_specs, WeightSource, Weights};

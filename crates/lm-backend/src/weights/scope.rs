@@ -16,6 +16,7 @@ use tch::Tensor;
 
 use super::TensorSpec;
 use crate::error::{LmError, Result};
+use crate::lora::{AdapterTable, LoraLinear};
 
 /// Where the tensors a model is built from come from.
 #[derive(Debug)]
@@ -39,7 +40,13 @@ impl WeightSource {
 
     /// The view of every tensor (no prefix).
     pub(crate) fn root(&self) -> Weights<'_> {
-        Weights { source: self, prefix: String::new() }
+        Weights { source: self, prefix: String::new(), adapters: None }
+    }
+
+    /// The view of every tensor, with the LoRA adapters of `adapters` for the projections
+    /// that have one ([`Weights::adapter`]).
+    pub(crate) fn root_with_adapters<'a>(&'a self, adapters: &'a AdapterTable) -> Weights<'a> {
+        Weights { source: self, prefix: String::new(), adapters: Some(adapters) }
     }
 
     /// The loaded tensors (none for a recording).
@@ -68,12 +75,19 @@ pub(crate) fn record_specs<T>(build: impl FnOnce(&Weights) -> Result<T>) -> Vec<
 pub(crate) struct Weights<'a> {
     source: &'a WeightSource,
     prefix: String,
+    adapters: Option<&'a AdapterTable>,
 }
 
 impl<'a> Weights<'a> {
     /// The weights under `<prefix>.<name>`.
     pub(crate) fn pushed(&self, name: &str) -> Weights<'a> {
-        Weights { source: self.source, prefix: self.full_name(name) }
+        Weights { source: self.source, prefix: self.full_name(name), adapters: self.adapters }
+    }
+
+    /// The LoRA adapter of the module this view is of (its prefix, e.g.
+    /// `model.layers.0.self_attn.q_proj`), when the model is built with one.
+    pub(crate) fn adapter(&self) -> Option<LoraLinear> {
+        self.adapters.and_then(|table| table.take(&self.prefix))
     }
 
     /// The tensor `<prefix>.<name>`, which must have shape `shape`; it shares storage (and
