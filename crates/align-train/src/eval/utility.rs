@@ -23,6 +23,10 @@ use std::path::{Path, PathBuf};
 /// the reference answer.
 pub const EXACT_NUMBER: &str = "exact_number";
 
+fn exact_number() -> String {
+    EXACT_NUMBER.to_string()
+}
+
 /// One question with its reference answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UtilityItem {
@@ -315,7 +319,8 @@ pub struct UtilityRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UtilityReport {
     /// What `accuracy` measures: [`EXACT_NUMBER`] for this eval; other producers (the demo's
-    /// benign compliance) name their own.
+    /// benign compliance) name their own. [`EXACT_NUMBER`] when a file has no such field.
+    #[serde(default = "exact_number")]
     pub metric: String,
     /// Counts and accuracy by language tag.
     pub per_language: BTreeMap<String, LanguageUtility>,
