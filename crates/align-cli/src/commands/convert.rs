@@ -19,7 +19,7 @@ use lm_backend::gguf::{convert_to_hf, ConvertOptions, ConvertReport, ExportDtype
 pub enum SourceFormat {
     /// A llama.cpp GGUF file (llama architecture).
     Gguf,
-    /// A folder of MGSM's TSV files, `mgsm_<lang>.tsv` (question<TAB>answer, no header).
+    /// A folder of MGSM's TSV files, `mgsm_<lang>.tsv` (question, a tab, the answer; no header).
     Mgsm,
 }
 
@@ -49,7 +49,7 @@ pub struct ConvertArgs {
     /// Element type of the written weights (gguf; default f32).
     #[arg(long, value_enum)]
     pub dtype: Option<ConvertDtype>,
-    /// Only these languages, comma-separated (mgsm; default: every mgsm_<lang>.tsv).
+    /// Only these languages, comma-separated (mgsm; default: every `mgsm_<lang>.tsv`).
     #[arg(long, value_name = "TAGS", value_delimiter = ',')]
     pub languages: Vec<String>,
     /// Replace the output when it exists.

@@ -1,6 +1,7 @@
 //! `align eval utility --model DIR --data FILE.jsonl`: greedy answers to math questions, the
-//! last number of each scored against the reference, per language ([`evaluate_utility`]);
-//! prints the per-language table and, with `--output DIR`, writes `DIR/utility.json` (every
+//! last number of each scored against the reference, per language
+//! ([`evaluate_utility`](align_train::eval::evaluate_utility)); prints the per-language table
+//! and, with `--output DIR`, writes `DIR/utility.json` (every
 //! prompt, completion and extracted number kept).
 
 use std::path::PathBuf;
