@@ -182,7 +182,13 @@ fn draw_into(chart: &LineChart, pixels: &mut [u8], width: u32, height: u32) -> s
         .build_cartesian_2d(x0..x1, y0..y1)
         .map_err(|e| plot_error(&e))?;
     let categories = match &chart.x {
-        XAxis::Categories(names) => Some(names.clone()),
+        XAxis::Categories(names) => {
+            // About 8 pixels a character at 14 px; the plot spans what the legend and the
+            // y labels leave.
+            let plot_width = (width - legend_width(chart)).saturating_sub(100) as usize;
+            let fit = (plot_width / names.len().max(1) / 8).max(4);
+            Some(names.iter().map(|n| shorten_from_left(n, fit)).collect::<Vec<_>>())
+        }
         XAxis::Numeric { .. } => None,
     };
     let integers = matches!(chart.x, XAxis::Numeric { integers: true, .. });
@@ -192,7 +198,8 @@ fn draw_into(chart: &LineChart, pixels: &mut [u8], width: u32, height: u32) -> s
                 names.get(x.round() as usize).cloned().unwrap_or_default()
             }
             Some(_) => String::new(),
-            None if integers => format!("{}", x.round() as i64),
+            None if integers && (x - x.round()).abs() < 1e-6 => format!("{}", x.round() as i64),
+            None if integers => String::new(),
             None => format!("{x}"),
         }
     };
@@ -232,6 +239,17 @@ fn draw_into(chart: &LineChart, pixels: &mut [u8], width: u32, height: u32) -> s
     draw_legend(chart, &legend_area).map_err(|e| plot_error(&e))?;
     root.present().map_err(|e| plot_error(&e))?;
     Ok(())
+}
+
+/// `name` cut to its last `chars - 1` characters after an ellipsis when longer than `chars`
+/// (tick labels of long run paths keep their distinctive end).
+fn shorten_from_left(name: &str, chars: usize) -> String {
+    let n = name.chars().count();
+    if n <= chars {
+        return name.to_string();
+    }
+    let tail: String = name.chars().skip(n + 1 - chars).collect();
+    format!("…{tail}")
 }
 
 /// The legend: one sample line and name per series, then the reference lines.
@@ -276,6 +294,13 @@ mod tests {
             series,
             references: vec![Reference { name: "zero".into(), y: 0.0 }],
         }
+    }
+
+    #[test]
+    fn long_tick_labels_keep_their_end() {
+        assert_eq!(shorten_from_left("runs/demo/mpo_mlc", 8), "…mpo_mlc");
+        assert_eq!(shorten_from_left("dpo", 8), "dpo");
+        assert_eq!(shorten_from_left("ab", 2), "ab");
     }
 
     #[test]

@@ -30,18 +30,32 @@ fn language_series(
     languages: &[String],
     get: &dyn Fn(&RunSummary) -> Option<&BTreeMap<String, f64>>,
 ) -> Vec<Series> {
-    runs.iter()
+    let shown: Vec<(usize, &RunSummary, &BTreeMap<String, f64>)> =
+        runs.iter().enumerate().filter_map(|(i, r)| get(r).map(|values| (i, r, values))).collect();
+    let centre = (shown.len() as f64 - 1.0) / 2.0;
+    shown
+        .iter()
         .enumerate()
-        .filter_map(|(i, r)| get(r).map(|values| (i, r, values)))
-        .map(|(i, r, values)| Series {
-            name: r.name.clone(),
-            colour: palette_colour(i),
-            points: languages.iter().enumerate().filter_map(|(k, l)| values.get(l).map(|&v| (k as f64, v))).collect(),
-            dashed: false,
-            markers: true,
+        .map(|(k, &(i, r, values))| {
+            let dodge = (k as f64 - centre) * DODGE;
+            Series {
+                name: r.name.clone(),
+                colour: palette_colour(i),
+                points: languages
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(x, l)| values.get(l).map(|&v| (x as f64 + dodge, v)))
+                    .collect(),
+                dashed: false,
+                markers: true,
+            }
         })
         .collect()
 }
+
+/// How far apart (in language positions) the runs' points are drawn at one language, so that
+/// runs with equal values stay visible side by side instead of one hiding the other.
+const DODGE: f64 = 0.04;
 
 /// A per-language chart.
 fn language_chart(title: &str, y_label: &str, languages: &[String], series: Vec<Series>) -> LineChart {
@@ -107,8 +121,52 @@ fn file_safe(metric: &str) -> String {
 }
 
 /// Collinearity by layer: per run, the ratio (solid) and the centred ratio (dashed); the
-/// orthogonal floor(s) as grey dashes.
+/// orthogonal floor(s) as grey dashes. When every run was measured at the same single layer,
+/// the runs are the x axis instead: one line for the ratio, one for the centred ratio.
 fn collinearity_chart(runs: &[RunSummary]) -> LineChart {
+    let measured: Vec<&RunSummary> = runs.iter().filter(|r| r.consistency.is_some()).collect();
+    let mut layers: Vec<usize> =
+        measured.iter().flat_map(|r| r.consistency.as_ref().unwrap().layers.iter().map(|l| l.layer)).collect();
+    layers.sort_unstable();
+    layers.dedup();
+    if let [layer] = layers[..] {
+        return one_layer_chart(&measured, layer);
+    }
+    layers_chart(runs)
+}
+
+/// The ratio and the centred ratio of each run at one layer, runs as categories.
+fn one_layer_chart(runs: &[&RunSummary], layer: usize) -> LineChart {
+    let value = |r: &RunSummary, centred: bool| {
+        let l = &r.consistency.as_ref().unwrap().layers[0];
+        if centred {
+            l.centred_collinearity_ratio
+        } else {
+            l.collinearity_ratio
+        }
+    };
+    let line = |name: &str, colour: usize, centred: bool| Series {
+        name: name.into(),
+        colour: palette_colour(colour),
+        points: runs.iter().enumerate().map(|(x, r)| (x as f64, value(r, centred))).collect(),
+        dashed: centred,
+        markers: true,
+    };
+    let mut floors: Vec<f64> = runs.iter().map(|r| r.consistency.as_ref().unwrap().orthogonal_ratio).collect();
+    floors.dedup_by(|a, b| (*a - *b).abs() < 1e-9);
+    LineChart {
+        title: format!("Collinearity of language variants at layer {layer}"),
+        x_label: "run".into(),
+        y_label: "collinearity ratio".into(),
+        x: XAxis::Categories(runs.iter().map(|r| r.name.clone()).collect()),
+        y_range: Some((0.0, 1.02)),
+        series: vec![line("ratio", 0, false), line("centred ratio", 3, true)],
+        references: floors.into_iter().map(|y| Reference { name: format!("orthogonal {y:.3}"), y }).collect(),
+    }
+}
+
+/// Collinearity over several layers, one pair of lines per run.
+fn layers_chart(runs: &[RunSummary]) -> LineChart {
     let mut series = vec![];
     let mut floors: Vec<f64> = vec![];
     let (mut first, mut last) = (f64::INFINITY, f64::NEG_INFINITY);
@@ -171,5 +229,51 @@ fn training_chart(runs: &[RunSummary]) -> LineChart {
         y_range: None,
         series,
         references: vec![],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::{ConsistencyReport, LayerConsistency};
+
+    fn measured(name: &str, layers: &[usize]) -> RunSummary {
+        let layers = layers
+            .iter()
+            .map(|&layer| LayerConsistency {
+                layer,
+                collinearity_ratio: 0.5,
+                mean_pairwise_cosine: 0.5,
+                centred_collinearity_ratio: 0.25,
+                centred_mean_pairwise_cosine: 0.25,
+            })
+            .collect();
+        let consistency = ConsistencyReport { n_groups: 1, n_prompts: 2, orthogonal_ratio: 0.5, layers };
+        RunSummary { consistency: Some(consistency), ..RunSummary::named(name) }
+    }
+
+    #[test]
+    fn one_layer_puts_the_runs_on_the_x_axis_and_several_layers_the_layers() {
+        let one = collinearity_chart(&[measured("a", &[2]), RunSummary::named("none"), measured("b", &[2])]);
+        assert_eq!(one.x, XAxis::Categories(vec!["a".into(), "b".into()]));
+        assert_eq!(one.series.len(), 2);
+        assert_eq!(one.series[1].points, vec![(0.0, 0.25), (1.0, 0.25)]);
+        assert_eq!(one.references.len(), 1);
+        let many = collinearity_chart(&[measured("a", &[0, 1, 2]), measured("b", &[1, 2])]);
+        assert_eq!(many.x, XAxis::Numeric { min: 0.0, max: 2.0, integers: true });
+        assert_eq!(many.series.len(), 4);
+        assert_eq!(many.series[3].name, "b (centred)");
+    }
+
+    #[test]
+    fn runs_are_dodged_around_each_language() {
+        let values = BTreeMap::from([("en".to_string(), 1.0)]);
+        let runs: Vec<RunSummary> = (0..3)
+            .map(|i| RunSummary { reward_gap: Some(values.clone()), ..RunSummary::named(format!("r{i}")) })
+            .collect();
+        let series = language_series(&runs, &["en".into()], &|r| r.reward_gap.as_ref());
+        let xs: Vec<f64> = series.iter().map(|s| s.points[0].0).collect();
+        assert_eq!(xs, vec![-DODGE, 0.0, DODGE]);
+        assert_eq!(series[2].colour, palette_colour(2));
     }
 }
