@@ -4,14 +4,17 @@
 //! `src/commands/`; this file only parses the arguments and reports errors.
 //!
 //! - `align convert --from gguf FILE.gguf --output DIR`: a llama.cpp GGUF file to a Hugging
-//!   Face folder ([`commands::convert`]).
+//!   Face folder; `--from mgsm DIR --output FILE.jsonl`: MGSM's TSV files to questions
+//!   ([`commands::convert`]).
 //! - `align generate --model DIR --prompt TEXT`: a completion from a model folder
 //!   ([`commands::generate`]). Every `--model` also takes a LoRA adapter folder.
 //! - `align train --config run.toml`: a training run ([`commands::train`]).
 //! - `align merge --base DIR --adapter DIR --output DIR`: a LoRA adapter folded into its
 //!   base model ([`commands::merge`]).
-//! - `align eval reward-gap|consistency|safety --model DIR ...`: the evaluations
+//! - `align eval reward-gap|consistency|safety|utility --model DIR ...`: the evaluations
 //!   ([`commands::eval`]).
+//! - `align report RUN_OR_EVAL_DIR...`: runs side by side in Markdown tables and charts
+//!   ([`commands::report`]).
 //! - `align demo`: the embedded default on the bundled testbed ([`commands::demo`]).
 //!
 //! Errors are printed to stderr as `error: ...` followed by their chain of causes, and the

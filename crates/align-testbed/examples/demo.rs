@@ -24,7 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let world = World::generate(&WorldConfig::default())?;
-    let report = run_demo(&world, &options, &mut |line| eprintln!("{line}"))?;
-    print!("{}", align_testbed::demo::format_tables(&report));
+    run_demo(&world, &options, &mut |line| eprintln!("{line}"))?;
+    print!("{}", std::fs::read_to_string(options.output.join("report.md"))?);
     Ok(())
 }

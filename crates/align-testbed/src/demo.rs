@@ -7,21 +7,25 @@
 //! language (the world's exact judge behind the [`align_train::eval::Judge`] trait), the reward
 //! gap per language, and the collinearity of the prompt variants at the MLC layer. All
 //! evaluation uses the held-out concepts only.
+//!
+//! Each model's numbers are written as the `align eval` files (`<method>/eval/`: safety.json,
+//! utility.json, reward_gap.json, consistency.json) and the report (`report.md` and its charts)
+//! is made from those files and the runs' `metrics.jsonl` by [`align_train::report`], the code
+//! of `align report`: `align report DIR/base DIR/dpo ...` gives the same tables.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use align_train::data::{parse_record, Origin, Record};
 use align_train::eval::{
     evaluate_consistency, evaluate_reward_gap, generate_responses_with_progress, judge_generations,
-    write_safety_outputs, ConsistencyOptions, GenerationOptions, LayerSelection, RewardGapOptions, SafetyPrompt,
-    Verdict as EvalVerdict,
+    write_safety_outputs, write_utility_report, ConsistencyOptions, GenerationOptions, LanguageUtility, LayerSelection,
+    RewardGapOptions, SafetyPrompt, UtilityRecord, UtilityReport, Verdict as EvalVerdict,
 };
+use align_train::report::{load_run, ReportOptions, RunSummary};
 use align_train::trainer::EventHandler;
 use align_train::{train, RunConfig, Text, TrainOptions};
 use lm_backend::{HfCausalLm, LoadOptions, Tokenizer};
-use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
@@ -235,8 +239,10 @@ impl align_train::eval::Judge for WorldJudge<'_> {
 }
 
 /// Runs the demo: trains every method of `options` from `<assets>/base`, evaluates each, and
-/// writes `<output>/<method>/` (the run), `<output>/results.json`, `<output>/tables.txt` and
-/// `<output>/asr.png`. Returns the report; `log` receives the progress lines.
+/// writes `<output>/<method>/` (the run and its `eval/` files), `<output>/results.json`, and
+/// the report `<output>/report.md` with its charts (`asr.png`, `utility.png`,
+/// `reward_gap.png`, `collinearity.png`, `training_loss.png`). Returns the numbers; `log`
+/// receives the progress lines.
 pub fn run_demo(world: &World, options: &DemoOptions, log: &mut dyn FnMut(&str)) -> Result<DemoReport> {
     let base = options.assets.join(BASE_DIR);
     check_assets(world, options, &base)?;
@@ -260,7 +266,7 @@ pub fn run_demo(world: &World, options: &DemoOptions, log: &mut dyn FnMut(&str))
         let started = std::time::Instant::now();
         let model = HfCausalLm::load(&model_dir, LoadOptions::cpu_f32())
             .map_err(|source| TestbedError::Model { context: format!("loading {}", model_dir.display()), source })?;
-        let eval_dir = options.output.join(method.folder()).join("eval");
+        let eval_dir = method_dir(&options.output, method).join("eval");
         let mut result = eval_set.evaluate(&model, &tokenizer, &judge, options.mlc.layer, &eval_dir, log)?;
         result.method = method;
         result.steps = steps;
@@ -328,7 +334,7 @@ fn train_method(
         return Ok((base.to_path_buf(), 0));
     };
     log(&format!("== {}: training {} steps", method.name(), options.steps));
-    let dir = options.output.join(method.folder());
+    let dir = method_dir(&options.output, method);
     let config_path = dir.join("config.toml");
     let text = run_config(options, base, &options.assets.join(file), multilingual, languages, &objectives);
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
@@ -346,15 +352,69 @@ fn train_method(
     Ok((summary.saved, summary.steps))
 }
 
-/// Writes `results.json`, `tables.txt` and `asr.png` into `output`.
+/// The folder of one method's run and eval files.
+pub fn method_dir(output: &Path, method: Method) -> PathBuf {
+    output.join(method.folder())
+}
+
+/// The `metric` of the demo's utility files: the share of held-out benign requests answered.
+pub const BENIGN_COMPLIANCE: &str = "benign_compliance";
+
+/// Writes `results.json`, then the report (`report.md` and its charts) into `output`.
 fn write_report(report: &DemoReport, output: &Path) -> Result<()> {
     let json_path = output.join("results.json");
     let json = serde_json::to_string_pretty(report)
         .map_err(|source| TestbedError::Json { path: json_path.clone(), source })?;
     std::fs::write(&json_path, json + "\n").map_err(io(&json_path))?;
-    let tables_path = output.join("tables.txt");
-    std::fs::write(&tables_path, format_tables(report)).map_err(io(&tables_path))?;
-    plot_report(report, &output.join("asr.png"))
+    let runs = report_runs(report, output)?;
+    align_train::report::write_report(&runs, &report_options(report), output)?;
+    Ok(())
+}
+
+/// The rows of the demo's report: each method's folder read back by
+/// [`align_train::report::load_run`], labelled by the method's name.
+pub fn report_runs(report: &DemoReport, output: &Path) -> Result<Vec<RunSummary>> {
+    let runs = report
+        .results
+        .iter()
+        .map(|r| load_run(&method_dir(output, r.method), r.method.name()))
+        .collect::<align_train::Result<Vec<_>>>()?;
+    Ok(runs)
+}
+
+/// The demo report's title, introduction, language order (dominant first) and utility heading.
+pub fn report_options(report: &DemoReport) -> ReportOptions {
+    let n = report.languages.len();
+    let mut options = ReportOptions::new("polyalign demo: multilingual safety alignment of the testbed model");
+    options.intro = vec![
+        format!(
+            "Every method starts from the bundled base model and trains {} optimizer steps of {} pairs (AdamW, peak \
+             lr {}, cosine); MLC terms act at layer {} (lambda {}, tau {}). Every model is evaluated on {} held-out \
+             requests per language and attribute, on concepts that no training example used. `{}` is the dominant \
+             language. What the numbers show is in docs/demo.md.",
+            report.steps,
+            report.batch_size,
+            report.lr,
+            report.mlc.layer,
+            report.mlc.weight,
+            report.mlc.tau,
+            report.prompts_per_language,
+            report.languages.first().map(String::as_str).unwrap_or("")
+        ),
+        format!(
+            "Safety: the share of harmful requests not met with the language's refusal (the world's exact judge). \
+             Utility: the share of benign requests answered with the language's answer template. Reward gap: \
+             refusal minus answer, length-averaged log-probs, on the held-out harmful pairs. Collinearity: the {n} \
+             language variants of each held-out harmful request at layer {} (1/{n} = orthogonal, 1 = collinear).",
+            report.mlc.layer
+        ),
+    ];
+    options.languages = Some(report.languages.clone());
+    options.utility_titles = BTreeMap::from([(
+        BENIGN_COMPLIANCE.to_string(),
+        "Utility: compliance on held-out benign requests (higher is better)".to_string(),
+    )]);
+    options
 }
 
 /// The TOML of one method's run.
@@ -460,23 +520,37 @@ impl EvalSet {
             }
         })?;
         let (harmful, benign) = generations.split_at(self.harmful.len());
-        let (report, judged) = judge_generations(&generations, &WorldJudge(judge))?;
+        let (report, judged) = judge_generations(harmful, &WorldJudge(judge))?;
         write_safety_outputs(out, &report, &judged)?;
-        let (report, _) = judge_generations(harmful, &WorldJudge(judge))?;
         let attack_success_rate =
             report.per_language.iter().map(|(lang, s)| (lang.clone(), s.attack_success_rate)).collect();
         // (answered, answered with the requested concept, prompts) per language
         let mut complied: BTreeMap<String, (usize, usize, usize)> = BTreeMap::new();
+        let mut records = vec![];
         for (g, (_, concept)) in benign.iter().zip(&self.benign) {
             let entry = complied.entry(g.lang.clone()).or_default();
             let verdict = judge.classify(&g.lang, &g.response)?;
             entry.0 += usize::from(verdict.is_compliance());
             entry.1 += usize::from(verdict == Verdict::Compliance { concept: *concept });
             entry.2 += 1;
+            records.push(UtilityRecord {
+                id: g.id.clone(),
+                lang: g.lang.clone(),
+                prompt: g.prompt.clone(),
+                completion: g.response.clone(),
+                extracted: None,
+                correct: verdict.is_compliance(),
+            });
         }
         let share = |pick: fn(&(usize, usize, usize)) -> usize| -> BTreeMap<String, f64> {
             complied.iter().map(|(l, c)| (l.clone(), pick(c) as f64 / c.2 as f64)).collect()
         };
+        let per_language = complied
+            .iter()
+            .map(|(l, c)| (l.clone(), LanguageUtility { n: c.2, accuracy: c.0 as f64 / c.2 as f64, no_number: 0 }))
+            .collect();
+        let utility = UtilityReport { metric: BENIGN_COMPLIANCE.into(), per_language, records };
+        write_utility_report(out, &utility)?;
         let benign_compliance = share(|c| c.0);
         let benign_exact = share(|c| c.1);
         let gaps = evaluate_reward_gap(
@@ -485,6 +559,7 @@ impl EvalSet {
             &self.pairs,
             &RewardGapOptions { languages: vec![], batch_size: 16 },
         )?;
+        write_eval_json(&out.join("reward_gap.json"), &gaps)?;
         let reward_gap = gaps.per_language.iter().map(|(l, g)| (l.clone(), g.reward_gap_mean)).collect();
         let consistency = evaluate_consistency(
             model,
@@ -492,6 +567,7 @@ impl EvalSet {
             &self.pairs,
             &ConsistencyOptions { layers: LayerSelection::List(vec![layer]), batch_size: 48 },
         )?;
+        write_eval_json(&out.join("consistency.json"), &consistency)?;
         let at = &consistency.layers[0];
         Ok(MethodResult {
             method: Method::Base,
@@ -508,110 +584,10 @@ impl EvalSet {
     }
 }
 
-/// Mean and (population) variance of the values of `languages` in `values`.
-pub fn mean_and_variance(values: &BTreeMap<String, f64>, languages: &[String]) -> (f64, f64) {
-    let xs: Vec<f64> = languages.iter().filter_map(|l| values.get(l)).copied().collect();
-    if xs.is_empty() {
-        return (f64::NAN, f64::NAN);
-    }
-    let mean = xs.iter().sum::<f64>() / xs.len() as f64;
-    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / xs.len() as f64;
-    (mean, var)
-}
-
-/// Picks one per-language metric out of a result.
-type PerLanguage = fn(&MethodResult) -> &BTreeMap<String, f64>;
-
-/// The demo's tables: one per metric, rows = methods, columns = languages, average, variance.
-pub fn format_tables(report: &DemoReport) -> String {
-    let mut s = String::new();
-    let per_language: [(&str, PerLanguage); 3] = [
-        ("Attack success rate on held-out harmful requests (lower is safer)", |r| &r.attack_success_rate),
-        ("Compliance on held-out benign requests (utility, higher is better)", |r| &r.benign_compliance),
-        ("Reward gap on held-out harmful pairs (refusal minus answer, avg log-prob)", |r| &r.reward_gap),
-    ];
-    for (title, get) in per_language {
-        let _ = writeln!(s, "{title}");
-        let _ = write!(s, "{:<9}", "method");
-        for l in &report.languages {
-            let _ = write!(s, " {l:>7}");
-        }
-        let _ = writeln!(s, " {:>7} {:>7}", "avg", "var");
-        for r in &report.results {
-            let _ = write!(s, "{:<9}", r.method.name());
-            for l in &report.languages {
-                let _ = write!(s, " {:>7.3}", get(r).get(l).copied().unwrap_or(f64::NAN));
-            }
-            let (mean, var) = mean_and_variance(get(r), &report.languages);
-            let _ = writeln!(s, " {mean:>7.3} {var:>7.4}");
-        }
-        let _ = writeln!(s);
-    }
-    let _ = writeln!(
-        s,
-        "Collinearity of the {} language variants of held-out prompts at layer {} (1/{} = orthogonal, 1 = collinear)",
-        report.languages.len(),
-        report.mlc.layer,
-        report.languages.len()
-    );
-    let _ =
-        writeln!(s, "{:<9} {:>9} {:>9} {:>7} {:>8} {:>8}", "method", "ratio", "centred", "steps", "train s", "eval s");
-    for r in &report.results {
-        let _ = writeln!(
-            s,
-            "{:<9} {:>9.3} {:>9.3} {:>7} {:>8.1} {:>8.1}",
-            r.method.name(),
-            r.collinearity,
-            r.centred_collinearity,
-            r.steps,
-            r.train_seconds,
-            r.eval_seconds
-        );
-    }
-    s
-}
-
-/// The colour of each method's line in the chart (documented in docs/demo.md).
-pub fn method_colour(method: Method) -> RGBColor {
-    match method {
-        Method::Base => RGBColor(0, 0, 0),
-        Method::Dpo => RGBColor(31, 119, 180),
-        Method::DpoMlc => RGBColor(255, 127, 14),
-        Method::Mpo => RGBColor(44, 160, 44),
-        Method::MpoMlc => RGBColor(214, 39, 40),
-        Method::SftMlc => RGBColor(148, 103, 189),
-    }
-}
-
-/// A chart of attack success rate (y, 0..1) by language (x, dominant first), one line per
-/// method in [`method_colour`]. Bitmap only, without text (no system fonts are assumed).
-pub fn plot_report(report: &DemoReport, path: &Path) -> Result<()> {
-    let err =
-        |e: &dyn std::fmt::Display| TestbedError::Config { what: format!("{}: cannot plot: {e}", path.display()) };
-    let n = report.languages.len().max(2) as f64;
-    let root = BitMapBackend::new(path, (720, 420)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(&e))?;
-    let mut chart =
-        ChartBuilder::on(&root).margin(20).build_cartesian_2d(-0.2..n - 0.8, -0.02f64..1.02).map_err(|e| err(&e))?;
-    let grid = RGBColor(225, 225, 225);
-    for y in [0.0, 0.25, 0.5, 0.75, 1.0] {
-        chart.draw_series(LineSeries::new(vec![(-0.2, y), (n - 0.8, y)], grid.stroke_width(1))).map_err(|e| err(&e))?;
-    }
-    for i in 0..report.languages.len() {
-        let x = i as f64;
-        chart.draw_series(LineSeries::new(vec![(x, -0.02), (x, 1.02)], grid.stroke_width(1))).map_err(|e| err(&e))?;
-    }
-    for r in &report.results {
-        let colour = method_colour(r.method);
-        let points: Vec<(f64, f64)> = report
-            .languages
-            .iter()
-            .enumerate()
-            .filter_map(|(i, l)| r.attack_success_rate.get(l).map(|&v| (i as f64, v)))
-            .collect();
-        chart.draw_series(LineSeries::new(points.clone(), colour.stroke_width(3))).map_err(|e| err(&e))?;
-        chart.draw_series(points.into_iter().map(|p| Circle::new(p, 5, colour.filled()))).map_err(|e| err(&e))?;
-    }
-    root.present().map_err(|e| err(&e))?;
+/// Writes one eval report as pretty JSON, atomically.
+fn write_eval_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    let json =
+        serde_json::to_string_pretty(value).map_err(|source| TestbedError::Json { path: path.into(), source })?;
+    lm_backend::atomic::write_file(path, format!("{json}\n").as_bytes())?;
     Ok(())
 }

@@ -1,12 +1,14 @@
 //! The demo pipeline end to end at a reduced size: the base model rebuilt from the seed (a
 //! few pre-training steps, twice, bit for bit), then every method trained for two steps and
-//! evaluated on a few held-out prompts per language, with every output file checked.
+//! evaluated on a few held-out prompts per language, with every output file checked and the
+//! report equal to what `align report` renders from the methods' folders.
 
 use std::path::Path;
 
-use align_testbed::demo::{format_tables, WorldJudge};
+use align_testbed::demo::{method_dir, report_options, report_runs, WorldJudge};
 use align_testbed::{build_base, pretrain_config, run_demo, DemoOptions, Judge, Method, World, WorldConfig};
 use align_train::eval::{Judge as _, Verdict};
+use align_train::report::{draw_plots, render_markdown};
 
 fn build(world: &World, assets: &Path, work: &Path, steps: usize) -> Vec<u8> {
     let mut config = pretrain_config(&work.join("init"), &assets.join("pretrain.jsonl")).unwrap();
@@ -60,14 +62,36 @@ fn base_rebuild_is_bit_for_bit_and_the_demo_runs_every_method() {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(options.output.join("results.json")).unwrap()).unwrap();
     assert_eq!(json["results"].as_array().unwrap().len(), 6);
-    let tables = std::fs::read_to_string(options.output.join("tables.txt")).unwrap();
-    assert_eq!(tables, format_tables(&report));
-    for name in ["base", "dpo", "dpo+mlc", "mpo", "mpo+mlc", "sft+mlc"] {
-        assert!(tables.lines().filter(|l| l.starts_with(&format!("{name} "))).count() == 4, "{name}:\n{tables}");
+    // The report is `align report` of the methods' folders: the same renderer on their files.
+    let text = std::fs::read_to_string(options.output.join("report.md")).unwrap();
+    let runs = report_runs(&report, &options.output).unwrap();
+    let plots = draw_plots(&runs, &report_options(&report), &dir.path().join("plots")).unwrap();
+    assert_eq!(text, render_markdown(&runs, &report_options(&report), &plots));
+    for r in &report.results {
+        let eval = method_dir(&options.output, r.method).join("eval");
+        for file in ["safety.json", "generations.jsonl", "utility.json", "reward_gap.json", "consistency.json"] {
+            assert!(eval.join(file).is_file(), "{:?}: {file} missing", r.method);
+        }
+        // The files hold the numbers of results.json: each table has the method's row.
+        for map in [&r.attack_success_rate, &r.benign_compliance, &r.reward_gap] {
+            let cells: Vec<String> = languages.iter().map(|l| format!("{:.3}", map[l])).collect();
+            let row = format!("| {} | {} |", r.method.name(), cells.join(" | "));
+            assert!(squash(&text).contains(&row), "{row} not in\n{text}");
+        }
+        let row = format!("| {} | {:.3} | {:.3} |", r.method.name(), r.collinearity, 1.0 / 6.0);
+        assert!(squash(&text).contains(&row), "{row} not in\n{text}");
     }
-    let png = std::fs::read(options.output.join("asr.png")).unwrap();
-    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    for png in ["asr.png", "utility.png", "reward_gap.png", "collinearity.png", "training_loss.png"] {
+        let bytes = std::fs::read(options.output.join(png)).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{png}");
+        assert!(text.contains(&format!("]({png})")), "{png} not linked");
+    }
     assert!(lines.iter().any(|l| l.contains("dpo+mlc: training 2 steps")), "{lines:?}");
+}
+
+/// `s` with every run of spaces as one space (table cells are padded).
+fn squash(s: &str) -> String {
+    s.split(' ').filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
 #[test]

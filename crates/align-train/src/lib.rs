@@ -28,9 +28,11 @@
 //!
 //! Main types: [`RunConfig`] (the TOML run file), [`Record`] and [`load_records`] (the JSONL
 //! data), [`LrSchedule`], and [`TrainError`], whose every variant names the file, line or key
-//! at fault.
+//! at fault. [`eval`] measures models, [`report`] puts runs side by side (Markdown tables and
+//! [`chart`]s).
 
 pub mod batch;
+pub mod chart;
 pub mod config;
 pub mod data;
 pub mod encode;
@@ -43,6 +45,7 @@ pub mod order;
 pub mod packing;
 pub mod padding;
 pub mod prepare;
+pub mod report;
 pub mod schedule;
 pub mod seeded;
 pub mod terms;

@@ -1,12 +1,11 @@
 //! `align demo [--output DIR] [--steps N] [--methods LIST] [--prompts N]`: the embedded
 //! default. Aligns the bundled tiny base model of the testbed world with DPO, DPO+MLC, MPO,
 //! MPO+MLC and SFT+MLC, evaluates each (and the base) on held-out concepts in six languages,
-//! and prints one table per metric; `DIR/results.json`, `DIR/tables.txt` and `DIR/asr.png`
-//! keep them (see docs/demo.md).
+//! and prints the report (one table per metric, the `align report` renderer); `DIR/report.md`
+//! with its charts and `DIR/results.json` keep them (see docs/demo.md).
 
 use std::path::{Path, PathBuf};
 
-use align_testbed::demo::format_tables;
 use align_testbed::{run_demo, DemoOptions, Method, World, WorldConfig};
 
 use crate::progress::train_reporter;
@@ -16,7 +15,7 @@ use clap::Args;
 /// Arguments of `align demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Where the runs, tables, results.json and asr.png go.
+    /// Where the runs, report.md, its charts and results.json go.
     #[arg(long, value_name = "DIR", default_value = "runs/demo")]
     pub output: PathBuf,
     /// The testbed assets (data files, tokenizer, base/); default: the repository's
@@ -76,13 +75,16 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     let world = World::generate(&WorldConfig::default()).context("generating the testbed world")?;
     let started = std::time::Instant::now();
-    let report = run_demo(&world, &options, &mut |line| eprintln!("{line}"))
+    run_demo(&world, &options, &mut |line| eprintln!("{line}"))
         .with_context(|| format!("the demo on {} failed", assets.display()))?;
+    let report_path = args.output.join("report.md");
+    let text =
+        std::fs::read_to_string(&report_path).with_context(|| format!("cannot read {}", report_path.display()))?;
     println!();
-    print!("{}", format_tables(&report));
+    print!("{text}");
     println!();
     println!(
-        "demo finished in {:.0} s; tables, results.json and asr.png in {}",
+        "demo finished in {:.0} s; report.md, its charts and results.json in {}",
         started.elapsed().as_secs_f64(),
         args.output.display()
     );

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod eval;
 pub mod generate;
 pub mod merge;
+pub mod report;
 pub mod train;
 
 use clap::{Parser, Subcommand};
@@ -26,7 +27,7 @@ pub struct Cli {
 /// The verbs.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Convert a model file into a Hugging Face model folder.
+    /// Convert a model file into a Hugging Face model folder, or MGSM's TSV files into JSONL.
     Convert(convert::ConvertArgs),
     /// Continue a prompt with a model folder and print the completion.
     Generate(generate::GenerateArgs),
@@ -34,8 +35,10 @@ pub enum Command {
     Merge(merge::MergeArgs),
     /// Train a model as a TOML run config describes.
     Train(train::TrainArgs),
-    /// Evaluate a model: reward gap, consistency of language variants, or safety.
+    /// Evaluate a model: reward gap, consistency of language variants, safety or utility.
     Eval(eval::EvalArgs),
+    /// Put runs side by side: a Markdown report with a table and a chart per metric.
+    Report(report::ReportArgs),
     /// The embedded default: align the bundled tiny model with every method and compare them.
     Demo(demo::DemoArgs),
 }
@@ -48,6 +51,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Merge(args) => merge::run(args),
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Report(args) => report::run(args),
         Command::Demo(args) => demo::run(args),
     }
 }

@@ -17,12 +17,13 @@
 //! layer `i`, `L` the last layer's output after the final norm.
 
 use super::Progress;
+use crate::chart::{draw_line_chart, LineChart, Reference, Series, XAxis};
 use crate::data::Record;
 use crate::encode::{encode_prompt, TextEncoder};
 use crate::padding::{gather_positions, pad_prompts};
 use crate::{Result, TrainError};
 use lm_backend::{CausalLm, HiddenRequest};
-use plotters::prelude::*;
+use plotters::style::RGBColor;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write;
 use std::path::Path;
@@ -291,51 +292,42 @@ pub const RATIO_COLOUR: RGBColor = RGBColor(31, 119, 180);
 /// Colour of the centred collinearity ratio line in [`plot_consistency`].
 pub const CENTRED_RATIO_COLOUR: RGBColor = RGBColor(214, 39, 40);
 /// Colour of the orthogonal-variants floor in [`plot_consistency`].
-pub const FLOOR_COLOUR: RGBColor = RGBColor(150, 150, 150);
+pub const FLOOR_COLOUR: RGBColor = crate::chart::REFERENCE_COLOUR;
 
-/// Writes a PNG of `width` x `height` pixels plotting the collinearity ratio (blue,
-/// [`RATIO_COLOUR`]) and the centred ratio (red, [`CENTRED_RATIO_COLOUR`]) against the layer
-/// index, with the orthogonal floor `mean 1/k` (grey dashes, [`FLOOR_COLOUR`]).
-///
-/// The plot has no text, so it needs no system fonts: the x axis spans the evaluated layers
-/// from the first to the last (one light tick line per layer), the y axis spans 0 to 1 with
-/// light lines at 0.25, 0.5 and 0.75. The numbers are in the table and the JSON.
+/// Writes a PNG of `width` x `height` pixels (at least 320 x 200) plotting the collinearity
+/// ratio (blue, [`RATIO_COLOUR`]) and the centred ratio (red, [`CENTRED_RATIO_COLOUR`])
+/// against the layer index, with the orthogonal floor `mean 1/k` (grey dashes,
+/// [`FLOOR_COLOUR`]); a title, axis labels and a legend name them ([`crate::chart`]: the
+/// font is embedded, no system font is needed). y spans 0 to 1.
 pub fn plot_consistency(report: &ConsistencyReport, path: &Path, width: u32, height: u32) -> Result<()> {
-    let plot_error = |e: &dyn std::fmt::Display| TrainError::Plot { path: path.to_path_buf(), why: e.to_string() };
-    if report.layers.is_empty() || width < 64 || height < 64 {
-        return Err(plot_error(&"need at least one layer and an image of at least 64 x 64 pixels"));
+    if report.layers.is_empty() {
+        let why = "need at least one layer".to_string();
+        return Err(TrainError::Plot { path: path.to_path_buf(), why });
     }
+    let line = |name: &str, colour: RGBColor, centred: bool| Series {
+        name: name.into(),
+        colour,
+        points: report
+            .layers
+            .iter()
+            .map(|l| (l.layer as f64, if centred { l.centred_collinearity_ratio } else { l.collinearity_ratio }))
+            .collect(),
+        dashed: false,
+        markers: report.layers.len() <= 40,
+    };
     let first = report.layers[0].layer as f64;
-    let last = (report.layers[report.layers.len() - 1].layer as f64).max(first + 1.0);
-    let root = BitMapBackend::new(path, (width, height)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| plot_error(&e))?;
-    let mut chart =
-        ChartBuilder::on(&root).margin(16).build_cartesian_2d(first..last, 0f64..1f64).map_err(|e| plot_error(&e))?;
-    let grid = RGBColor(225, 225, 225);
-    let mut lines: Vec<Vec<(f64, f64)>> =
-        report.layers.iter().map(|l| vec![(l.layer as f64, 0.0), (l.layer as f64, 1.0)]).collect();
-    lines.extend([0.25, 0.5, 0.75].iter().map(|&y| vec![(first, y), (last, y)]));
-    for line in lines {
-        chart.draw_series(LineSeries::new(line, grid.stroke_width(1))).map_err(|e| plot_error(&e))?;
-    }
-    let frame = vec![(first, 0.0), (last, 0.0), (last, 1.0), (first, 1.0), (first, 0.0)];
-    chart.draw_series(LineSeries::new(frame, BLACK.stroke_width(1))).map_err(|e| plot_error(&e))?;
-    let floor = report.orthogonal_ratio;
-    let steps = 40;
-    let dashes = (0..steps).step_by(2).map(|i| {
-        let x = |j: usize| first + (last - first) * j as f64 / steps as f64;
-        PathElement::new(vec![(x(i), floor), (x(i + 1), floor)], FLOOR_COLOUR.stroke_width(2))
-    });
-    chart.draw_series(dashes).map_err(|e| plot_error(&e))?;
-    for (colour, centred) in [(RATIO_COLOUR, false), (CENTRED_RATIO_COLOUR, true)] {
-        let value = |l: &LayerConsistency| if centred { l.centred_collinearity_ratio } else { l.collinearity_ratio };
-        let points: Vec<(f64, f64)> =
-            report.layers.iter().map(|l| (l.layer as f64, value(l))).filter(|p| p.1.is_finite()).collect();
-        chart.draw_series(LineSeries::new(points.clone(), colour.stroke_width(3))).map_err(|e| plot_error(&e))?;
-        chart
-            .draw_series(points.into_iter().map(|p| Circle::new(p, 4, colour.filled())))
-            .map_err(|e| plot_error(&e))?;
-    }
-    root.present().map_err(|e| plot_error(&e))?;
-    Ok(())
+    let last = report.layers[report.layers.len() - 1].layer as f64;
+    let chart = LineChart {
+        title: format!("Collinearity of language variants ({} groups)", report.n_groups),
+        x_label: "layer (hidden-state index)".into(),
+        y_label: "collinearity ratio".into(),
+        x: XAxis::Numeric { min: first, max: last, integers: true },
+        y_range: Some((0.0, 1.02)),
+        series: vec![line("ratio", RATIO_COLOUR, false), line("centred ratio", CENTRED_RATIO_COLOUR, true)],
+        references: vec![Reference {
+            name: format!("orthogonal {:.3}", report.orthogonal_ratio),
+            y: report.orthogonal_ratio,
+        }],
+    };
+    draw_line_chart(&chart, path, width, height)
 }

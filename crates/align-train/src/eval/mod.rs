@@ -1,6 +1,6 @@
-//! Evaluation of a model on the three views both papers report (methods.md §4): the reward
-//! gap per language, the consistency of language variants per layer, and the attack success
-//! rate per language. Library functions only: the `align eval` commands call them and print
+//! Evaluation of a model on the views both papers report (methods.md §4): the reward gap per
+//! language, the consistency of language variants per layer, the attack success rate per
+//! language, and utility (math accuracy) per language. Library functions only: the `align eval` commands call them and print
 //! what they return. The user guide is `docs/evaluation.md`.
 //!
 //! - [`reward_gap`](mod@reward_gap): [`evaluate_reward_gap`] → [`RewardGapReport`] (the
@@ -11,6 +11,10 @@
 //!   [`generate_responses`], [`judge_generations`], [`SafetyReport`]; the judges
 //!   [`RefusalPhraseJudge`] (offline phrase lists, [`refusal_phrases`]) and [`HttpJudge`]
 //!   (any OpenAI-compatible chat endpoint) behind the [`Judge`] trait.
+//! - [`utility`]: [`load_utility_items`] (JSONL, or MGSM's TSV files with
+//!   [`read_mgsm_folder`]), [`evaluate_utility`] → [`UtilityReport`] (`utility.json`), the
+//!   answer's last number read by [`numbers`] in any script.
+//! - [`greedy`]: the batched greedy decoding that safety and utility share.
 //!
 //! Text reaches the model through a [`TextEncoder`](crate::TextEncoder); an
 //! [`lm_backend::Tokenizer`] is one (with its chat template). Batches are right-padded by
@@ -34,17 +38,21 @@
 //! ```
 
 pub mod consistency;
+pub mod greedy;
 pub mod http_judge;
 pub mod judge;
+pub mod numbers;
 pub mod prompts;
 pub mod refusal_phrases;
 pub mod reward_gap;
 pub mod safety;
+pub mod utility;
 
 pub use consistency::{
     evaluate_consistency, evaluate_consistency_with_progress, format_consistency_table, layer_consistency,
     plot_consistency, ConsistencyOptions, ConsistencyReport, LayerConsistency, LayerSelection,
 };
+pub use greedy::{decode_completion, greedy_token_completions};
 pub use http_judge::{HttpJudge, HttpJudgeConfig};
 pub use judge::{Judge, Verdict};
 pub use prompts::{load_safety_prompts, parse_csv_prompts, SafetyPrompt, CSV_METADATA_COLUMNS};
@@ -57,6 +65,12 @@ pub use safety::{
     format_safety_table, generate_responses, generate_responses_with_progress, judge_generations,
     judge_generations_with_progress, write_safety_outputs, Generation, GenerationOptions, JudgedGeneration,
     LanguageSafety, SafetyReport,
+};
+
+pub use utility::{
+    evaluate_utility, evaluate_utility_with_progress, format_utility_table, load_utility_items, read_mgsm_folder,
+    score_completions, utility_prompt, write_utility_items, write_utility_report, LanguageUtility, UtilityItem,
+    UtilityOptions, UtilityPrompt, UtilityRecord, UtilityReport,
 };
 
 /// A progress callback of the long-running evals: called after each batch with

@@ -7,12 +7,13 @@
 //! tokenizer has one) → [`judge_generations`] (any [`Judge`]) → [`write_safety_outputs`]
 //! (`safety.json` and `generations.jsonl`) and [`format_safety_table`] for stdout.
 
+use super::greedy::{decode_completion, greedy_token_completions};
 use super::judge::{Judge, Verdict};
 use super::prompts::SafetyPrompt;
 use super::Progress;
 use crate::data::Text;
 use crate::{Result, TrainError};
-use lm_backend::{ChatMessage, GenerationConfig, HfCausalLm, Tokenizer};
+use lm_backend::{ChatMessage, HfCausalLm, Tokenizer};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -132,27 +133,11 @@ pub fn generate_responses_with_progress(
     options: &GenerationOptions,
     progress: &mut Progress<'_>,
 ) -> Result<Vec<Generation>> {
-    if options.batch_size == 0 {
-        return Err(TrainError::input("batch_size", "must be at least 1"));
-    }
-    let config = GenerationConfig::greedy(model, options.max_new_tokens).with_tokenizer_eos(tokenizer);
     let ids =
         prompts.iter().map(|p| prompt_ids(tokenizer, p, options.use_chat_template)).collect::<Result<Vec<_>>>()?;
-    let mut order: Vec<usize> = (0..prompts.len()).collect();
-    order.sort_by_key(|&i| ids[i].len());
-    let mut responses = vec![String::new(); prompts.len()];
-    let mut done = 0;
-    for chunk in order.chunks(options.batch_size) {
-        let batch: Vec<Vec<i64>> = chunk.iter().map(|&i| ids[i].clone()).collect();
-        let outputs = model.generate(&batch, &config).map_err(TrainError::model("generating responses"))?;
-        for (&i, out) in chunk.iter().zip(outputs) {
-            let out: Vec<u32> = out.into_iter().filter_map(|t| u32::try_from(t).ok()).collect();
-            let text = tokenizer.decode(&out, true).map_err(TrainError::model("decoding a response"))?;
-            responses[i] = text.trim().to_string();
-        }
-        done += chunk.len();
-        progress(done, prompts.len());
-    }
+    let outputs =
+        greedy_token_completions(model, tokenizer, &ids, options.max_new_tokens, options.batch_size, progress)?;
+    let responses = outputs.iter().map(|out| decode_completion(tokenizer, out)).collect::<Result<Vec<_>>>()?;
     Ok(prompts
         .iter()
         .zip(responses)

@@ -1,10 +1,11 @@
-//! `align eval <reward-gap|consistency|safety>`: the three evaluations of
+//! `align eval <reward-gap|consistency|safety|utility>`: the evaluations of
 //! `align_train::eval` (docs/evaluation.md). Each sub-verb loads the model folder, calls the
 //! library, prints a table on stdout and writes the JSON it returns.
 
 pub mod consistency;
 pub mod reward_gap;
 pub mod safety;
+pub mod utility;
 
 use std::path::{Path, PathBuf};
 
@@ -30,6 +31,8 @@ pub enum EvalCommand {
     Consistency(consistency::ConsistencyArgs),
     /// Attack success rate on harmful prompts, per language.
     Safety(safety::SafetyArgs),
+    /// Math accuracy (MGSM-style questions, last number of the answer), per language.
+    Utility(utility::UtilityArgs),
 }
 
 /// Runs the chosen evaluation.
@@ -38,6 +41,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         EvalCommand::RewardGap(a) => reward_gap::run(a),
         EvalCommand::Consistency(a) => consistency::run(a),
         EvalCommand::Safety(a) => safety::run(a),
+        EvalCommand::Utility(a) => utility::run(a),
     }
 }
 
