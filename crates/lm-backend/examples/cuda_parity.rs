@@ -36,7 +36,8 @@ fn parity(fixtures: &Path, name: &str, reference: &str, device: Device) -> Resul
         Tensor::read_safetensors(fixtures.join(reference).join("expected.safetensors"))?.into_iter().collect();
     let (ids, mask) = (e["input_ids"].to_device(device), e["attention_mask"].to_device(device));
     for dtype in [Kind::Float, Kind::BFloat16] {
-        let model = HfCausalLm::load(fixtures.join(name), LoadOptions::default().with_dtype(dtype).with_device(device))?;
+        let model =
+            HfCausalLm::load(fixtures.join(name), LoadOptions::default().with_dtype(dtype).with_device(device))?;
         let layers = 0..=model.num_layers();
         let out = model.forward(&ids, &mask, &HiddenRequest::layers(layers.clone()))?;
         let logits = max_diff(&out.logits.to_device(Device::Cpu), &e["logits"], &e["attention_mask"]);
@@ -81,7 +82,8 @@ fn training_step_rate(device: Device, dtype: Kind) -> Result<(), Failure> {
             (s.name, t)
         })
         .collect();
-    let model = HfCausalLm::from_parameters(config, tensors, LoadOptions::default().with_dtype(dtype).with_device(device))?;
+    let model =
+        HfCausalLm::from_parameters(config, tensors, LoadOptions::default().with_dtype(dtype).with_device(device))?;
     model.set_trainable(true);
     let params: i64 = model.parameters().values().map(|p| p.numel() as i64).sum();
     let (b, t) = (8, 512);
