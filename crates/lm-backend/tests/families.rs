@@ -415,3 +415,46 @@ fn chat_template_exceptions_carry_the_templates_message() {
         assert!(err.contains(message), "{name}: {err}");
     }
 }
+
+/// The published config form (`rope_theta`, `rope_scaling`, Gemma 3's `rope_local_base_freq`
+/// and `sliding_window_pattern`, no `layer_types`), which most checkpoints on the hub carry,
+/// gives the same model as the form transformers 5.x wrote for the fixtures.
+#[test]
+fn published_config_forms_give_the_same_models() {
+    type Edit = fn(&mut serde_json::Map<String, Value>);
+    let published: [(&str, Edit); 4] = [
+        ("qwen3", |c| {
+            c.remove("rope_parameters");
+            c.remove("layer_types");
+            c.insert("rope_theta".into(), serde_json::json!(1000000.0));
+        }),
+        ("mistral", |c| {
+            c.remove("rope_parameters");
+            c.insert("rope_theta".into(), serde_json::json!(1000000.0));
+        }),
+        ("gemma3", |c| {
+            c.remove("rope_parameters");
+            c.remove("layer_types");
+            c.remove("_sliding_window_pattern");
+            c.insert("rope_theta".into(), serde_json::json!(100000.0));
+            c.insert("rope_scaling".into(), serde_json::json!({"rope_type": "linear", "factor": 4.0}));
+            c.insert("rope_local_base_freq".into(), serde_json::json!(10000.0));
+            c.insert("sliding_window_pattern".into(), serde_json::json!(3));
+        }),
+        ("llama-tied", |c| {
+            let mut rope = c.remove("rope_parameters").unwrap();
+            let theta = rope.as_object_mut().unwrap().remove("rope_theta").unwrap();
+            c.insert("rope_theta".into(), theta);
+            c.insert("rope_scaling".into(), rope);
+        }),
+    ];
+    for (name, edit) in published {
+        let original = load(name);
+        let model = edited(name, edit);
+        assert_eq!(model.config(), original.config(), "{name}");
+        let e = expected(name);
+        let a = model.forward(&e["input_ids"], &e["attention_mask"], &HiddenRequest::none()).unwrap().logits;
+        let b = original.forward(&e["input_ids"], &e["attention_mask"], &HiddenRequest::none()).unwrap().logits;
+        assert!(a.equal(&b), "{name}");
+    }
+}
