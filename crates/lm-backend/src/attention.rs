@@ -1,4 +1,6 @@
-//! Multi-head self-attention with grouped-query heads (Ainslie et al. 2023), rotary positions,
+//! Multi-head self-attention with grouped-query heads (Ainslie et al. 2023), an optional
+//! RMSNorm of each query and key head (Qwen3, Gemma 3), rotary positions (one table, or one
+//! per layer kind: Gemma 3),
 //! a causal + padding mask (or the per-chunk masks of a packed row, see [`crate::packed`]),
 //! an optional sliding window, an optional soft-cap of the scores
 //! (Gemma 2 report, sec. 2) and a configurable score scale — the eager path of `transformers`.
