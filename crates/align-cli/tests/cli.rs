@@ -216,3 +216,55 @@ fn bad_inputs_fail_with_messages_naming_them() {
     assert_eq!(align(&["convert", "--from", "onnx", "x", "--output", "y"]).status.code(), Some(2));
     assert_eq!(align(&["generate", "--model", "m", "--prompt", "p", "--seed", "3"]).status.code(), Some(2));
 }
+
+/// `align generate` on the model families with their own tokenizers (Qwen3, Mistral, Gemma 3,
+/// Llama 3.2 style) reproduces transformers' greedy tokens, prompt ids included; and `align
+/// convert` turns the qwen3 and gemma3 GGUF fixtures into folders that generate.
+#[test]
+fn families_generate_like_transformers_and_their_gguf_files_convert() {
+    let tmp = tempfile::tempdir().unwrap();
+    for name in ["qwen3", "mistral", "gemma3", "llama-tied"] {
+        let dir = tmp.path().join(name);
+        fs::create_dir_all(&dir).unwrap();
+        for file in
+            ["config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "tokenizer_config.json"]
+        {
+            fs::copy(fixtures().join(name).join(file), dir.join(file)).unwrap();
+        }
+        let e: BTreeMap<String, Tensor> =
+            Tensor::read_safetensors(fixtures().join(name).join("expected.safetensors")).unwrap().into_iter().collect();
+        let ids = |t: &Tensor| Vec::<i64>::try_from(t).unwrap();
+        let args = ["generate", "--model", dir.to_str().unwrap(), "--prompt", "Safety alignment teaches"];
+        let out = align(&[&args[..], &["--max-new-tokens", "12", "--json"]].concat());
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", stderr(&out));
+        let json: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        let got =
+            |key: &str| -> Vec<i64> { json[key].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect() };
+        assert_eq!(got("prompt_ids"), ids(&e["generation_0_prompt"]), "{name}");
+        assert_eq!(got("completion_ids"), ids(&e["generation_0_output"]), "{name}");
+    }
+    for gguf in ["tiny_qwen3.gguf", "tiny_gemma3.gguf"] {
+        let dir = tmp.path().join(gguf);
+        let out = align(&[
+            "convert",
+            "--from",
+            "gguf",
+            fixtures().join("gguf").join(gguf).to_str().unwrap(),
+            "--output",
+            dir.to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{gguf}: {}", stderr(&out));
+        assert!(stdout(&out).contains("tied embeddings: true"), "{}", stdout(&out));
+        let out = align(&[
+            "generate",
+            "--model",
+            dir.to_str().unwrap(),
+            "--prompt",
+            "hello",
+            "--max-new-tokens",
+            "3",
+            "--json",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{gguf}: {}", stderr(&out));
+    }
+}

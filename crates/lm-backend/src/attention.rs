@@ -1,4 +1,6 @@
-//! Multi-head self-attention with grouped-query heads (Ainslie et al. 2023), rotary positions,
+//! Multi-head self-attention with grouped-query heads (Ainslie et al. 2023), an optional
+//! RMSNorm of each query and key head (Qwen3, Gemma 3), rotary positions (one table, or one
+//! per layer kind: Gemma 3),
 //! a causal + padding mask (or the per-chunk masks of a packed row, see [`crate::packed`]),
 //! an optional sliding window, an optional soft-cap of the scores
 //! (Gemma 2 report, sec. 2) and a configurable score scale — the eager path of `transformers`.
@@ -10,13 +12,13 @@ use tch::{Kind, Tensor};
 use crate::config::{LayerAttention, ModelConfig};
 use crate::error::Result;
 use crate::linear::Linear;
-use crate::norm::accumulation_kind;
+use crate::norm::{accumulation_kind, RmsNorm};
 use crate::packed::{chunk_visibility, PackedBatch};
 use crate::rope::{apply_rotary, Rope};
 use crate::weights::{record_specs, TensorSpec, Weights};
 
-/// Per-forward inputs shared by all layers: rotary tables and, per attention chunk, one
-/// mask per attention span.
+/// Per-forward inputs shared by all layers: rotary tables (one set, or one for full and one
+/// for sliding-window layers) and, per attention chunk, one mask per attention span.
 ///
 /// A padded batch is one chunk spanning every query and key; a packed batch
 /// ([`AttentionContext::packed`]) has one chunk per token range of its row, whose queries
@@ -27,6 +29,8 @@ pub struct AttentionContext {
     pub cos: Tensor,
     /// `[B, 1, T, head_dim]`.
     pub sin: Tensor,
+    /// `(cos, sin)` of sliding-window layers when they rotate with a table of their own.
+    local: Option<(Tensor, Tensor)>,
     chunks: Vec<MaskedChunk>,
 }
 
@@ -66,6 +70,7 @@ impl AttentionContext {
         key_valid: &Tensor,
     ) -> Self {
         let (cos, sin) = rope.cos_sin(query_positions, kind);
+        let local = rope.local_cos_sin(query_positions, kind);
         let q = query_positions.unsqueeze(2); // [B, T, 1]
         let k = key_positions.unsqueeze(1); // [B, 1, S]
         let causal = k.le_tensor(&q).logical_and(&key_valid.unsqueeze(1)); // [B, T, S]
@@ -79,7 +84,7 @@ impl AttentionContext {
                 (window, allowed.unsqueeze(1))
             })
             .collect();
-        AttentionContext { cos, sin, chunks: vec![MaskedChunk { range: None, masks }] }
+        AttentionContext { cos, sin, local, chunks: vec![MaskedChunk { range: None, masks }] }
     }
 
     /// Builds the tables of an uncached pass over a packed row `[1, N]`: rotary tables from
@@ -87,6 +92,7 @@ impl AttentionContext {
     /// window, by the visibility rule of [`crate::packed`].
     pub fn packed(rope: &Rope, kind: Kind, layers: &[LayerAttention], batch: &PackedBatch) -> Self {
         let (cos, sin) = rope.cos_sin(batch.position_ids(), kind);
+        let local = rope.local_cos_sin(batch.position_ids(), kind);
         let chunks = batch
             .chunk_ranges()
             .into_iter()
@@ -97,7 +103,15 @@ impl AttentionContext {
                 MaskedChunk { range: Some((start, len)), masks }
             })
             .collect();
-        AttentionContext { cos, sin, chunks }
+        AttentionContext { cos, sin, local, chunks }
+    }
+
+    /// `(cos, sin)` for a layer spanning `span`.
+    fn rotary(&self, span: LayerAttention) -> (&Tensor, &Tensor) {
+        match (span, &self.local) {
+            (LayerAttention::Sliding { .. }, Some((cos, sin))) => (cos, sin),
+            _ => (&self.cos, &self.sin),
+        }
     }
 }
 
@@ -114,6 +128,8 @@ pub struct Attention {
     k: Linear,
     v: Linear,
     o: Linear,
+    q_norm: Option<RmsNorm>, // over each head, [head_dim]
+    k_norm: Option<RmsNorm>,
     num_heads: i64,
     num_kv_heads: i64,
     head_dim: i64,
@@ -130,11 +146,18 @@ impl Attention {
 
     /// The attention under `w` (e.g. `model.layers.0.self_attn`) of a layer spanning `span`:
     /// projections `q_proj` `[H hd, D]`, `k_proj` and `v_proj` `[KV hd, D]`, `o_proj`
-    /// `[D, H hd]`, with the biases the config asks for.
+    /// `[D, H hd]`, with the biases the config asks for, and `q_norm`/`k_norm` `[hd]` when
+    /// it asks for query/key norms (scaled like the model's other norms).
     pub(crate) fn load(w: &Weights, c: &ModelConfig, span: LayerAttention) -> Result<Self> {
         let (d, q, kv) = (c.hidden_size, c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
         let proj = |name: &str, out, inputs, bias| Linear::load(&w.pushed(name), out, inputs, bias);
+        let scale = c.architecture.entry().norm_scale;
+        let head_norm = |name: &str| -> Result<Option<RmsNorm>> {
+            c.qk_norm.then(|| RmsNorm::load(&w.pushed(name), c.head_dim, c.rms_norm_eps, scale)).transpose()
+        };
         Ok(Attention {
+            q_norm: head_norm("q_norm")?,
+            k_norm: head_norm("k_norm")?,
             q: proj("q_proj", q, d, c.qkv_bias)?,
             k: proj("k_proj", kv, d, c.qkv_bias)?,
             v: proj("v_proj", kv, d, c.qkv_bias)?,
@@ -154,10 +177,14 @@ impl Attention {
     /// attend to its own keys only and the chunks' outputs are concatenated back.
     pub fn forward(&self, x: &Tensor, ctx: &AttentionContext, cache: Option<&mut LayerCache>) -> Tensor {
         let (b, t) = (x.size()[0], x.size()[1]);
-        let heads = |p: &Linear, n: i64| p.forward(x).view([b, t, n, self.head_dim]).transpose(1, 2);
-        let q = apply_rotary(&heads(&self.q, self.num_heads), &ctx.cos, &ctx.sin); // [B, H, T, hd]
-        let mut k = apply_rotary(&heads(&self.k, self.num_kv_heads), &ctx.cos, &ctx.sin); // [B, KV, T, hd]
-        let mut v = heads(&self.v, self.num_kv_heads);
+        let heads = |p: &Linear, norm: Option<&RmsNorm>, n: i64| {
+            let h = p.forward(x).view([b, t, n, self.head_dim]); // [B, T, n, hd]
+            norm.map_or(h.shallow_clone(), |norm| norm.forward(&h)).transpose(1, 2)
+        };
+        let (cos, sin) = ctx.rotary(self.span);
+        let q = apply_rotary(&heads(&self.q, self.q_norm.as_ref(), self.num_heads), cos, sin); // [B, H, T, hd]
+        let mut k = apply_rotary(&heads(&self.k, self.k_norm.as_ref(), self.num_kv_heads), cos, sin); // [B, KV, T, hd]
+        let mut v = heads(&self.v, None, self.num_kv_heads);
         if let Some(cache) = cache {
             if let Some((pk, pv)) = &cache.kv {
                 k = Tensor::cat(&[pk, &k], 2);

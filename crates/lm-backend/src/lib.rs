@@ -1,7 +1,7 @@
 //! # lm-backend
 //!
 //! Hugging Face causal language models over [`tch`] (libtorch): Llama (incl. Llama 3 rope
-//! scaling), Qwen2 and Gemma2, loaded from a model folder (`config.json`, one or several
+//! scaling), Qwen2, Qwen3, Mistral, Gemma 2 and Gemma 3 (text), loaded from a model folder (`config.json`, one or several
 //! `*.safetensors`, tokenizer files) and checked against the Python `transformers` library
 //! with committed fixtures (logits and every hidden state within 1e-4 in float32).
 //!

@@ -3,12 +3,20 @@
 
 use tch::{Device, Kind, Tensor};
 
-use crate::config::{RopeConfig, RopeScaling};
+use crate::config::{ModelConfig, RopeConfig, RopeScaling};
 
-/// The inverse frequencies of one model, ready to turn positions into `cos`/`sin`.
+/// The inverse frequencies of one model, ready to turn positions into `cos`/`sin`: one table,
+/// or (Gemma 3) one for full-attention layers and one for sliding-window layers.
 #[derive(Debug)]
 pub struct Rope {
-    inv_freq: Tensor, // [head_dim / 2], f32
+    inv_freq: Tensor,               // [head_dim / 2], f32
+    local_inv_freq: Option<Tensor>, // [head_dim / 2], f32: sliding-window layers, when they differ
+}
+
+/// The f32 inverse frequencies of `rope` on `device`.
+fn inverse_frequency_table(rope: &RopeConfig, head_dim: usize, device: Device) -> Tensor {
+    let inv: Vec<f32> = inverse_frequencies(rope, head_dim).iter().map(|&f| f as f32).collect();
+    Tensor::from_slice(&inv).to_device(device)
 }
 
 /// The inverse frequencies `theta^(-2i/d)`, i = 0..d/2, after the configured scaling.
@@ -44,19 +52,36 @@ pub fn inverse_frequencies(rope: &RopeConfig, head_dim: usize) -> Vec<f64> {
 }
 
 impl Rope {
-    /// The rotary table of a model with this rope config and head width.
+    /// The rotary table of a model with this rope config and head width (one table for
+    /// every layer).
     pub fn new(rope: &RopeConfig, head_dim: usize, device: Device) -> Self {
-        let inv: Vec<f32> = inverse_frequencies(rope, head_dim).iter().map(|&f| f as f32).collect();
-        Rope { inv_freq: Tensor::from_slice(&inv).to_device(device) }
+        Rope { inv_freq: inverse_frequency_table(rope, head_dim, device), local_inv_freq: None }
+    }
+
+    /// The rotary tables of a model: `config.rope`, and `config.local_rope` for its
+    /// sliding-window layers when it has one.
+    pub fn for_config(config: &ModelConfig, device: Device) -> Self {
+        let local = config.local_rope.as_ref().map(|local| inverse_frequency_table(local, config.head_dim, device));
+        Rope { local_inv_freq: local, ..Rope::new(&config.rope, config.head_dim, device) }
     }
 
     /// `cos` and `sin` for positions `[B, T]` (int64), each `[B, 1, T, head_dim]` in `kind`
     /// (angles computed in f32 as in `transformers`).
     pub fn cos_sin(&self, positions: &Tensor, kind: Kind) -> (Tensor, Tensor) {
-        let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * &self.inv_freq; // [B, T, d/2]
-        let emb = Tensor::cat(&[&freqs, &freqs], -1); // [B, T, d]
-        (emb.cos().to_kind(kind).unsqueeze(1), emb.sin().to_kind(kind).unsqueeze(1))
+        cos_sin(&self.inv_freq, positions, kind)
     }
+
+    /// The same for the sliding-window layers' table, when the model has one of its own.
+    pub fn local_cos_sin(&self, positions: &Tensor, kind: Kind) -> Option<(Tensor, Tensor)> {
+        self.local_inv_freq.as_ref().map(|inv_freq| cos_sin(inv_freq, positions, kind))
+    }
+}
+
+/// `cos`/`sin` of the angles `positions x inv_freq`, `[B, T]` -> `[B, 1, T, head_dim]` each.
+fn cos_sin(inv_freq: &Tensor, positions: &Tensor, kind: Kind) -> (Tensor, Tensor) {
+    let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * inv_freq; // [B, T, d/2]
+    let emb = Tensor::cat(&[&freqs, &freqs], -1); // [B, T, d]
+    (emb.cos().to_kind(kind).unsqueeze(1), emb.sin().to_kind(kind).unsqueeze(1))
 }
 
 /// Rotates `x` `[B, H, T, d]` by the angles in `cos`/`sin` `[B, 1, T, d]`:

@@ -148,6 +148,19 @@ impl Tokenizer {
     /// `bos_token`, `eos_token` and `pad_token`, and can call `raise_exception(msg)` (an
     /// error carrying `msg`) and `strftime_now(fmt)`.
     pub fn apply_chat_template(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        self.apply_chat_template_with(messages, add_generation_prompt, &serde_json::Map::new())
+    }
+
+    /// [`Tokenizer::apply_chat_template`] with extra template variables, as the keyword
+    /// arguments of `transformers`' `apply_chat_template`: e.g. `enable_thinking = false`
+    /// (Qwen3) or `date_string` (Llama 3.x, which otherwise prints today's date). They may
+    /// override the special tokens, not `messages` or `add_generation_prompt`.
+    pub fn apply_chat_template_with(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        variables: &serde_json::Map<String, Value>,
+    ) -> Result<String> {
         let template = self
             .chat_template
             .as_deref()
@@ -157,6 +170,7 @@ impl Tokenizer {
             messages,
             add_generation_prompt,
             [("bos_token", &self.bos_token), ("eos_token", &self.eos_token), ("pad_token", &self.pad_token)],
+            variables,
         )
     }
 }
@@ -166,6 +180,7 @@ fn render_chat_template(
     messages: &[ChatMessage],
     add_generation_prompt: bool,
     tokens: [(&str, &Option<String>); 3],
+    variables: &serde_json::Map<String, Value>,
 ) -> Result<String> {
     let template_error = |e: minijinja::Error| {
         // Show the template's own message for raise_exception, the engine's otherwise.
@@ -185,11 +200,12 @@ fn render_chat_template(
     env.add_function("strftime_now", |format: String| -> String { strftime_now(&format) });
     env.add_template("chat", template).map_err(template_error)?;
     let mut ctx = serde_json::Map::new();
-    ctx.insert("messages".into(), serde_json::to_value(messages).unwrap_or(Value::Null));
-    ctx.insert("add_generation_prompt".into(), Value::Bool(add_generation_prompt));
     for (name, value) in tokens {
         ctx.insert(name.into(), value.clone().map(Value::String).unwrap_or(Value::Null));
     }
+    ctx.extend(variables.iter().map(|(k, v)| (k.clone(), v.clone())));
+    ctx.insert("messages".into(), serde_json::to_value(messages).unwrap_or(Value::Null));
+    ctx.insert("add_generation_prompt".into(), Value::Bool(add_generation_prompt));
     env.get_template("chat").and_then(|t| t.render(Value::Object(ctx))).map_err(template_error)
 }
 

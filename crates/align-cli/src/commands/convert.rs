@@ -17,7 +17,7 @@ use lm_backend::gguf::{convert_to_hf, ConvertOptions, ConvertReport, ExportDtype
 /// Formats `align convert` reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SourceFormat {
-    /// A llama.cpp GGUF file (llama architecture).
+    /// A llama.cpp GGUF file (architectures llama, qwen2, qwen3, gemma2, gemma3).
     Gguf,
     /// A folder of MGSM's TSV files, `mgsm_<lang>.tsv` (question, a tab, the answer; no header).
     Mgsm,

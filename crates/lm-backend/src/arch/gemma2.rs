@@ -15,6 +15,9 @@ use crate::mlp::GatedMlp;
 use crate::norm::{NormScale, RmsNorm};
 use crate::weights::Weights;
 
+/// The window of sliding layers when `config.json` omits `sliding_window` (Gemma 2 and 3).
+pub(super) const DEFAULT_SLIDING_WINDOW: usize = 4096;
+
 /// The attention scale's `query_pre_attn_scalar` when `config.json` omits it.
 const DEFAULT_QUERY_PRE_ATTN_SCALAR: f64 = 256.0;
 
@@ -30,6 +33,7 @@ pub(super) fn settings(raw: &RawConfig) -> ArchSettings {
         final_logit_softcap: raw.final_logit_softcapping,
         mlp_bias: false,
         tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(true),
+        sliding_window: raw.sliding_window.unwrap_or(Some(DEFAULT_SLIDING_WINDOW)),
         default_sliding: (0..raw.num_hidden_layers).map(|i| i % 2 == 0).collect(),
         sliding_allowed: true,
         ..llama::settings(raw)

@@ -12,6 +12,9 @@ use crate::mlp::GatedMlp;
 use crate::norm::{NormScale, RmsNorm};
 use crate::weights::Weights;
 
+/// The rotary base when `config.json` gives none (as `transformers`).
+const DEFAULT_ROPE_THETA: f64 = 10_000.0;
+
 /// Llama's reading of `config.json`: SiLU unless told, untied unless told, biases from
 /// `attention_bias` (all four projections) and `mlp_bias`, every layer full attention.
 pub(super) fn settings(raw: &RawConfig) -> ArchSettings {
@@ -25,8 +28,14 @@ pub(super) fn settings(raw: &RawConfig) -> ArchSettings {
         o_bias: attention_bias,
         mlp_bias: raw.mlp_bias.unwrap_or(false),
         tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
+        sliding_window: raw.sliding_window.flatten(),
         default_sliding: vec![false; raw.num_hidden_layers],
         sliding_allowed: false,
+        reads_layer_types: true,
+        qk_norm: false,
+        default_head_dim: None,
+        default_rope_theta: DEFAULT_ROPE_THETA,
+        local_rope_theta: None,
     }
 }
 

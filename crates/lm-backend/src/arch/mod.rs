@@ -8,11 +8,16 @@
 //! MLP) is shared.
 //!
 //! Adding an architecture: a variant of [`Architecture`], a module beside `llama.rs` (its
-//! decoder layer and its reading of `config.json`) and one entry in the table.
+//! reading of `config.json`, and its decoder layer when no existing one fits) and one entry
+//! in the table. Qwen2, Qwen3 and Mistral use Llama's layer, Gemma 3 uses Gemma 2's; what
+//! differs (biases, query/key norms, which layers slide, rotary bases) is in their settings.
 
 mod gemma2;
+mod gemma3;
 mod llama;
+mod mistral;
 mod qwen2;
+mod qwen3;
 
 use std::fmt::Debug;
 
@@ -33,6 +38,14 @@ pub enum Architecture {
     Qwen2,
     /// `gemma2`: sandwich norms, `1 + w` RMSNorm, GeGLU, soft-capping, alternating sliding window.
     Gemma2,
+    /// `qwen3`: Llama with an RMSNorm over each query and key head, no biases by default and
+    /// a head width of its own (`head_dim`).
+    Qwen3,
+    /// `mistral`: Llama with sliding-window attention in every layer (`sliding_window`).
+    Mistral,
+    /// `gemma3_text`: Gemma 2's layer with query/key norms and no soft-caps, five sliding-window
+    /// layers per global one (by default), and a rotary base of their own on sliding layers.
+    Gemma3,
 }
 
 impl Architecture {
@@ -93,10 +106,25 @@ pub(crate) struct ArchSettings {
     pub(crate) mlp_bias: bool,
     /// The output projection is the token embedding.
     pub(crate) tie_word_embeddings: bool,
+    /// The window of sliding layers: `sliding_window`, or the architecture's default when
+    /// the key is absent (`null` is no window).
+    pub(crate) sliding_window: Option<usize>,
     /// Without `layer_types`: whether each layer (`num_hidden_layers` entries) slides.
     pub(crate) default_sliding: Vec<bool>,
     /// Whether `layer_types` may name sliding-attention layers.
     pub(crate) sliding_allowed: bool,
+    /// Whether `layer_types` is read at all (`transformers`' Mistral ignores it and slides
+    /// every layer when `sliding_window` is set).
+    pub(crate) reads_layer_types: bool,
+    /// RMSNorm over each query and key head before the rotation.
+    pub(crate) qk_norm: bool,
+    /// The head width when `config.json` has no `head_dim`; `None`: `hidden_size / heads`.
+    pub(crate) default_head_dim: Option<usize>,
+    /// The rotary base when `config.json` gives none.
+    pub(crate) default_rope_theta: f64,
+    /// `Some(base)`: sliding-window layers rotate with a base of their own
+    /// (`rope_local_base_freq`, or `rope_parameters.sliding_attention`), `base` when absent.
+    pub(crate) local_rope_theta: Option<f64>,
 }
 
 /// One row of the architecture table.
@@ -117,7 +145,7 @@ pub(crate) struct ArchEntry {
 }
 
 /// The architecture table.
-static ARCHITECTURES: [ArchEntry; 3] = [
+static ARCHITECTURES: [ArchEntry; 6] = [
     ArchEntry {
         architecture: Architecture::Llama,
         model_type: "llama",
@@ -142,6 +170,30 @@ static ARCHITECTURES: [ArchEntry; 3] = [
         norm_scale: NormScale::OnePlusWeight,
         embed_scale: Some(gemma2::embed_scale),
     },
+    ArchEntry {
+        architecture: Architecture::Qwen3,
+        model_type: "qwen3",
+        settings: qwen3::settings,
+        block: llama::block,
+        norm_scale: NormScale::Weight,
+        embed_scale: None,
+    },
+    ArchEntry {
+        architecture: Architecture::Mistral,
+        model_type: "mistral",
+        settings: mistral::settings,
+        block: llama::block,
+        norm_scale: NormScale::Weight,
+        embed_scale: None,
+    },
+    ArchEntry {
+        architecture: Architecture::Gemma3,
+        model_type: "gemma3_text",
+        settings: gemma3::settings,
+        block: gemma2::block,
+        norm_scale: NormScale::OnePlusWeight,
+        embed_scale: Some(gemma2::embed_scale),
+    },
 ];
 
 #[cfg(test)]
@@ -151,12 +203,20 @@ mod tests {
     #[test]
     fn each_architecture_has_one_entry_and_names_map_both_ways() {
         let all: Vec<Architecture> = Architecture::all().collect();
-        assert_eq!(all, [Architecture::Llama, Architecture::Qwen2, Architecture::Gemma2]);
+        let want = [
+            Architecture::Llama,
+            Architecture::Qwen2,
+            Architecture::Gemma2,
+            Architecture::Qwen3,
+            Architecture::Mistral,
+            Architecture::Gemma3,
+        ];
+        assert_eq!(all, want);
         for a in all {
             assert_eq!(ARCHITECTURES.iter().filter(|e| e.architecture == a).count(), 1);
             assert_eq!(Architecture::from_model_type(a.model_type()), Some(a));
         }
         assert_eq!(Architecture::from_model_type("mamba"), None);
-        assert_eq!(supported_model_types(), "llama, qwen2, gemma2");
+        assert_eq!(supported_model_types(), "llama, qwen2, gemma2, qwen3, mistral, gemma3_text");
     }
 }

@@ -98,16 +98,23 @@ pub struct ModelConfig {
     pub head_dim: usize,
     /// RMSNorm epsilon.
     pub rms_norm_eps: f64,
-    /// Rotary embedding parameters.
+    /// Rotary embedding parameters (of every layer, or of the full-attention layers when
+    /// `local_rope` is set).
     pub rope: RopeConfig,
+    /// Rotary parameters of the sliding-window layers when they have their own (Gemma 3:
+    /// `rope_local_base_freq`, or `rope_parameters.sliding_attention`); `None`: `rope`.
+    pub local_rope: Option<RopeConfig>,
     /// Attention span of each layer (`num_layers` entries).
     pub layers: Vec<LayerAttention>,
-    /// Scale of the attention scores (`head_dim^-0.5`, Gemma2: `query_pre_attn_scalar^-0.5`).
+    /// Scale of the attention scores (`head_dim^-0.5`, Gemma: `query_pre_attn_scalar^-0.5`).
     pub attention_scale: f64,
-    /// Soft-cap of the attention scores, `cap * tanh(s / cap)` (Gemma2).
+    /// Soft-cap of the attention scores, `cap * tanh(s / cap)` (Gemma 2).
     pub attn_logit_softcap: Option<f64>,
-    /// Soft-cap of the final logits (Gemma2).
+    /// Soft-cap of the final logits (Gemma 2).
     pub final_logit_softcap: Option<f64>,
+    /// RMSNorm over each query and key head (`q_norm`, `k_norm`, width `head_dim`) after the
+    /// projections and before the rotation (Qwen3, Gemma 3).
+    pub qk_norm: bool,
     /// Biases on the query/key/value projections.
     pub qkv_bias: bool,
     /// Bias on the attention output projection.
@@ -147,6 +154,15 @@ impl ModelConfig {
         let raw: RawConfig =
             serde_json::from_str(text).map_err(|source| LmError::Json { path: path.clone(), source })?;
         normalise(raw, path)
+    }
+
+    /// The rotary parameters of a layer spanning `span`: `local_rope` for a sliding-window
+    /// layer when there is one, else `rope`.
+    pub fn rope_for(&self, span: LayerAttention) -> &RopeConfig {
+        match (span, &self.local_rope) {
+            (LayerAttention::Sliding { .. }, Some(local)) => local,
+            _ => &self.rope,
+        }
     }
 
     /// Number of query heads per key/value head.

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::raw::{RawConfig, RawRope};
+use super::raw::{RawConfig, RawRope, RawRopeParameters};
 use super::{Activation, LayerAttention, ModelConfig, RopeConfig, RopeScaling};
 use crate::arch::{ArchSettings, Architecture};
 use crate::error::{LmError, Result};
@@ -15,8 +15,12 @@ pub(super) fn normalise(raw: RawConfig, path: PathBuf) -> Result<ModelConfig> {
         return Err(LmError::UnsupportedModel { path, model_type: raw.model_type });
     };
     let arch = (architecture.entry().settings)(&raw);
-    let (num_kv_heads, head_dim) = heads(&raw, &path)?;
-    let rope = rope(&raw, &path)?;
+    if raw.use_bidirectional_attention == Some(true) {
+        let message = "bidirectional attention (embedding models) is not supported; causal LMs only";
+        return Err(config_error(&path, "use_bidirectional_attention", message));
+    }
+    let (num_kv_heads, head_dim) = heads(&raw, &path, arch.default_head_dim)?;
+    let (rope, local_rope) = rope(&raw, &path, &arch)?;
     let layers = layers(&raw, &path, architecture, &arch)?;
     let activation = activation(&raw, &path, arch.default_activation)?;
     Ok(ModelConfig {
@@ -30,10 +34,12 @@ pub(super) fn normalise(raw: RawConfig, path: PathBuf) -> Result<ModelConfig> {
         head_dim,
         rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
         rope,
+        local_rope,
         layers,
         attention_scale: arch.attention_scale.unwrap_or((head_dim as f64).powf(-0.5)),
         attn_logit_softcap: arch.attn_logit_softcap,
         final_logit_softcap: arch.final_logit_softcap,
+        qk_norm: arch.qk_norm,
         qkv_bias: arch.qkv_bias,
         o_bias: arch.o_bias,
         mlp_bias: arch.mlp_bias,
@@ -51,15 +57,16 @@ fn config_error(path: &Path, key: &str, message: impl Into<String>) -> LmError {
 }
 
 /// `(num_kv_heads, head_dim)`, checked: the key/value heads divide the query heads and the
-/// head width is even (rotary embeddings rotate pairs).
-fn heads(raw: &RawConfig, path: &Path) -> Result<(usize, usize)> {
+/// head width is even (rotary embeddings rotate pairs). Without `head_dim`: the
+/// architecture's default, else `hidden_size / heads`.
+fn heads(raw: &RawConfig, path: &Path, default_head_dim: Option<usize>) -> Result<(usize, usize)> {
     let heads = raw.num_attention_heads;
     let num_kv_heads = raw.num_key_value_heads.unwrap_or(heads);
     if heads == 0 || num_kv_heads == 0 || heads % num_kv_heads != 0 {
         let message = format!("{num_kv_heads} does not divide num_attention_heads = {heads}");
         return Err(config_error(path, "num_key_value_heads", message));
     }
-    let head_dim = match raw.head_dim {
+    let head_dim = match raw.head_dim.or(default_head_dim) {
         Some(d) => d,
         None if raw.hidden_size % heads == 0 => raw.hidden_size / heads,
         None => return Err(config_error(path, "head_dim", "absent and hidden_size is not a multiple of heads")),
@@ -85,18 +92,44 @@ fn activation(raw: &RawConfig, path: &Path, default: &str) -> Result<Activation>
     }
 }
 
-/// `rope_parameters` (new form) or `rope_theta` + `rope_scaling` (published form).
-fn rope(raw: &RawConfig, path: &Path) -> Result<RopeConfig> {
-    let (key, params) = match (&raw.rope_parameters, &raw.rope_scaling) {
-        (Some(p), _) => ("rope_parameters", Some(p)),
-        (None, s) => ("rope_scaling", s.as_ref()),
+/// `(rope, local_rope)`: from `rope_parameters` (new form: one set, or one per layer type)
+/// or `rope_theta` + `rope_scaling` (published form; `rope_local_base_freq` for the sliding
+/// layers of an architecture that rotates them with a base of their own).
+fn rope(raw: &RawConfig, path: &Path, arch: &ArchSettings) -> Result<(RopeConfig, Option<RopeConfig>)> {
+    let global_theta = raw.rope_theta.unwrap_or(arch.default_rope_theta);
+    let local_theta = arch.local_rope_theta.map(|default| raw.rope_local_base_freq.unwrap_or(default));
+    let max_positions = raw.max_position_embeddings;
+    let read = |p: Option<&RawRope>, key: &str, theta: f64| -> Result<RopeConfig> {
+        Ok(RopeConfig {
+            theta: p.and_then(|p| p.rope_theta).unwrap_or(theta),
+            scaling: match p {
+                Some(p) => rope_scaling(p, key, max_positions, path)?,
+                None => RopeScaling::None,
+            },
+        })
     };
-    let theta = params.and_then(|p| p.rope_theta).or(raw.rope_theta).unwrap_or(10_000.0);
-    let scaling = match params {
-        Some(p) => rope_scaling(p, key, raw.max_position_embeddings, path)?,
-        None => RopeScaling::None,
-    };
-    Ok(RopeConfig { theta, scaling })
+    let local_default = || local_theta.map(|theta| RopeConfig { theta, scaling: RopeScaling::None });
+    match &raw.rope_parameters {
+        Some(RawRopeParameters::PerLayerType(by_type)) if !by_type.is_empty() => {
+            if let Some(other) = by_type.keys().find(|k| *k != "full_attention" && *k != "sliding_attention") {
+                let message = format!("unknown layer type \"{other}\" (expected full_attention, sliding_attention)");
+                return Err(config_error(path, "rope_parameters", message));
+            }
+            if local_theta.is_none() && by_type.contains_key("sliding_attention") {
+                let message = "this architecture has one rotary table; per-layer-type parameters are Gemma 3's form";
+                return Err(config_error(path, "rope_parameters.sliding_attention", message));
+            }
+            let global = read(by_type.get("full_attention"), "rope_parameters.full_attention", global_theta)?;
+            let local = match (by_type.get("sliding_attention"), local_theta) {
+                (Some(p), Some(theta)) => Some(read(Some(p), "rope_parameters.sliding_attention", theta)?),
+                _ => local_default(),
+            };
+            Ok((global, local))
+        }
+        Some(RawRopeParameters::PerLayerType(_)) => Ok((read(None, "rope_parameters", global_theta)?, local_default())),
+        Some(RawRopeParameters::Shared(p)) => Ok((read(Some(p), "rope_parameters", global_theta)?, local_default())),
+        None => Ok((read(raw.rope_scaling.as_ref(), "rope_scaling", global_theta)?, local_default())),
+    }
 }
 
 /// The scaling `p` (found under `key`) describes.
@@ -131,12 +164,12 @@ fn layers(
     arch: &ArchSettings,
 ) -> Result<Vec<LayerAttention>> {
     let sliding = || {
-        raw.sliding_window
+        arch.sliding_window
             .filter(|w| *w > 0)
             .map(|window| LayerAttention::Sliding { window })
             .ok_or_else(|| config_error(path, "sliding_window", "a sliding-attention layer needs a positive window"))
     };
-    let Some(types) = &raw.layer_types else {
+    let Some(types) = raw.layer_types.as_ref().filter(|_| arch.reads_layer_types) else {
         return arch.default_sliding.iter().map(|&s| if s { sliding() } else { Ok(LayerAttention::Full) }).collect();
     };
     if types.len() != raw.num_hidden_layers {

@@ -92,11 +92,26 @@ pub enum GgufError {
         message: String,
     },
     /// The model architecture in `general.architecture` cannot be exported.
-    #[error("architecture \"{0}\" cannot be exported to Hugging Face yet (supported: llama)")]
+    #[error(
+        "architecture \"{0}\" cannot be exported to Hugging Face yet (supported: llama, qwen2, qwen3, gemma2, gemma3)"
+    )]
     UnsupportedArchitecture(String),
-    /// A tensor has no Hugging Face name under the llama mapping.
-    #[error("tensor \"{0}\" has no Hugging Face name in the llama mapping")]
-    UnmappedTensor(String),
+    /// A tensor has no Hugging Face name under the file's architecture.
+    #[error("tensor \"{tensor}\" has no Hugging Face name in the {architecture} mapping")]
+    UnmappedTensor {
+        /// The tensor's GGUF name.
+        tensor: String,
+        /// `general.architecture`.
+        architecture: String,
+    },
+    /// The tensors do not form the model the metadata describes.
+    #[error("the GGUF file does not hold the {architecture} model its metadata describes: {message}")]
+    ModelMismatch {
+        /// `general.architecture`.
+        architecture: String,
+        /// Which tensors are missing, misshaped or duplicated.
+        message: String,
+    },
     /// A tensor's shape does not fit what the export expects.
     #[error("tensor \"{tensor}\": {message}")]
     Shape {

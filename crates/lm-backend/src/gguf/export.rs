@@ -1,4 +1,4 @@
-//! Export of a llama-architecture GGUF file to a Hugging Face model folder.
+//! Export of a GGUF file (llama, qwen2, qwen3, gemma2, gemma3) to a Hugging Face model folder.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -10,14 +10,16 @@ use half::{bf16, f16};
 use safetensors::{Dtype, View};
 use serde_json::Value;
 
+use super::arch_mapping::{GgufArchitecture, GgufHparams, RowOrder};
 use super::error::{GgufError, Result};
 use super::ggml_type::GgmlType;
-use super::llama_mapping::{hf_tensor_name, LlamaHparams, RowOrder};
 use super::permute::unpermute_rotary_rows;
 use super::quant::dequantize;
 use super::reader::GgufFile;
 use super::tokenizer::GgufTokenizer;
 use crate::atomic::write_dir;
+use crate::config::ModelConfig;
+use crate::model::tensor_specs;
 
 /// The element type of the exported `model.safetensors`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -95,7 +97,13 @@ pub struct ConvertReport {
 
 /// Converts the GGUF file at `gguf_path` into a Hugging Face folder `out_dir` holding
 /// `config.json`, `generation_config.json`, `model.safetensors`, `tokenizer.json` and
-/// `tokenizer_config.json`, loadable by `transformers`' `LlamaForCausalLM`.
+/// `tokenizer_config.json`, loadable by `transformers`' class of the file's architecture
+/// (`LlamaForCausalLM`, `Qwen2ForCausalLM`, `Qwen3ForCausalLM`, `Gemma2ForCausalLM`,
+/// `Gemma3ForCausalLM`) and by this crate.
+///
+/// Before anything is written, the tensors are checked against the model the metadata
+/// describes (names and shapes, from this crate's own construction code): a missing,
+/// misshaped or extra tensor is a [`GgufError::ModelMismatch`] naming it.
 ///
 /// The folder appears atomically: everything is written into a temporary folder beside
 /// `out_dir`, which is then renamed.
@@ -118,7 +126,7 @@ pub fn convert_file_to_hf(
     if out_dir.exists() && !options.overwrite {
         return Err(GgufError::OutputExists(out_dir.to_path_buf()));
     }
-    let hparams = LlamaHparams::from_gguf(file)?;
+    let hparams = GgufHparams::from_gguf(file)?;
     let tokenizer = GgufTokenizer::from_gguf(file)?;
     let plan = plan_tensors(file, &hparams)?;
     let tied = file.tensor("output.weight").is_none();
@@ -139,6 +147,7 @@ pub fn convert_file_to_hf(
 
     let config =
         hparams.config_json(tied, options.dtype.torch_name(), tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id);
+    check_complete(&config, &plan, hparams.architecture)?;
     let generation_config = serde_json::json!({
         "bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id, "pad_token_id": tokenizer.pad_id,
     });
@@ -164,6 +173,8 @@ struct PlannedTensor {
     shape: Vec<usize>,
     /// `Some(heads)` for q/k projections whose rows llama.cpp permuted.
     rotary_heads: Option<usize>,
+    /// The stored values are `1 + w`.
+    subtract_one: bool,
 }
 
 struct Plan {
@@ -173,11 +184,12 @@ struct Plan {
 
 /// Maps every tensor and checks everything that could fail later (names, shapes, types), so
 /// the writing pass only fails on I/O.
-fn plan_tensors(file: &GgufFile, hp: &LlamaHparams) -> Result<Plan> {
+fn plan_tensors(file: &GgufFile, hp: &GgufHparams) -> Result<Plan> {
+    let arch = hp.architecture;
     let mut tensors = Vec::new();
     let mut warnings = Vec::new();
     for info in file.tensors() {
-        if info.name == "rope_freqs.weight" {
+        if arch == GgufArchitecture::Llama && info.name == "rope_freqs.weight" {
             warnings.push(
                 "rope_freqs.weight (Llama 3.1 rope frequency factors) was left out: config.json has no \
                  llama3 rope_scaling, so long contexts will differ from llama.cpp"
@@ -185,12 +197,14 @@ fn plan_tensors(file: &GgufFile, hp: &LlamaHparams) -> Result<Plan> {
             );
             continue;
         }
-        let (hf_name, order) =
-            hf_tensor_name(&info.name).ok_or_else(|| GgufError::UnmappedTensor(info.name.clone()))?;
+        let mapping = arch.hf_tensor_name(&info.name).ok_or_else(|| GgufError::UnmappedTensor {
+            tensor: info.name.clone(),
+            architecture: arch.gguf_name().to_string(),
+        })?;
         // An empty slice is a whole number of blocks: this only asks whether the type is handled.
         dequantize(&info.name, info.ggml_type, &[])?;
         let shape = info.shape();
-        let rotary_heads = match order {
+        let rotary_heads = match mapping.row_order {
             RowOrder::AsStored => None,
             RowOrder::Query => Some(hp.num_attention_heads as usize),
             RowOrder::Key => Some(hp.num_key_value_heads as usize),
@@ -206,13 +220,50 @@ fn plan_tensors(file: &GgufFile, hp: &LlamaHparams) -> Result<Plan> {
         }
         tensors.push(PlannedTensor {
             gguf_name: info.name.clone(),
-            hf_name,
+            hf_name: mapping.hf_name,
             source_type: info.ggml_type,
             shape,
             rotary_heads,
+            subtract_one: mapping.subtract_one,
         });
     }
     Ok(Plan { tensors, warnings })
+}
+
+/// Checks that `plan` writes exactly the tensors a model of `config` needs, with their shapes,
+/// so that the folder loads (here and in `transformers`) rather than failing or, worse,
+/// silently initialising a missing weight.
+fn check_complete(config: &Value, plan: &Plan, arch: GgufArchitecture) -> Result<()> {
+    let mismatch = |message: String| GgufError::ModelMismatch { architecture: arch.gguf_name().to_string(), message };
+    let model = ModelConfig::from_json_str(&config.to_string(), "config.json")
+        .map_err(|e| mismatch(format!("the exported config is not valid: {e}")))?;
+    let mut planned: BTreeMap<&str, &PlannedTensor> = BTreeMap::new();
+    for t in &plan.tensors {
+        if planned.insert(&t.hf_name, t).is_some() {
+            return Err(mismatch(format!("two tensors map to {}", t.hf_name)));
+        }
+    }
+    let mut missing = Vec::new();
+    for spec in tensor_specs(&model) {
+        match planned.remove(spec.name.as_str()) {
+            None => missing.push(spec.name),
+            Some(t) if t.shape.iter().map(|&d| d as i64).ne(spec.shape.iter().copied()) => {
+                let message = format!(
+                    "{} ({}) has shape {:?}, the metadata implies {:?}",
+                    t.gguf_name, spec.name, t.shape, spec.shape
+                );
+                return Err(mismatch(message));
+            }
+            Some(_) => {}
+        }
+    }
+    if !missing.is_empty() {
+        return Err(mismatch(format!("missing {} (Hugging Face names)", missing.join(", "))));
+    }
+    if let Some(t) = planned.values().next() {
+        return Err(mismatch(format!("{} ({}) is not part of the model", t.gguf_name, t.hf_name)));
+    }
+    Ok(())
 }
 
 /// A tensor whose bytes are produced only when the safetensors writer asks for them, so that
@@ -228,15 +279,17 @@ struct LazyTensor<'a> {
 impl LazyTensor<'_> {
     fn values(&self) -> Result<Vec<f32>> {
         let p = self.planned;
-        let values = self.file.tensor_f32(&p.gguf_name)?;
-        match p.rotary_heads {
-            None => Ok(values),
-            Some(heads) => {
-                let rows = p.shape[0];
-                let cols = p.shape.get(1).copied().unwrap_or(1);
-                unpermute_rotary_rows(&p.gguf_name, &values, rows, cols, heads)
-            }
+        let mut values = self.file.tensor_f32(&p.gguf_name)?;
+        if let Some(heads) = p.rotary_heads {
+            let rows = p.shape[0];
+            let cols = p.shape.get(1).copied().unwrap_or(1);
+            values = unpermute_rotary_rows(&p.gguf_name, &values, rows, cols, heads)?;
         }
+        if p.subtract_one {
+            // In f32, as transformers' GGUF import does.
+            values.iter_mut().for_each(|v| *v -= 1.0);
+        }
+        Ok(values)
     }
 }
 

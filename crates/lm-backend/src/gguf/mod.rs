@@ -1,16 +1,19 @@
 //! Import of llama.cpp GGUF files.
 //!
-//! Many models are published only as GGUF files. This module reads them and turns a
-//! llama-architecture file into a Hugging Face folder that `transformers` (and this crate)
-//! load like any other checkpoint:
+//! Many models are published only as GGUF files. This module reads them and turns a file of
+//! the `llama`, `qwen2`, `qwen3`, `gemma2` or `gemma3` architecture into a Hugging Face folder
+//! that `transformers` (and this crate) load like any other checkpoint:
 //!
 //! - [`GgufFile`]: the container (versions 2 and 3): metadata ([`MetadataValue`]), tensor
 //!   infos ([`TensorInfo`]), memory-mapped data. Malformed files give a [`GgufError`] naming
 //!   the key, tensor or byte offset.
 //! - [`dequantize`]: GGML blocks to f32 for F32, F16, BF16, F64, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
 //!   Q2_K, Q3_K, Q4_K, Q5_K and Q6_K, bit-identical to gguf-py.
-//! - [`unpermute_rotary_rows`]: undoes the q/k row permutation of llama.cpp's converter.
-//! - [`GgufTokenizer`]: byte-level BPE `tokenizer.json` and `tokenizer_config.json`.
+//! - [`unpermute_rotary_rows`]: undoes the q/k row permutation of llama.cpp's converter (Llama).
+//! - [`GgufArchitecture`], [`GgufHparams`]: tensor names, value transforms (Gemma's `1 + w`
+//!   norms) and `config.json` per architecture.
+//! - [`GgufTokenizer`]: `tokenizer.json` (byte-level BPE or SentencePiece) and
+//!   `tokenizer_config.json`.
 //! - [`convert_to_hf`]: all of the above, written atomically into a folder.
 //!
 //! ```
@@ -41,19 +44,21 @@
 //! # Ok::<(), lm_backend::gguf::GgufError>(())
 //! ```
 
+mod arch_mapping;
 mod error;
 mod export;
 mod ggml_type;
-mod llama_mapping;
 mod permute;
 mod quant;
 mod reader;
 mod tokenizer;
 
+pub use arch_mapping::{
+    GgufArchitecture, GgufHparams, RowOrder, TensorMapping, GEMMA3_LOCAL_ROPE_THETA, GEMMA3_SLIDING_WINDOW_PATTERN,
+};
 pub use error::{GgufError, Result};
 pub use export::{convert_file_to_hf, convert_to_hf, ConvertOptions, ConvertReport, ExportDtype};
 pub use ggml_type::GgmlType;
-pub use llama_mapping::{hf_tensor_name, LlamaHparams, RowOrder};
 pub use permute::{permute_rotary_rows, unpermute_rotary_rows};
 pub use quant::{dequantize, SUPPORTED_TYPES};
 pub use reader::{GgufFile, MetadataValue, TensorInfo, DEFAULT_ALIGNMENT, MAX_DIMS};

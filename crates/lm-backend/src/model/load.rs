@@ -126,7 +126,7 @@ impl HfCausalLm {
             .embed_scale
             .map(|scale| Tensor::from(scale(&config) as f32).to_kind(options.dtype).to_device(options.device));
         Ok(HfCausalLm {
-            rope: Rope::new(&config.rope, config.head_dim, options.device),
+            rope: Rope::for_config(&config, options.device),
             blocks,
             embed,
             embed_scale,
@@ -187,6 +187,24 @@ mod tests {
         let gemma_norms = ["pre_feedforward_layernorm.weight", "post_feedforward_layernorm.weight"];
         let gemma2 = [&llama[..], &gemma_norms].concat();
         assert_eq!(names("gemma2", r#", "sliding_window": 4"#), shared(layer(&gemma2), true));
+        let qk_norms = ["self_attn.k_norm.weight", "self_attn.q_norm.weight"];
+        let qwen3 = [&llama[..], &qk_norms].concat();
+        assert_eq!(names("qwen3", ""), shared(layer(&qwen3), false));
+        assert_eq!(names("mistral", r#", "sliding_window": 4"#), shared(layer(&llama), false));
+        let gemma3 = [&gemma2[..], &qk_norms].concat();
+        assert_eq!(names("gemma3_text", r#", "sliding_window": 4, "head_dim": 4"#), shared(layer(&gemma3), true));
+    }
+
+    #[test]
+    fn query_key_norms_span_one_head() {
+        let text = r#"{"model_type": "qwen3", "vocab_size": 16, "hidden_size": 8, "intermediate_size": 12,
+            "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 6}"#;
+        let specs = tensor_specs(&ModelConfig::from_json_str(text, "c.json").unwrap());
+        let shape =
+            |name: &str| specs.iter().find(|s| s.name == format!("model.layers.0.{name}")).unwrap().shape.clone();
+        assert_eq!(shape("self_attn.q_norm.weight"), [6]);
+        assert_eq!(shape("self_attn.k_norm.weight"), [6]);
+        assert_eq!(shape("self_attn.q_proj.weight"), [12, 8]);
     }
 
     #[test]
