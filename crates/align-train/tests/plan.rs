@@ -124,14 +124,14 @@ fn every_term_of_a_tiny_f32_dpo_run_equals_its_hand_count() {
     // logits 16 x 5 x 10 = 800).
     assert_eq!(policy.bytes.logits_backward, 800);
     assert_eq!(t.backward_transient, 2368 + 96);
-    // Optimizer: 5 f32 temporaries of the largest tensor (40).
-    assert_eq!(t.optimizer_transient, 5 * 4 * 40);
+    // Optimizer: 4 f32 temporaries of the largest tensor (40).
+    assert_eq!(t.optimizer_transient, 4 * 4 * 40);
     // Setup: the cache pass (same tree, no gradient): a layer + its masks and tables + the
     // logits buffers 8 x P V = 400.
     assert_eq!(t.setup_forward, 2368 + 192 + 400);
     let persistent = 1360 + 1360 + 2720 + 140; // the cache lives here on a CPU
     assert_eq!(plan.phases.step, persistent + 4928 + 536 + 2464);
-    assert_eq!(plan.phases.optimizer, persistent + 800);
+    assert_eq!(plan.phases.optimizer, persistent + 640);
     assert_eq!(plan.phases.setup, 1360 + 1360 + 2960);
     assert_eq!(plan.phases.peak, plan.phases.step);
     assert_eq!(plan.phases.peak_phase, "step");
@@ -151,7 +151,7 @@ fn eager_bf16_checkpointing_and_padding_change_the_terms_as_counted() {
     let plan = estimate(&PlanInputs::new(&bf16, &m, &step, SHAPE));
     let t = &plan.terms;
     assert_eq!((t.weights, t.gradients, t.master_weights, t.optimizer_state), (680, 680, 1360, 2720));
-    assert_eq!(t.optimizer_transient, 6 * 4 * 40, "bf16: the gradient's f32 copy too");
+    assert_eq!(t.optimizer_transient, 5 * 4 * 40, "bf16: the gradient's f32 copy too");
     // Eager bf16: the bf16 copy of the softmax too, H x (4 + 2) x 64 + 64.
     assert_eq!(layer(&run("dtype = \"bf16\"\nattention = \"eager\"", "")), 8 * (152 - 16 + 8) + 2 * 6 * 64 + 64);
     // Checkpointing keeps each layer's input: 2 layers x 8 tokens x 4D.
@@ -325,4 +325,48 @@ fn a_plan_source_reads_only_config_json() {
     std::fs::remove_file(model.join("config.json")).unwrap();
     let e = PlanSource::read(&config, &path, &PlanOptions::default()).unwrap_err();
     assert!(format!("{e}").contains("model"), "{e}");
+}
+
+#[path = "../examples/plan_tables.rs"]
+mod plan_tables;
+
+#[test]
+fn docs_tables_are_current() {
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/training.md")).unwrap();
+    let (begin, end) = ("<!-- plan-tables:begin -->\n", "<!-- plan-tables:end -->");
+    let start = docs.find(begin).expect("docs/training.md marks its plan tables") + begin.len();
+    let stop = start + docs[start..].find(end).expect("and their end");
+    let expected = plan_tables::tables(Path::new(PLAN_CONFIGS));
+    assert!(
+        docs[start..stop] == expected,
+        "docs/training.md's plan tables are stale: regenerate them with \
+         `cargo run -p align-train --example plan_tables` and paste them between the markers"
+    );
+}
+
+#[test]
+fn gemma2_sandwich_norms_softcaps_and_windows_are_counted() {
+    // V 10, D 4, I 6, 2 layers (sliding, full), 2 heads of 2, 1 KV head, tied, soft-capped.
+    let m = ModelConfig::from_json_str(
+        r#"{"model_type": "gemma2", "vocab_size": 10, "hidden_size": 4, "intermediate_size": 6,
+            "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 2,
+            "sliding_window": 4, "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0}"#,
+        "config.json",
+    )
+    .unwrap();
+    let step = dpo();
+    let plan = estimate(&PlanInputs::new(&run("", ""), &m, &step, SHAPE));
+    assert_eq!(plan.run.attention_used, "eager", "soft-capped scores cannot use the fused kernel");
+    let p = &plan.passes[0].bytes;
+    // Per token: four norms x (4D + the f32 `1 + w` product 4D) = 128; q, k, v 48; q/k/v
+    // input 16; o_proj input 16 (eager); MLP 72; gate/up input 16; down input 24: 320.
+    // Per chunk: f32 softmax and the soft-cap's tanh, 2 heads x (4 + 4) x 64, mask 64.
+    assert_eq!(p.layer, 8 * 320 + 2 * 8 * 64 + 64);
+    // Masks for the two windows (sliding 4, full) and cos/sin.
+    assert_eq!(p.shared, 2 * 64 + 2 * 8 * 2 * 4);
+    // Final norm 8 x 8D, projection input 4D x 5, f32 logits and the final soft-cap's tanh.
+    assert_eq!(p.logits, 8 * 32 + 80 + 200 + 200);
+    // bf16: the norms still keep f32 (`1 + w` is applied in f32); the softmax's bf16 copy.
+    let bf16 = estimate(&PlanInputs::new(&run("dtype = \"bf16\"", ""), &m, &step, SHAPE));
+    assert_eq!(bf16.passes[0].bytes.layer, 8 * (128 + 24 + 8 + 8 + 36 + 8 + 12) + 2 * (4 + 2 + 2) * 64 + 64);
 }
