@@ -18,7 +18,8 @@
 # PROMPT_TOKENS (16), COUNT (records, 4: enough for 2 steps of 2), ALLOCATORS ("default
 # live": `default` is glibc as users run it; `live` sets MALLOC_MMAP_THRESHOLD_=131072 so
 # that every freed tensor goes back to the system and the peak follows the live bytes),
-# OUT (runs/plan-bench). Set OMP_NUM_THREADS to pin libtorch's threads (memory does not
+# OUT (runs/plan-bench). The runs' model folders are deleted once measured (each holds the
+# weights and optimizer state: 1-2 GB for SmolLM2); their metrics.jsonl stay. Set OMP_NUM_THREADS to pin libtorch's threads (memory does not
 # depend on it much; time does, on a busy machine).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -80,6 +81,7 @@ declare -A overhead
 for a in $allocators; do
     rm -rf "$tiny/run"
     kib=$(peak_kib $(alloc_env "$a") -- "$align" train --config "$tiny/run.toml" --output "$tiny/run")
+    rm -rf "$tiny/run"
     overhead[$a]=$((kib * 1024 - tiny_estimate))
 done
 
@@ -98,6 +100,7 @@ print(p["run"]["max_length"], p["phases"]["peak"], p["phases"]["peak_phase"], gr
         run_dir=$out/$name-$a
         rm -rf "$run_dir"
         kib=$(peak_kib $(alloc_env "$a") -- "$align" train --config "$config" --output "$run_dir")
+        rm -rf "$run_dir/final" "$run_dir"/checkpoint-* # 1-2 GB each; only the metrics are read
         forwarded=$(head -n 1 "$run_dir/metrics.jsonl" | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["tokens"]))')
         if [[ "$forwarded" != "$tokens" ]]; then
             echo "$config: the first step forwarded $forwarded tokens, the plan $tokens: records of another shape" >&2

@@ -7,7 +7,7 @@
 //! `cargo run -p align-train --example plan_tables > tables.md`; the test
 //! `docs_tables_are_current` (tests/plan.rs) checks that docs/training.md holds this output.
 
-use align_train::plan::{fit::required_bytes, format_gib, PlanOptions, PlanSource, GIB};
+use align_train::plan::{format_gib, required_bytes, PlanOptions, PlanSource, GIB, HEADROOM_PERCENT};
 use align_train::RunConfig;
 use std::fmt::Write;
 use std::path::Path;
@@ -68,7 +68,15 @@ pub fn tables(plan_configs: &Path) -> String {
                         let peak = source.plan().phases.peak;
                         let fits: Vec<&str> = DEVICES
                             .iter()
-                            .map(|(_, bytes)| if required_bytes(peak) <= *bytes { "yes" } else { "no" })
+                            .map(
+                                |(_, bytes)| {
+                                    if required_bytes(peak, HEADROOM_PERCENT) <= *bytes {
+                                        "yes"
+                                    } else {
+                                        "no"
+                                    }
+                                },
+                            )
                             .collect();
                         writeln!(
                             out,

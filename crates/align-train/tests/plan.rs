@@ -281,7 +281,7 @@ fn the_suggested_switches_make_the_run_fit() {
     assert!(!fit.fits);
     let s = fit.suggestion.as_ref().expect("a suggestion");
     assert!(s.fits, "{s:?}");
-    assert!(align_train::plan::fit::required_bytes(s.peak) <= 80 * GIB);
+    assert!(align_train::plan::required_bytes(s.peak, 10) <= 80 * GIB);
     // Only LoRA brings 8 B parameters of AdamW state under 80 GiB.
     assert!(s.switches.contains(&Switch::Lora), "{s:?}");
     // Each switch of the suggestion is needed: dropping any one no longer fits.
@@ -293,7 +293,7 @@ fn the_suggested_switches_make_the_run_fit() {
             }
         }
         let peak = estimate(&PlanInputs::new(&run, &m, &step, RecordShape::worst_case(1024))).phases.peak;
-        assert!(align_train::plan::fit::required_bytes(peak) > 80 * GIB, "{:?} without #{skip}", s.switches);
+        assert!(align_train::plan::required_bytes(peak, 10) > 80 * GIB, "{:?} without #{skip}", s.switches);
     }
     // A run that fits gets no suggestion; the single switches all lower the peak.
     let big = check_fit(&inputs, &plan, parse_memory_size("1TiB").unwrap());
@@ -369,4 +369,21 @@ fn gemma2_sandwich_norms_softcaps_and_windows_are_counted() {
     // bf16: the norms still keep f32 (`1 + w` is applied in f32); the softmax's bf16 copy.
     let bf16 = estimate(&PlanInputs::new(&run("dtype = \"bf16\"", ""), &m, &step, SHAPE));
     assert_eq!(bf16.passes[0].bytes.layer, 8 * (128 + 24 + 8 + 8 + 36 + 8 + 12) + 2 * (4 + 2 + 2) * 64 + 64);
+}
+
+#[test]
+fn the_headroom_is_the_devices() {
+    let (m, step) = (tiny(), dpo());
+    for (device, percent) in [("cpu", 20), ("cuda", 10), ("cuda:1", 10)] {
+        let r = run(&format!("device = {device:?}"), "");
+        let inputs = PlanInputs::new(&r, &m, &step, SHAPE);
+        let plan = estimate(&inputs);
+        let fit = check_fit(&inputs, &plan, GIB);
+        let peak = plan.phases.peak;
+        assert_eq!(fit.headroom_percent, percent, "{device}");
+        assert_eq!(fit.required_bytes, peak + peak * percent / 100 + GIB, "{device}");
+        assert!(!fit.fits, "1 GiB is all headroom");
+        let fit = check_fit(&inputs, &plan, fit.required_bytes);
+        assert!(fit.fits, "exactly the required bytes fit");
+    }
 }

@@ -1,9 +1,12 @@
 //! Whether a plan fits a device, and which switches of the config would make it fit.
 //!
-//! A device of `M` bytes fits a peak of `P` bytes when `P + P * HEADROOM_PERCENT / 100 +
+//! A device of `M` bytes fits a peak of `P` bytes when `P + P * percent / 100 +
 //! HEADROOM_FIXED <= M`: the fixed part is the CUDA context, cuBLAS workspaces and libtorch's
-//! own kernels (on a CPU: the process's code and libraries), the proportional part the caching
-//! allocator's fragmentation (packed rows change shape every step).
+//! own kernels (on a CPU: the process's code and libraries, measured at 0.11 GiB), the
+//! proportional part the allocator's fragmentation: [`HEADROOM_PERCENT`] for CUDA's caching
+//! allocator (packed rows change shape every step), [`HEADROOM_PERCENT_CPU`] on a CPU, where
+//! glibc's `malloc` keeps freed blocks below its mmap threshold and the measured peak resident
+//! memory was 14-18% above the live bytes (docs/benchmarks.md).
 //!
 //! Switches are tried in an order of preference (those that leave the results unchanged
 //! first): `packing = true`, `attention = "sdpa"`, `gradient_checkpointing = true`, halving
@@ -17,12 +20,24 @@ use serde::Serialize;
 
 /// Fixed headroom: CUDA context, library workspaces and kernels (1 GiB).
 pub const HEADROOM_FIXED: u64 = 1 << 30;
-/// Proportional headroom for allocator fragmentation, in percent of the peak.
+/// Proportional headroom for a CUDA device's allocator, in percent of the peak.
 pub const HEADROOM_PERCENT: u64 = 10;
+/// Proportional headroom on a CPU (glibc's `malloc`), in percent of the peak.
+pub const HEADROOM_PERCENT_CPU: u64 = 20;
 
-/// The bytes a device needs for a peak of `peak` bytes (with the headroom).
-pub fn required_bytes(peak: u64) -> u64 {
-    peak + peak * HEADROOM_PERCENT / 100 + HEADROOM_FIXED
+/// The proportional headroom for `[model] device`.
+pub fn headroom_percent(device: &str) -> u64 {
+    if device == "cpu" {
+        HEADROOM_PERCENT_CPU
+    } else {
+        HEADROOM_PERCENT
+    }
+}
+
+/// The bytes a device needs for a peak of `peak` bytes with `percent` of proportional headroom
+/// and [`HEADROOM_FIXED`].
+pub fn required_bytes(peak: u64, percent: u64) -> u64 {
+    peak + peak * percent / 100 + HEADROOM_FIXED
 }
 
 /// One change of the config that lowers the peak.
@@ -94,6 +109,8 @@ impl Switch {
 pub struct Fit {
     /// The device's memory.
     pub device_bytes: u64,
+    /// The proportional headroom used (percent of the peak; the device's).
+    pub headroom_percent: u64,
     /// The peak with the headroom.
     pub required_bytes: u64,
     /// Whether it fits.
@@ -137,11 +154,12 @@ fn applied(base: &RunConfig, switches: &[Switch], softcapped: bool) -> RunConfig
 /// Checks `plan` (of `inputs`) against a device of `device_bytes`, and finds switches that
 /// make it fit when it does not (see the module documentation).
 pub fn check_fit(inputs: &PlanInputs, plan: &MemoryPlan, device_bytes: u64) -> Fit {
-    let required = required_bytes(plan.phases.peak);
+    let percent = headroom_percent(&inputs.run.model.device);
+    let required = required_bytes(plan.phases.peak, percent);
     let fits = required <= device_bytes;
     let base = inputs.run;
     let softcapped = inputs.model.attn_logit_softcap.is_some();
-    let fits_with = |run: &RunConfig| required_bytes(peak_with(inputs, run)) <= device_bytes;
+    let fits_with = |run: &RunConfig| required_bytes(peak_with(inputs, run), percent) <= device_bytes;
     let single_switches = Switch::ORDER
         .into_iter()
         .filter_map(|s| {
@@ -188,5 +206,5 @@ pub fn check_fit(inputs: &PlanInputs, plan: &MemoryPlan, device_bytes: u64) -> F
             switches,
         }
     });
-    Fit { device_bytes, required_bytes: required, fits, single_switches, suggestion }
+    Fit { device_bytes, headroom_percent: percent, required_bytes: required, fits, single_switches, suggestion }
 }

@@ -65,7 +65,9 @@ mod report;
 pub mod size;
 
 pub use activations::{tree_pass, Block, ForwardSettings, LoraSettings, Pass, PassBytes, RecordShape, TargetSet};
-pub use fit::{check_fit, Fit, Switch, HEADROOM_FIXED, HEADROOM_PERCENT};
+pub use fit::{
+    check_fit, headroom_percent, required_bytes, Fit, Switch, HEADROOM_FIXED, HEADROOM_PERCENT, HEADROOM_PERCENT_CPU,
+};
 pub use params::{lora_params, param_counts, ParamCounts, Projection};
 pub use report::render_table;
 pub use size::{format_gib, parse_memory_size, GIB};

@@ -1,6 +1,6 @@
 //! The plan as a readable table (what `align train --plan` prints).
 
-use super::fit::{Fit, HEADROOM_FIXED, HEADROOM_PERCENT};
+use super::fit::{headroom_percent, required_bytes, Fit, HEADROOM_FIXED};
 use super::size::format_gib;
 use super::MemoryPlan;
 use std::fmt::Write;
@@ -18,10 +18,12 @@ fn thousands(n: u64) -> String {
     out
 }
 
-/// Bytes for the table: GiB, or plain bytes below 1 MiB.
+/// Bytes for the table: GiB, MiB below 100 MiB, plain bytes below 1 MiB.
 fn bytes(b: u64) -> String {
     if b > 0 && b < 1 << 20 {
         format!("{b} B")
+    } else if b > 0 && b < 100 << 20 {
+        format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
     } else {
         format_gib(b)
     }
@@ -38,10 +40,11 @@ pub fn render_table(plan: &MemoryPlan, fit: Option<&Fit>, source: &str) -> Strin
     if let Some(fit) = fit {
         write_fit(&mut o, plan, fit);
     } else {
-        let needed = super::fit::required_bytes(plan.phases.peak);
+        let percent = headroom_percent(&plan.run.device);
+        let needed = required_bytes(plan.phases.peak, percent);
         let _ = writeln!(
             o,
-            "\ndevice needs   {} (peak + {HEADROOM_PERCENT}% + {} headroom); pass --device-memory SIZE to check a device",
+            "\ndevice needs   {} (peak + {percent}% + {} headroom); pass --device-memory SIZE to check a device",
             format_gib(needed),
             format_gib(HEADROOM_FIXED)
         );
@@ -207,10 +210,11 @@ fn write_fit(o: &mut String, plan: &MemoryPlan, fit: &Fit) {
     let verdict = if fit.fits { "fits" } else { "does NOT fit" };
     let _ = writeln!(
         o,
-        "\ndevice         {} ({} bytes): needs {} (peak + {HEADROOM_PERCENT}% + {} headroom): {verdict}",
+        "\ndevice         {} ({} bytes): needs {} (peak + {}% + {} headroom): {verdict}",
         format_gib(fit.device_bytes),
         thousands(fit.device_bytes),
         format_gib(fit.required_bytes),
+        fit.headroom_percent,
         format_gib(HEADROOM_FIXED)
     );
     if !fit.single_switches.is_empty() {
@@ -235,7 +239,7 @@ fn write_fit(o: &mut String, plan: &MemoryPlan, fit: &Fit) {
                 o,
                 "no fit:        even {list} leaves a peak of {} (needs {}): use a larger device or a smaller model",
                 format_gib(s.peak),
-                format_gib(super::fit::required_bytes(s.peak))
+                format_gib(required_bytes(s.peak, fit.headroom_percent))
             );
         }
     }
