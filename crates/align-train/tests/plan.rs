@@ -318,6 +318,10 @@ fn a_plan_source_reads_only_config_json() {
     assert_eq!(plan.run.attention_used, "eager", "Gemma 2's soft-capped scores");
     assert_eq!(plan.terms.objective_heads, 16 * 8 * (32 + 1), "the MLC head: 8 x (D + 1) f32 with grad, m, v");
     assert_eq!(plan.passes[1].pass.layers, 2, "the variant pass stops at the MLC layer");
+    // Records are counted as non-blank lines when the files exist (5 f32 cache columns each).
+    std::fs::write(dir.path().join("absent.jsonl"), "{}\n\n{}\n  \n{}").unwrap();
+    let counted = PlanSource::read(&config, &path, &PlanOptions::default()).unwrap().plan();
+    assert_eq!((counted.run.records, counted.terms.reference_cache), (Some(3), 60));
     // A prompt length outside 1..max_length is an error naming it.
     let e = PlanSource::read(&config, &path, &PlanOptions { prompt_tokens: Some(1024) }).unwrap_err().to_string();
     assert!(e.contains("prompt tokens") && e.contains("max_length = 1024"), "{e}");

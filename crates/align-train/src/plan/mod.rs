@@ -632,16 +632,18 @@ impl PlanSource {
     }
 }
 
-/// Non-empty lines of the data files, when every file can be read.
+/// Non-blank lines of the data files (read line by line), when every file can be read.
 fn count_records(files: &[std::path::PathBuf]) -> Option<u64> {
-    files
-        .iter()
-        .map(|f| {
-            std::fs::read(f)
-                .ok()
-                .map(|b| b.split(|&c| c == b'\n').filter(|l| l.iter().any(|c| !c.is_ascii_whitespace())).count() as u64)
-        })
-        .sum()
+    use std::io::BufRead;
+    let count = |path: &std::path::PathBuf| -> Option<u64> {
+        let lines = std::io::BufReader::new(std::fs::File::open(path).ok()?).split(b'\n');
+        let mut n = 0;
+        for line in lines {
+            n += u64::from(line.ok()?.iter().any(|c| !c.is_ascii_whitespace()));
+        }
+        Some(n)
+    };
+    files.iter().map(count).sum()
 }
 
 /// The largest `*.safetensors` file of `dir`, if any.

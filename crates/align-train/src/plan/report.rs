@@ -152,8 +152,10 @@ fn write_terms(o: &mut String, plan: &MemoryPlan) {
             t.reference_model_setup,
             if t.reference_model_setup > 0 {
                 "loaded to compute the reference cache, then dropped"
-            } else {
+            } else if r.lora.is_some() {
                 "not loaded (LoRA: the base with adapters off)"
+            } else {
+                "not loaded (no term reads reference log-probs)"
             }
             .into(),
         ),
