@@ -44,6 +44,7 @@ pub mod optim;
 pub mod order;
 pub mod packing;
 pub mod padding;
+pub mod plan;
 pub mod prepare;
 pub mod report;
 pub mod schedule;

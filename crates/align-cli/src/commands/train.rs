@@ -3,9 +3,14 @@
 //! verb reads the config, draws the run's progress from its events, turns Ctrl-C into the
 //! run's interrupt (it saves a checkpoint and stops), and prints a short summary on stdout:
 //! the output folder, the steps taken and the last line of `metrics.jsonl`.
+//!
+//! `align train --config run.toml --plan [--device-memory 80GiB] [--json] [--prompt-tokens N]`
+//! prints the run's memory plan ([`align_train::plan`]) instead: no weights are loaded and
+//! nothing is trained.
 
 use std::path::{Path, PathBuf};
 
+use align_train::plan::{parse_memory_size, render_table, PlanOptions, PlanSource};
 use align_train::{train, Interrupt, RunConfig, TrainOptions, TrainSummary};
 use anyhow::Context;
 use clap::Args;
@@ -25,6 +30,21 @@ pub struct TrainArgs {
     /// Continue from the latest complete checkpoint in the output folder.
     #[arg(long)]
     pub resume: bool,
+    /// Print the run's memory plan (bytes per device by term and phase) from the model's
+    /// config.json alone, without loading weights or training.
+    #[arg(long, conflicts_with = "resume")]
+    pub plan: bool,
+    /// With --plan: check the plan against a device with this much memory (e.g. 80GiB, 80GB,
+    /// 24GiB, 141GB) and name the switches that would make the run fit.
+    #[arg(long, value_name = "SIZE", requires = "plan", value_parser = parse_memory_size)]
+    pub device_memory: Option<u64>,
+    /// With --plan: print the plan (and the device check) as one JSON object.
+    #[arg(long, requires = "plan")]
+    pub json: bool,
+    /// With --plan: assume prompts (each language variant too) of N tokens and completions
+    /// filling the rest of max_length; default: the worst case max_length allows.
+    #[arg(long, value_name = "N", requires = "plan")]
+    pub prompt_tokens: Option<u64>,
 }
 
 impl TrainArgs {
@@ -37,10 +57,13 @@ impl TrainArgs {
     }
 }
 
-/// Runs training and prints the summary.
+/// Runs training and prints the summary (or, with `--plan`, prints the memory plan).
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let config = RunConfig::from_file(&args.config)
         .with_context(|| format!("cannot read the run config {}", args.config.display()))?;
+    if args.plan {
+        return print_plan(&args, &config);
+    }
     let output = args.output_dir();
     let options = TrainOptions {
         output: output.clone(),
@@ -51,6 +74,23 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let summary = train(&config, &args.config, &options)
         .with_context(|| format!("training run {} failed", args.config.display()))?;
     print_summary(&output, &summary);
+    Ok(())
+}
+
+/// Prints the memory plan of `config` as a table or JSON, checked against `--device-memory`
+/// when given.
+fn print_plan(args: &TrainArgs, config: &RunConfig) -> anyhow::Result<()> {
+    let options = PlanOptions { prompt_tokens: args.prompt_tokens };
+    let source = PlanSource::read(config, &args.config, &options)
+        .with_context(|| format!("cannot plan the memory of {}", args.config.display()))?;
+    let plan = source.plan();
+    let fit = args.device_memory.map(|bytes| source.check_fit(bytes));
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "plan": plan, "fit": fit }))?);
+    } else {
+        let from = config.model.path.join("config.json");
+        print!("{}", render_table(&plan, fit.as_ref(), &from.display().to_string()));
+    }
     Ok(())
 }
 
