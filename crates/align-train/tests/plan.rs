@@ -27,7 +27,10 @@ fn largest_spec(c: &ModelConfig) -> u64 {
 #[test]
 fn parameter_count_equals_the_tensors_of_every_fixture_and_published_config() {
     let mut dirs: Vec<PathBuf> =
-        ["llama", "qwen2", "gemma2", "llama-sharded"].iter().map(|d| Path::new(FIXTURES).join(d)).collect();
+        ["llama", "qwen2", "gemma2", "qwen3", "mistral", "gemma3", "llama-tied", "llama-sharded"]
+            .iter()
+            .map(|d| Path::new(FIXTURES).join(d))
+            .collect();
     dirs.extend(
         ["qwen2.5-7b-instruct", "llama-3.1-8b-instruct", "gemma-2-9b-it"]
             .iter()

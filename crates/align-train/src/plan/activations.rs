@@ -255,11 +255,14 @@ pub fn layer_bytes_per_token(m: &ModelConfig, set: &ForwardSettings, pass: &Pass
     let (d, i) = (m.hidden_size as u64, m.intermediate_size as u64);
     let (h, q) = (m.num_heads as u64, (m.num_heads * m.head_dim) as u64);
     let normed = match m.architecture {
-        lm_backend::Architecture::Gemma2 => 4 * d,
+        lm_backend::Architecture::Gemma2 | lm_backend::Architecture::Gemma3 => 4 * d,
         _ => s * d,
     };
     let norm = 4 * d + if set.base_trains() { normed } else { 0 };
-    let norms = super::params::norms_per_layer(m) * norm;
+    // The per-head q/k norms (Qwen3, Gemma 3) keep their input and its f32 form, as a norm does.
+    let kv = (m.num_kv_heads * m.head_dim) as u64;
+    let qk_norms = if m.qk_norm { (4 + s) * (q + kv) } else { 0 };
+    let norms = super::params::norms_per_layer(m) * norm + qk_norms;
     let sdpa_single = set.sdpa && pass.chunks == 1;
     let attention = 3 * s * q
         + if set.sdpa { s * q + 4 * h } else { 0 }
@@ -314,7 +317,7 @@ pub fn pass_bytes(m: &ModelConfig, set: &ForwardSettings, pass: &Pass) -> PassBy
         (0, 0)
     } else {
         let normed = match m.architecture {
-            lm_backend::Architecture::Gemma2 => 4 * d,
+            lm_backend::Architecture::Gemma2 | lm_backend::Architecture::Gemma3 => 4 * d,
             _ => s * d,
         };
         let final_norm = pass.tokens * (4 * d + if set.base_trains() { normed } else { 0 });

@@ -90,11 +90,21 @@ impl Projection {
     }
 }
 
-/// RMSNorms per decoder layer: Gemma 2's sandwich layers have four, the others two.
+/// RMSNorms of width `D` per decoder layer: Gemma 2's and Gemma 3's sandwich layers have
+/// four, the others two (Qwen3's and Gemma 3's per-head q/k norms are counted apart).
 pub fn norms_per_layer(c: &ModelConfig) -> u64 {
     match c.architecture {
-        Architecture::Gemma2 => 4,
-        Architecture::Llama | Architecture::Qwen2 => 2,
+        Architecture::Gemma2 | Architecture::Gemma3 => 4,
+        Architecture::Llama | Architecture::Qwen2 | Architecture::Qwen3 | Architecture::Mistral => 2,
+    }
+}
+
+/// Parameters of the per-head q/k norms of one layer (`q_norm`, `k_norm`: `head_dim` each).
+pub fn qk_norm_params(c: &ModelConfig) -> u64 {
+    if c.qk_norm {
+        2 * c.head_dim as u64
+    } else {
+        0
     }
 }
 
@@ -129,7 +139,7 @@ pub fn param_counts(c: &ModelConfig) -> ParamCounts {
             i * o + if p.has_bias(c) { o } else { 0 }
         })
         .sum();
-    let per_layer = projections + norms_per_layer(c) * d;
+    let per_layer = projections + norms_per_layer(c) * d + qk_norm_params(c);
     let largest_layer_tensor = Projection::ALL.iter().map(|p| p.widths(c).0 * p.widths(c).1).max().unwrap_or(0);
     let embedding = v * d;
     let output = if c.tie_word_embeddings { 0 } else { v * d };
