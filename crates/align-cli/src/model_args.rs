@@ -1,13 +1,13 @@
-//! The options that choose and load a model folder (`--model`, `--device`, `--dtype`),
-//! shared by every verb that runs a model.
+//! The options that choose and load a model folder (`--model`, `--device`, `--dtype`,
+//! `--attention`), shared by every verb that runs a model.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use lm_backend::{Dtype, HfCausalLm, LoadOptions, Tokenizer};
+use lm_backend::{AttentionImpl, Dtype, HfCausalLm, LoadOptions, Tokenizer};
 
-/// `--model DIR [--device D] [--dtype T]`.
+/// `--model DIR [--device D] [--dtype T] [--attention A]`.
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
     /// A Hugging Face model folder (config.json, *.safetensors, tokenizer.json).
@@ -21,6 +21,11 @@ pub struct ModelArgs {
     /// BF16 or AMX, slower on other CPUs).
     #[arg(long, default_value = "f32")]
     pub dtype: Dtype,
+    /// How attention is computed: "sdpa" (libtorch's fused kernel; less memory, faster on long
+    /// sequences) or "eager" (separate ops, as transformers' eager path). Gemma 2's
+    /// soft-capped layers run eager either way.
+    #[arg(long, default_value = "sdpa")]
+    pub attention: AttentionImpl,
 }
 
 impl ModelArgs {
@@ -31,7 +36,7 @@ impl ModelArgs {
         if !dir.is_dir() {
             bail!("model folder {} does not exist or is not a folder", dir.display());
         }
-        let options = LoadOptions::cpu_f32().with_dtype(self.dtype).with_device(device);
+        let options = LoadOptions::cpu_f32().with_dtype(self.dtype).with_device(device).with_attention(self.attention);
         let model =
             HfCausalLm::load(dir, options).with_context(|| format!("cannot load the model in {}", dir.display()))?;
         let tokenizer =

@@ -99,7 +99,7 @@ impl HfCausalLm {
             return Err(LmError::input("input_ids", msg));
         }
         self.check_request(hidden)?;
-        Ok(AttentionContext::packed(&self.rope, self.options.dtype, &self.config.layers, batch))
+        Ok(AttentionContext::packed(&self.rope, self.options.dtype, &self.config.layers, self.options.attention, batch))
     }
 
     /// The decoder depth a states-only pass needs: the deepest requested index, or `L` when
@@ -208,7 +208,8 @@ impl HfCausalLm {
     /// a left-padded row computes what it computes alone.
     fn full_context(&self, mask: &Tensor) -> AttentionContext {
         let positions = (mask.to_kind(Kind::Int64).cumsum(1, Kind::Int64) - 1).clamp_min(0); // [B, T]
-        AttentionContext::new(&self.rope, self.options.dtype, &self.config.layers, &positions, &positions, mask)
+        let (rope, layers) = (&self.rope, &self.config.layers);
+        AttentionContext::new(rope, self.options.dtype, layers, self.options.attention, &positions, &positions, mask)
     }
 }
 

@@ -75,6 +75,11 @@ impl HfCausalLm {
         &self.source_config
     }
 
+    /// The dtype, device and attention implementation the model was loaded with.
+    pub fn load_options(&self) -> LoadOptions {
+        self.options
+    }
+
     pub(crate) fn rope(&self) -> &Rope {
         &self.rope
     }
