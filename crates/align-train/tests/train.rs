@@ -308,6 +308,23 @@ fn eager_and_sdpa_attention_train_the_same_run() {
     }
 }
 
+/// `[train] gradient_checkpointing = true` trains the run the ordinary passes train: the
+/// same metrics at every step and the same final weights, up to float32 rounding, packed and
+/// padded, with two accumulated micro-batches per step.
+#[test]
+fn checkpointed_run_equals_the_ordinary_run() {
+    let r = setup();
+    let stack = "[[objective]]\nkind = \"dpo\"\n[[objective]]\nkind = \"mlc\"\nlayer = 1\nweight = 0.5\n";
+    for (name, layout) in [("packed", ""), ("padded", "packing = false\n")] {
+        let train = format!("grad_accum = 2\nbatch_size = 1\n{layout}");
+        let plain = config_text(stack, &train).replace("batch_size = 2\n", "");
+        run(&r.root, &plain, &format!("{name}-plain"), false).unwrap();
+        let checkpointed = format!("{plain}gradient_checkpointing = true\n");
+        run(&r.root, &checkpointed, &format!("{name}-checkpointed"), false).unwrap();
+        assert_same_run(&r.root, &format!("{name}-plain"), &format!("{name}-checkpointed"), 1e-5);
+    }
+}
+
 #[test]
 fn resume_without_checkpoint_is_an_error() {
     let r = setup();

@@ -8,9 +8,12 @@
 //!   [`tensor_specs`];
 //! - `forward.rs`: the forward pass (embedding -> blocks -> norm -> output projection), with
 //!   hidden states, selected positions, packed rows ([`crate::packed`]) and the key/value
-//!   cache of generation.
+//!   cache of generation;
+//! - [`checkpointed`]: activation checkpointing ([`Checkpointed`]), passes that keep only
+//!   each block's input and recompute the blocks in a layer-wise reverse pass.
 
 mod api;
+pub mod checkpointed;
 mod forward;
 mod load;
 
@@ -19,6 +22,7 @@ use std::collections::BTreeMap;
 use tch::Tensor;
 
 pub use api::{CausalLm, HiddenRequest, HiddenStates, LmOutput};
+pub use checkpointed::Checkpointed;
 pub use load::tensor_specs;
 
 use crate::arch::DecoderBlock;
