@@ -1,15 +1,16 @@
 //! The options that choose and load a model folder (`--model`, `--base`, `--device`,
-//! `--dtype`), shared by every verb that runs a model. `--model` is a Hugging Face model
-//! folder or a PEFT adapter folder (`adapter_config.json`), applied to its base model.
+//! `--dtype`, `--attention`), shared by every verb that runs a model. `--model` is a Hugging
+//! Face model folder or a PEFT adapter folder (`adapter_config.json`), applied to its base
+//! model.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::Args;
 use lm_backend::lora::{is_adapter_dir, AdapterConfig};
-use lm_backend::{Dtype, HfCausalLm, LoadOptions, Tokenizer};
+use lm_backend::{AttentionImpl, Dtype, HfCausalLm, LoadOptions, Tokenizer};
 
-/// `--model DIR [--base DIR] [--device D] [--dtype T]`.
+/// `--model DIR [--base DIR] [--device D] [--dtype T] [--attention A]`.
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
     /// A Hugging Face model folder (config.json, *.safetensors, tokenizer.json), or a LoRA
@@ -29,6 +30,11 @@ pub struct ModelArgs {
     /// BF16 or AMX, slower on other CPUs). LoRA adapters stay f32.
     #[arg(long, default_value = "f32")]
     pub dtype: Dtype,
+    /// How attention is computed: "sdpa" (libtorch's fused kernel; less memory, faster on long
+    /// sequences) or "eager" (separate ops, as transformers' eager path). Gemma 2's
+    /// soft-capped layers run eager either way.
+    #[arg(long, default_value = "sdpa")]
+    pub attention: AttentionImpl,
 }
 
 impl ModelArgs {
@@ -40,7 +46,7 @@ impl ModelArgs {
         if !dir.is_dir() {
             bail!("model folder {} does not exist or is not a folder", dir.display());
         }
-        let options = LoadOptions::cpu_f32().with_dtype(self.dtype).with_device(device);
+        let options = LoadOptions::cpu_f32().with_dtype(self.dtype).with_device(device).with_attention(self.attention);
         if !is_adapter_dir(dir) {
             if let Some(base) = &self.base {
                 bail!(

@@ -60,13 +60,16 @@ fn generate_reproduces_the_greedy_tokens_of_transformers() {
             let dir_arg = dir.to_str().unwrap();
             let max = want.len().to_string();
 
-            let out = align(&["generate", "--model", dir_arg, "--prompt", &prompt, "--max-new-tokens", &max, "--json"]);
-            assert_eq!(out.status.code(), Some(0), "{name}: {}", stderr(&out));
-            let json: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
-            let got_prompt: Vec<i64> = serde_json::from_value(json["prompt_ids"].clone()).unwrap();
-            assert_eq!(got_prompt, prompt_ids, "{name} prompt {i}: the prompt text must encode to the fixture ids");
-            let got: Vec<i64> = serde_json::from_value(json["completion_ids"].clone()).unwrap();
-            assert_eq!(got, want, "{name} prompt {i}: greedy tokens differ from transformers");
+            for attention in ["sdpa", "eager"] {
+                let args = ["--prompt", &prompt, "--max-new-tokens", &max, "--attention", attention, "--json"];
+                let out = align(&[&["generate", "--model", dir_arg][..], &args].concat());
+                assert_eq!(out.status.code(), Some(0), "{name}: {}", stderr(&out));
+                let json: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+                let got_prompt: Vec<i64> = serde_json::from_value(json["prompt_ids"].clone()).unwrap();
+                assert_eq!(got_prompt, prompt_ids, "{name} prompt {i}: the prompt text must encode to the fixture ids");
+                let got: Vec<i64> = serde_json::from_value(json["completion_ids"].clone()).unwrap();
+                assert_eq!(got, want, "{name} prompt {i} ({attention}): greedy tokens differ from transformers");
+            }
 
             // Plain text output: the decoded tokens, special tokens left out, one line break.
             let out = align(&["generate", "--model", dir_arg, "--prompt", &prompt, "--max-new-tokens", &max]);
@@ -215,6 +218,9 @@ fn bad_inputs_fail_with_messages_naming_them() {
     assert_eq!(align(&["generate", "--prompt", "hi"]).status.code(), Some(2));
     assert_eq!(align(&["convert", "--from", "onnx", "x", "--output", "y"]).status.code(), Some(2));
     assert_eq!(align(&["generate", "--model", "m", "--prompt", "p", "--seed", "3"]).status.code(), Some(2));
+    let out = align(&["generate", "--model", "m", "--prompt", "p", "--attention", "flash"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("flash") && stderr(&out).contains("sdpa, eager"), "{}", stderr(&out));
 }
 
 /// `align generate` on the model families with their own tokenizers (Qwen3, Mistral, Gemma 3,

@@ -329,6 +329,53 @@ fn packed_and_padded_runs_agree_and_grouping_by_length_trains() {
     assert!(metrics(&r.root, "grouped").iter().all(|l| l["loss"].as_f64().is_some_and(f64::is_finite)));
 }
 
+/// The metrics of two runs agree at every step within `tol` (relative), and so do their
+/// final weights (absolute: every weight is O(1)).
+fn assert_same_run(root: &Path, a: &str, b: &str, tol: f64) {
+    let (x, y) = (metrics(root, a), metrics(root, b));
+    assert_eq!(x.len(), y.len());
+    for (u, v) in x.iter().zip(&y) {
+        for key in ["loss", "loss/dpo", "loss/mlc", "grad_norm", "rewards/margins"] {
+            let (p, q) = (u[key].as_f64().unwrap(), v[key].as_f64().unwrap());
+            assert!((p - q).abs() <= tol * (1.0 + p.abs()), "{a} vs {b}, step {}: {key} {p} vs {q}", u["step"]);
+        }
+        assert_eq!(u["tokens"], v["tokens"]);
+    }
+    let change = max_weight_change(&root.join(a).join("final"), &root.join(b).join("final"));
+    assert!(change < tol, "{a} vs {b}: final weights differ by {change}");
+}
+
+/// `[model] attention = "eager"` trains the run the default `sdpa` trains, packed and padded,
+/// up to float32 rounding.
+#[test]
+fn eager_and_sdpa_attention_train_the_same_run() {
+    let r = setup();
+    let stack = "[[objective]]\nkind = \"dpo\"\n[[objective]]\nkind = \"mlc\"\nlayer = 1\nweight = 0.5\n";
+    let eager = |text: String| text.replace("path = \"base\"\n", "path = \"base\"\nattention = \"eager\"\n");
+    for (name, train) in [("packed", ""), ("padded", "packing = false\n")] {
+        run(&r.root, &config_text(stack, train), &format!("{name}-sdpa"), false).unwrap();
+        run(&r.root, &eager(config_text(stack, train)), &format!("{name}-eager"), false).unwrap();
+        assert_same_run(&r.root, &format!("{name}-sdpa"), &format!("{name}-eager"), 1e-4);
+    }
+}
+
+/// `[train] gradient_checkpointing = true` trains the run the ordinary passes train: the
+/// same metrics at every step and the same final weights, up to float32 rounding, packed and
+/// padded, with two accumulated micro-batches per step.
+#[test]
+fn checkpointed_run_equals_the_ordinary_run() {
+    let r = setup();
+    let stack = "[[objective]]\nkind = \"dpo\"\n[[objective]]\nkind = \"mlc\"\nlayer = 1\nweight = 0.5\n";
+    for (name, layout) in [("packed", ""), ("padded", "packing = false\n")] {
+        let train = format!("grad_accum = 2\nbatch_size = 1\n{layout}");
+        let plain = config_text(stack, &train).replace("batch_size = 2\n", "");
+        run(&r.root, &plain, &format!("{name}-plain"), false).unwrap();
+        let checkpointed = format!("{plain}gradient_checkpointing = true\n");
+        run(&r.root, &checkpointed, &format!("{name}-checkpointed"), false).unwrap();
+        assert_same_run(&r.root, &format!("{name}-plain"), &format!("{name}-checkpointed"), 1e-5);
+    }
+}
+
 #[test]
 fn resume_without_checkpoint_is_an_error() {
     let r = setup();

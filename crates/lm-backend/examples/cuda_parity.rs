@@ -1,6 +1,7 @@
 //! Runs the parity fixtures on a CUDA device: loads `libtorch_cuda.so` at run time, then
 //! compares logits, hidden states and greedy generation with the transformers fixtures, in
-//! float32 and bfloat16, and times a training step of a mid-sized random model.
+//! float32 and bfloat16 and with each attention implementation (the fused kernels of CUDA
+//! under `sdpa`), and times a training step of a mid-sized random model.
 //!
 //! `cuda_parity FIXTURES_DIR` (set `LIBTORCH_CUDA` to the library's path if it is not on the
 //! loader's search path). Exits with an error if a parity check fails.
@@ -9,7 +10,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-use lm_backend::{tensor_specs, CausalLm, GenerationConfig, HfCausalLm, HiddenRequest, LoadOptions, ModelConfig};
+use lm_backend::{
+    tensor_specs, AttentionImpl, CausalLm, GenerationConfig, HfCausalLm, HiddenRequest, LoadOptions, ModelConfig,
+};
 use tch::{Device, Kind, Tensor};
 
 type Failure = Box<dyn std::error::Error>;
@@ -35,9 +38,10 @@ fn parity(fixtures: &Path, name: &str, reference: &str, device: Device) -> Resul
     let e: BTreeMap<String, Tensor> =
         Tensor::read_safetensors(fixtures.join(reference).join("expected.safetensors"))?.into_iter().collect();
     let (ids, mask) = (e["input_ids"].to_device(device), e["attention_mask"].to_device(device));
-    for dtype in [Kind::Float, Kind::BFloat16] {
-        let model =
-            HfCausalLm::load(fixtures.join(name), LoadOptions::default().with_dtype(dtype).with_device(device))?;
+    let modes = [Kind::Float, Kind::BFloat16].into_iter().flat_map(|d| AttentionImpl::ALL.map(|a| (d, a)));
+    for (dtype, attention) in modes {
+        let options = LoadOptions::default().with_dtype(dtype).with_device(device).with_attention(attention);
+        let model = HfCausalLm::load(fixtures.join(name), options)?;
         let layers = 0..=model.num_layers();
         let out = model.forward(&ids, &mask, &HiddenRequest::layers(layers.clone()))?;
         let logits = max_diff(&out.logits.to_device(Device::Cpu), &e["logits"], &e["attention_mask"]);
@@ -54,11 +58,11 @@ fn parity(fixtures: &Path, name: &str, reference: &str, device: Device) -> Resul
             generation_equal &= *row == Vec::<i64>::try_from(&e[&format!("generation_{i}_output")])?;
         }
         println!(
-            "{name} {dtype:?} on {device:?}: max |logits diff| {logits:.3e}, max |hidden diff| {hidden:.3e}, \
+            "{name} {dtype:?} {attention} on {device:?}: max |logits diff| {logits:.3e}, max |hidden diff| {hidden:.3e}, \
              batched greedy equal: {generation_equal}"
         );
         if dtype == Kind::Float && (logits > 1e-4 || hidden > 1e-4 || !generation_equal) {
-            return Err(format!("{name}: float32 parity failed on {device:?}").into());
+            return Err(format!("{name}: float32 parity ({attention}) failed on {device:?}").into());
         }
     }
     Ok(())

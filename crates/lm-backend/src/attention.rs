@@ -3,7 +3,13 @@
 //! per layer kind: Gemma 3),
 //! a causal + padding mask (or the per-chunk masks of a packed row, see [`crate::packed`]),
 //! an optional sliding window, an optional soft-cap of the scores
-//! (Gemma 2 report, sec. 2) and a configurable score scale — the eager path of `transformers`.
+//! (Gemma 2 report, sec. 2) and a configurable score scale.
+//!
+//! Two implementations compute the same values ([`AttentionImpl`], chosen when loading):
+//! libtorch's fused `scaled_dot_product_attention` ([`AttentionImpl::Sdpa`], the default: no
+//! `[B, H, T, S]` probabilities kept for the backward pass) and the separate ops of
+//! `transformers`' eager path ([`AttentionImpl::Eager`]). A soft-capped layer always runs
+//! eager: the fused kernel cannot cap the scores before its softmax.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -15,14 +21,15 @@ use crate::linear::Linear;
 use crate::norm::{accumulation_kind, RmsNorm};
 use crate::packed::{chunk_visibility, PackedBatch};
 use crate::rope::{apply_rotary, Rope};
-use crate::weights::{record_specs, TensorSpec, Weights};
+use crate::weights::{record_specs, AttentionImpl, TensorSpec, Weights};
 
 /// Per-forward inputs shared by all layers: rotary tables (one set, or one for full and one
 /// for sliding-window layers) and, per attention chunk, one mask per attention span.
 ///
 /// A padded batch is one chunk spanning every query and key; a packed batch
 /// ([`AttentionContext::packed`]) has one chunk per token range of its row, whose queries
-/// attend only to the chunk's own keys.
+/// attend only to the chunk's own keys. The context also says which implementation the
+/// layers use.
 #[derive(Debug)]
 pub struct AttentionContext {
     /// `[B, 1, T, head_dim]`.
@@ -32,13 +39,24 @@ pub struct AttentionContext {
     /// `(cos, sin)` of sliding-window layers when they rotate with a table of their own.
     local: Option<(Tensor, Tensor)>,
     chunks: Vec<MaskedChunk>,
+    implementation: AttentionImpl,
 }
 
 /// Queries of one token range attending to keys of the same range, with their masks.
 #[derive(Debug)]
 struct MaskedChunk {
     range: Option<(i64, i64)>, // (start, length) on the token axis; None: every query and key
-    masks: BTreeMap<Option<usize>, Tensor>, // window -> allowed [B, 1, T_c, S_c] (bool)
+    masks: BTreeMap<Option<usize>, SpanMask>, // by window
+}
+
+/// Which keys each query of a chunk sees in layers of one span.
+#[derive(Debug)]
+struct SpanMask {
+    /// `[B, 1, T_c, S_c]` bool: key visible to query.
+    allowed: Tensor,
+    /// `allowed` is the plain causal mask of unpadded rows (`T_c == S_c`, key `k` visible to
+    /// query `q` iff `k <= q`): the fused kernel then runs with `is_causal` and no mask.
+    causal: bool,
 }
 
 /// The window of a layer's span (`None`: full attention).
@@ -61,10 +79,17 @@ impl AttentionContext {
     /// Key k is visible to query q iff it is valid, `pos(k) <= pos(q)` (causal) and, in a
     /// sliding layer, `pos(q) - pos(k) < window`. With positions `0..T` this is exactly the
     /// index-based mask of `transformers`.
+    ///
+    /// With [`AttentionImpl::Sdpa`], a query that sees no key at all (every query of a row
+    /// without tokens) is shown every key instead: its output is meaningless either way, and
+    /// this keeps it finite on every kernel (the eager path's finite minimum does the same
+    /// for it). When every row is unpadded with positions `0..T` (`T == S`), a span whose
+    /// window is at least `T` is marked plain causal (fused kernel without a mask).
     pub fn new(
         rope: &Rope,
         kind: Kind,
         layers: &[LayerAttention],
+        implementation: AttentionImpl,
         query_positions: &Tensor,
         key_positions: &Tensor,
         key_valid: &Tensor,
@@ -74,23 +99,37 @@ impl AttentionContext {
         let q = query_positions.unsqueeze(2); // [B, T, 1]
         let k = key_positions.unsqueeze(1); // [B, 1, S]
         let causal = k.le_tensor(&q).logical_and(&key_valid.unsqueeze(1)); // [B, T, S]
+        let sdpa = implementation == AttentionImpl::Sdpa;
+        let plain_length = if sdpa { plain_causal_length(query_positions, key_positions, key_valid) } else { None };
         let masks = windows(layers)
             .into_iter()
             .map(|window| {
-                let allowed = match window {
+                let mut allowed = match window {
                     None => causal.shallow_clone(),
                     Some(w) => causal.logical_and(&(&q - &k).lt(w as i64)),
                 };
-                (window, allowed.unsqueeze(1))
+                if sdpa {
+                    // Rows without a visible key see every key (finite on any kernel).
+                    allowed = allowed.logical_or(&allowed.any_dim(-1, true).logical_not());
+                }
+                let causal = plain_length.is_some_and(|t| window.is_none_or(|w| w as i64 >= t));
+                (window, SpanMask { allowed: allowed.unsqueeze(1), causal })
             })
             .collect();
-        AttentionContext { cos, sin, local, chunks: vec![MaskedChunk { range: None, masks }] }
+        AttentionContext { cos, sin, local, chunks: vec![MaskedChunk { range: None, masks }], implementation }
     }
 
     /// Builds the tables of an uncached pass over a packed row `[1, N]`: rotary tables from
     /// its `position_ids`, and per chunk of `chunk_lens` one `[1, 1, n_c, n_c]` mask per
-    /// window, by the visibility rule of [`crate::packed`].
-    pub fn packed(rope: &Rope, kind: Kind, layers: &[LayerAttention], batch: &PackedBatch) -> Self {
+    /// window, by the visibility rule of [`crate::packed`] (every token sees itself, so no
+    /// query is left without a key).
+    pub fn packed(
+        rope: &Rope,
+        kind: Kind,
+        layers: &[LayerAttention],
+        implementation: AttentionImpl,
+        batch: &PackedBatch,
+    ) -> Self {
         let (cos, sin) = rope.cos_sin(batch.position_ids(), kind);
         let local = rope.local_cos_sin(batch.position_ids(), kind);
         let chunks = batch
@@ -99,11 +138,14 @@ impl AttentionContext {
             .map(|(start, len)| {
                 let part = |t: &Tensor| t.narrow(1, start, len); // [1, n_c]
                 let (p, s, b) = (part(batch.position_ids()), part(batch.segment_ids()), part(batch.branch_ids()));
-                let masks = windows(layers).into_iter().map(|w| (w, chunk_visibility(&p, &s, &b, w))).collect();
+                let masks = windows(layers)
+                    .into_iter()
+                    .map(|w| (w, SpanMask { allowed: chunk_visibility(&p, &s, &b, w), causal: false }))
+                    .collect();
                 MaskedChunk { range: Some((start, len)), masks }
             })
             .collect();
-        AttentionContext { cos, sin, local, chunks }
+        AttentionContext { cos, sin, local, chunks, implementation }
     }
 
     /// `(cos, sin)` for a layer spanning `span`.
@@ -113,6 +155,27 @@ impl AttentionContext {
             _ => (&self.cos, &self.sin),
         }
     }
+
+    /// The implementation the layers use.
+    pub fn implementation(&self) -> AttentionImpl {
+        self.implementation
+    }
+}
+
+/// `Some(T)` when queries and keys are the same unpadded rows with positions `0..T`
+/// (`[B, T]` each, every key valid): the visibility is then the plain causal mask.
+fn plain_causal_length(query_positions: &Tensor, key_positions: &Tensor, key_valid: &Tensor) -> Option<i64> {
+    let (qs, ks) = (query_positions.size(), key_positions.size());
+    if qs.len() != 2 || qs != ks || key_valid.size() != ks || qs[1] == 0 {
+        return None;
+    }
+    let t = qs[1];
+    let expected = Tensor::arange(t, (Kind::Int64, query_positions.device())).unsqueeze(0); // [1, T]
+    let plain = key_valid
+        .all()
+        .logical_and(&query_positions.eq_tensor(&expected).all())
+        .logical_and(&key_positions.eq_tensor(&expected).all());
+    (plain.int64_value(&[]) != 0).then_some(t)
 }
 
 /// Keys and values of earlier positions of one layer, `[B, KV, S, head_dim]` each.
@@ -199,14 +262,21 @@ impl Attention {
             (k, v)
         };
         let span = window(self.span);
+        let fused = ctx.implementation == AttentionImpl::Sdpa && self.softcap.is_none();
         let mut parts: Vec<Tensor> = ctx
             .chunks
             .iter()
-            .map(|chunk| match chunk.range {
-                None => self.attend(&q, &k, &v, &chunk.masks[&span]),
-                Some((start, len)) => {
-                    let part = |t: &Tensor| t.narrow(2, start, len);
-                    self.attend_chunk(&part(&q), &part(&k), &part(&v), &chunk.masks[&span])
+            .map(|chunk| {
+                let mask = &chunk.masks[&span];
+                let part = |t: &Tensor| match chunk.range {
+                    None => t.shallow_clone(),
+                    Some((start, len)) => t.narrow(2, start, len),
+                };
+                let (q, k, v) = (part(&q), part(&k), part(&v));
+                if fused {
+                    self.attend_fused(&q, &k, &v, mask)
+                } else {
+                    self.attend(&q, &k, &v, &mask.allowed)
                 }
             })
             .collect();
@@ -215,24 +285,22 @@ impl Attention {
         self.o.forward(&out)
     }
 
-    /// Attention within one chunk of a packed row, `q`, `k`, `v` `[1, H, n, hd]` and
-    /// `allowed` `[1, 1, n, n]` (bool): `[1, H, n, hd]`. Without a soft-cap, libtorch's fused
-    /// `scaled_dot_product_attention` (the same values within f32 rounding, several times
-    /// faster on CPU, and no `[H, n, n]` probabilities kept for the backward pass): its
-    /// `-inf` masking equals the eager finite minimum here, because every token sees itself.
-    /// A soft-cap acts on the scores before the softmax, which the fused kernel cannot do:
-    /// then the eager path.
-    fn attend_chunk(&self, q: &Tensor, k: &Tensor, v: &Tensor, allowed: &Tensor) -> Tensor {
-        if self.softcap.is_some() {
-            return self.attend(q, k, v, allowed);
-        }
-        Tensor::scaled_dot_product_attention(q, k, v, Some(allowed), 0.0, false, self.scale, false)
+    /// libtorch's fused `scaled_dot_product_attention` of `q` `[B, H, T, hd]` over `k`, `v`
+    /// `[B, H, S, hd]` (keys and values already repeated per query head): `[B, H, T, hd]`.
+    /// The same values as [`Attention::attend`] within rounding (its `-inf` masking equals
+    /// the eager finite minimum wherever a query sees a key, which every query of a context
+    /// does), without the `[B, H, T, S]` probabilities kept for the backward pass. A plain
+    /// causal mask runs as `is_causal` without a mask (the flash kernel on CUDA, and the
+    /// faster path on CPU).
+    fn attend_fused(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: &SpanMask) -> Tensor {
+        let allowed = (!mask.causal).then_some(&mask.allowed);
+        Tensor::scaled_dot_product_attention(q, k, v, allowed, 0.0, mask.causal, self.scale, false)
     }
 
     /// Scaled dot-product attention of `q` `[B, H, T, hd]` over `k`, `v` `[B, H, S, hd]`
     /// where `allowed` `[B, 1, T, S]` (bool): `[B, H, T, hd]`. Scores are scaled, soft-capped
     /// when configured and masked with the dtype's finite minimum, as `transformers`' eager
-    /// path does.
+    /// path does (the [`AttentionImpl::Eager`] path, and any soft-capped layer).
     fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, allowed: &Tensor) -> Tensor {
         let mut scores = q.matmul(&k.transpose(2, 3)) * self.scale; // [B, H, T, S]
         if let Some(cap) = self.softcap {

@@ -170,8 +170,11 @@ impl HfCausalLm {
             let mut key_positions = positions.shallow_clone();
             let mut key_valid = key_valid;
             let first_new_position = positions.select(1, p - 1).unsqueeze(1) + 1; // [B, 1]
-            let layers = &self.config().layers;
-            let ctx = AttentionContext::new(self.rope(), self.kind(), layers, &positions, &key_positions, &key_valid);
+            let (layers, attention) = (&self.config().layers, self.load_options().attention);
+            let context = |queries: &Tensor, keys: &Tensor, valid: &Tensor| {
+                AttentionContext::new(self.rope(), self.kind(), layers, attention, queries, keys, valid)
+            };
+            let ctx = context(&positions, &key_positions, &key_valid);
             let (logits, _) = self.run(&input_ids, &ctx, Some(&mut caches), last, &HiddenRequest::none(), true);
             let mut step_logits = logits.map(|l| l.select(1, p - 1)); // [B, V]
             let mut outputs: Vec<Vec<i64>> = vec![vec![]; prompts.len()];
@@ -194,8 +197,7 @@ impl HfCausalLm {
                 let step_ids = Tensor::from_slice(&tokens).view([b, 1]).to_device(device);
                 key_positions = Tensor::cat(&[&key_positions, &next_position], 1);
                 key_valid = Tensor::cat(&[&key_valid, &Tensor::ones([b, 1], (Kind::Bool, device))], 1);
-                let ctx =
-                    AttentionContext::new(self.rope(), self.kind(), layers, &next_position, &key_positions, &key_valid);
+                let ctx = context(&next_position, &key_positions, &key_valid);
                 let (logits, _) = self.run(&step_ids, &ctx, Some(&mut caches), last, &HiddenRequest::none(), true);
                 step_logits = logits.map(|l| l.select(1, 0));
             }

@@ -28,7 +28,8 @@
 //! ```
 //!
 //! Main types: [`HfCausalLm`] (a loaded model: forward, [`HfCausalLm::generate`],
-//! [`HfCausalLm::save`]) behind the [`CausalLm`] trait, [`HiddenRequest`] /
+//! [`HfCausalLm::save`]) behind the [`CausalLm`] trait, [`Checkpointed`] (the same model with
+//! activation checkpointing, [`HfCausalLm::checkpointed`]), [`HiddenRequest`] /
 //! [`HiddenStates`] (which hidden states a pass returns), [`ModelConfig`] (a normalised
 //! `config.json`), [`PackedBatch`] (a padding-free row), [`LoadOptions`] (dtype and device, chosen at run time) with [`Dtype`] (the
 //! precision a user chooses), [`Checkpoint`] (single or sharded safetensors),
@@ -70,7 +71,7 @@ pub mod weights;
 pub use config::{Activation, Architecture, LayerAttention, ModelConfig, RopeConfig, RopeScaling};
 pub use error::{LmError, Result};
 pub use generate::{GenerationConfig, Sampling};
-pub use model::{tensor_specs, CausalLm, HfCausalLm, HiddenRequest, HiddenStates, LmOutput};
+pub use model::{tensor_specs, CausalLm, Checkpointed, HfCausalLm, HiddenRequest, HiddenStates, LmOutput};
 pub use packed::PackedBatch;
 pub use tokenizer::{ChatMessage, Tokenizer};
 pub use weights::{AttentionImpl, Checkpoint, Dtype, LoadOptions, TensorSpec};

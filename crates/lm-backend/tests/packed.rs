@@ -1,7 +1,8 @@
 //! Packed (padding-free) passes equal separate passes: for every sequence of a packed row
 //! (plain sequences, prompts alone, and trees `[prompt | chosen | rejected]`), its logits
 //! and hidden states at each of its tokens equal those of the same sequence run alone, and
-//! a loss over both branches of a tree has the gradient of the two separate passes.
+//! a loss over both branches of a tree has the gradient of the two separate passes. Each
+//! test that runs a model runs it with each attention implementation (`sdpa` and `eager`).
 
 mod packing;
 mod required_only;
@@ -9,8 +10,8 @@ mod required_only;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
-use lm_backend::{CausalLm, HfCausalLm, HiddenRequest, LayerAttention, LoadOptions, PackedBatch};
-use packing::{model, pack, packed_vs_alone, relative_diff, tokens, Piece};
+use lm_backend::{AttentionImpl, CausalLm, HfCausalLm, HiddenRequest, LayerAttention, LoadOptions, PackedBatch};
+use packing::{model, model_with, pack, packed_vs_alone, relative_diff, tokens, Piece};
 use required_only::RequiredOnly;
 use tch::{Kind, Tensor};
 
@@ -30,7 +31,9 @@ fn mixed_pieces() -> Vec<Piece> {
 }
 
 fn check_exact(name: &str) {
-    check_exact_model(name, &model(name));
+    for attention in AttentionImpl::ALL {
+        check_exact_model(&format!("{name} ({attention})"), &model_with(name, attention));
+    }
 }
 
 fn check_exact_model(name: &str, m: &HfCausalLm) {
@@ -58,13 +61,15 @@ fn packed_rows_equal_separate_passes_gemma2() {
     check_exact("gemma2");
 }
 
-/// Without the attention soft-cap, packed chunks take libtorch's fused attention: here with
-/// Gemma2's sliding windows and attention scale.
+/// Without the attention soft-cap, packed chunks take libtorch's fused attention (with
+/// `sdpa`): here with Gemma2's sliding windows and attention scale.
 #[test]
 fn packed_rows_equal_separate_passes_gemma2_fused_attention() {
-    let m = gemma2_with(|config| config["attn_logit_softcapping"] = serde_json::Value::Null);
-    assert_eq!(m.config().attn_logit_softcap, None);
-    check_exact_model("gemma2 without attention soft-cap", &m);
+    for attention in AttentionImpl::ALL {
+        let m = gemma2_with(attention, |config| config["attn_logit_softcapping"] = serde_json::Value::Null);
+        assert_eq!(m.config().attn_logit_softcap, None);
+        check_exact_model(&format!("gemma2 without attention soft-cap ({attention})"), &m);
+    }
 }
 
 /// `sum_t log p(tokens[t + 1] | ..t)` of one sequence from its log-probabilities `[T, V]`.
@@ -89,8 +94,8 @@ fn gradients(m: &HfCausalLm, loss: impl FnOnce() -> Tensor) -> Vec<Tensor> {
 /// The gradient of the summed sequence log-probabilities of a tree (both branches) and a
 /// plain sequence: packed (prompt once) against a right-padded batch of the three
 /// sequences (prompt twice).
-fn check_gradients(name: &str) -> f64 {
-    let m = model(name);
+fn check_gradients(name: &str, attention: AttentionImpl) -> f64 {
+    let m = model_with(name, attention);
     let pieces = [
         Piece::Tree { prompt: tokens(11, 5), branches: vec![tokens(12, 4), tokens(13, 7)] },
         Piece::Plain(tokens(14, 6)),
@@ -125,7 +130,7 @@ fn check_gradients(name: &str) -> f64 {
     for ((name, _), (a, b)) in m.parameters().iter().zip(packed.iter().zip(&padded)) {
         let scale = b.abs().max().double_value(&[]).max(1e-6);
         let diff = (a - b).abs().max().double_value(&[]) / scale;
-        assert!(diff <= TOLERANCE, "{name}: gradient differs by {diff} of its scale {scale}");
+        assert!(diff <= TOLERANCE, "{name} ({attention}): gradient differs by {diff} of its scale {scale}");
         worst = worst.max(diff);
     }
     worst
@@ -134,8 +139,10 @@ fn check_gradients(name: &str) -> f64 {
 #[test]
 fn packed_tree_gradients_equal_the_separate_passes() {
     for name in ["llama", "gemma2"] {
-        let worst = check_gradients(name);
-        eprintln!("{name}: gradients, largest relative diff {worst:.2e}");
+        for attention in AttentionImpl::ALL {
+            let worst = check_gradients(name, attention);
+            eprintln!("{name} ({attention}): gradients, largest relative diff {worst:.2e}");
+        }
     }
 }
 
@@ -144,7 +151,13 @@ fn packed_tree_gradients_equal_the_separate_passes() {
 /// every sequence is longer than twice the window.
 #[test]
 fn gemma2_window_counts_positions_within_the_row() {
-    let m = model("gemma2");
+    for attention in AttentionImpl::ALL {
+        gemma2_window_counts_positions_with(attention);
+    }
+}
+
+fn gemma2_window_counts_positions_with(attention: AttentionImpl) {
+    let m = model_with("gemma2", attention);
     let window = m.config().layers.iter().find_map(|l| match l {
         LayerAttention::Sliding { window } => Some(*window),
         LayerAttention::Full => None,
@@ -158,12 +171,15 @@ fn gemma2_window_counts_positions_within_the_row() {
         let packing = pack(&pieces, &chunks);
         assert!(packing.sequences.iter().all(|(t, _)| t.len() > 8));
         let (logits, states) = packed_vs_alone(&m, &packing);
-        eprintln!("gemma2 window, chunks {chunks:?}: relative diff logits {logits:.2e}, hidden {states:.2e}");
+        eprintln!(
+            "gemma2 window ({attention}), chunks {chunks:?}: relative diff logits {logits:.2e}, hidden {states:.2e}"
+        );
         assert!(logits <= TOLERANCE && states <= TOLERANCE, "{logits} / {states}");
     }
     // The window matters for these sequences: without it the rejected sequence changes.
-    let full =
-        gemma2_with(|c| c["layer_types"] = serde_json::json!(["full_attention", "full_attention", "full_attention"]));
+    let full = gemma2_with(attention, |c| {
+        c["layer_types"] = serde_json::json!(["full_attention", "full_attention", "full_attention"])
+    });
     let (rejected, _) = &pack(&pieces, &[2]).sequences[1];
     let ids = Tensor::from_slice(rejected).unsqueeze(0);
     let with = m.forward(&ids, &ids.ones_like(), &HiddenRequest::none()).unwrap().logits;
@@ -171,14 +187,14 @@ fn gemma2_window_counts_positions_within_the_row() {
     assert!(relative_diff(&without, &with) > 1e-3);
 }
 
-/// The gemma2 fixture with its `config.json` edited.
-fn gemma2_with(edit: impl FnOnce(&mut serde_json::Value)) -> HfCausalLm {
+/// The gemma2 fixture with its `config.json` edited, with `attention`.
+fn gemma2_with(attention: AttentionImpl, edit: impl FnOnce(&mut serde_json::Value)) -> HfCausalLm {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gemma2");
     let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
     let mut config: serde_json::Value = serde_json::from_str(&text).unwrap();
     edit(&mut config);
     let tensors = Tensor::read_safetensors(dir.join("model.safetensors")).unwrap().into_iter().collect();
-    HfCausalLm::from_parameters(config, tensors, LoadOptions::cpu_f32()).unwrap()
+    HfCausalLm::from_parameters(config, tensors, LoadOptions::cpu_f32().with_attention(attention)).unwrap()
 }
 
 /// Asking for hidden state 1 runs decoder layer 0 only: with the later layers' weights
@@ -186,7 +202,13 @@ fn gemma2_with(edit: impl FnOnce(&mut serde_json::Value)) -> HfCausalLm {
 /// equal to the full packed pass's, while a full pass fails.
 #[test]
 fn hidden_states_packed_stops_at_the_deepest_requested_layer() {
-    let m = model("gemma2");
+    for attention in AttentionImpl::ALL {
+        hidden_states_packed_stops_with(attention);
+    }
+}
+
+fn hidden_states_packed_stops_with(attention: AttentionImpl) {
+    let m = model_with("gemma2", attention);
     let packing = pack(&mixed_pieces(), &[2, 3]);
     let every = packing.batch.input_ids().ones_like().to_kind(Kind::Bool);
     let full = m.forward_packed_at(&packing.batch, &every, &packing::all_states(&m)).unwrap();
@@ -209,14 +231,16 @@ fn hidden_states_packed_stops_at_the_deepest_requested_layer() {
 /// The same hidden state 1 as each sequence alone through `forward`.
 #[test]
 fn hidden_states_packed_agree_with_forward() {
-    let m = model("qwen2");
-    let packing = pack(&mixed_pieces(), &[3, 2]);
-    let states = m.hidden_states_packed(&packing.batch, &HiddenRequest::layers([1])).unwrap();
-    for (tokens, rows) in &packing.sequences {
-        let ids = Tensor::from_slice(tokens).unsqueeze(0);
-        let alone = m.forward(&ids, &ids.ones_like(), &HiddenRequest::layers([1])).unwrap();
-        let packed = states.layers[&1].index_select(1, &Tensor::from_slice(rows));
-        assert!(relative_diff(&packed, &alone.hidden.layers[&1]) <= TOLERANCE);
+    for attention in AttentionImpl::ALL {
+        let m = model_with("qwen2", attention);
+        let packing = pack(&mixed_pieces(), &[3, 2]);
+        let states = m.hidden_states_packed(&packing.batch, &HiddenRequest::layers([1])).unwrap();
+        for (tokens, rows) in &packing.sequences {
+            let ids = Tensor::from_slice(tokens).unsqueeze(0);
+            let alone = m.forward(&ids, &ids.ones_like(), &HiddenRequest::layers([1])).unwrap();
+            let packed = states.layers[&1].index_select(1, &Tensor::from_slice(rows));
+            assert!(relative_diff(&packed, &alone.hidden.layers[&1]) <= TOLERANCE, "{attention}");
+        }
     }
 }
 

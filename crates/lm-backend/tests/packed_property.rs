@@ -1,11 +1,12 @@
 //! Property: any packing of plain sequences and prompt-sharing trees (any number of
 //! segments and branches, any lengths, any grouping into attention chunks) gives every
 //! sequence, at each of its tokens, the logits and hidden states it has alone (up to float
-//! rounding).
+//! rounding), with each attention implementation.
 
 mod packing;
 
-use packing::{model, pack, packed_vs_alone, Piece};
+use lm_backend::AttentionImpl;
+use packing::{model_with, pack, packed_vs_alone, Piece};
 use proptest::prelude::*;
 
 /// A plain sequence of 1..10 tokens, or a tree: a prompt of 1..6 tokens and 1..=3 branches of
@@ -39,13 +40,14 @@ proptest! {
         pieces in prop::collection::vec(piece(), 1..6),
         cuts in prop::collection::vec(any::<bool>(), 5),
     ) {
-        let m = model("llama");
         let chunks = chunking(pieces.len(), &cuts);
         let packing = pack(&pieces, &chunks);
-        let (logits, states) = packed_vs_alone(&m, &packing);
-        // The bound of the padding property (f32 rounding relative to the values' scale); a
-        // token seeing a key it should not moves values by O(0.1).
-        prop_assert!(logits <= 1e-5, "logits differ by {} (chunks {:?})", logits, chunks);
-        prop_assert!(states <= 1e-5, "hidden states differ by {} (chunks {:?})", states, chunks);
+        for attention in AttentionImpl::ALL {
+            let (logits, states) = packed_vs_alone(&model_with("llama", attention), &packing);
+            // The bound of the padding property (f32 rounding relative to the values' scale); a
+            // token seeing a key it should not moves values by O(0.1).
+            prop_assert!(logits <= 1e-5, "{}: logits differ by {} (chunks {:?})", attention, logits, chunks);
+            prop_assert!(states <= 1e-5, "{}: hidden states differ by {} (chunks {:?})", attention, states, chunks);
+        }
     }
 }

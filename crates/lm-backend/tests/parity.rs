@@ -1,18 +1,29 @@
 //! Parity with Python `transformers` 5.23.0 on the committed fixtures (see
 //! tests/fixtures/README.md): logits at every real (non-padding) position and every hidden
 //! state at real positions agree within 1e-4 in float32. Padding positions are not compared:
-//! their values are defined by neither implementation's contract.
+//! their values are defined by neither implementation's contract. Every test that runs the
+//! model runs it with each attention implementation (`sdpa` and `eager`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use lm_backend::{CausalLm, HfCausalLm, HiddenRequest, LmError, LoadOptions};
+use lm_backend::{AttentionImpl, CausalLm, HfCausalLm, HiddenRequest, LmError, LoadOptions};
 use tch::{Kind, Tensor};
 
 const TOLERANCE: f64 = 1e-4;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// Float32 on the CPU with each attention implementation.
+fn each_attention() -> impl Iterator<Item = LoadOptions> {
+    AttentionImpl::ALL.into_iter().map(|a| LoadOptions::cpu_f32().with_attention(a))
+}
+
+/// Each of `items` with each attention implementation.
+fn with_each_attention<T: Copy>(items: impl IntoIterator<Item = T>) -> impl Iterator<Item = (T, LoadOptions)> {
+    items.into_iter().flat_map(|item| each_attention().map(move |o| (item, o)))
 }
 
 fn expected(name: &str) -> BTreeMap<String, Tensor> {
@@ -26,9 +37,17 @@ fn max_diff_at_real_positions(a: &Tensor, b: &Tensor, mask: &Tensor) -> f64 {
     (a.to_kind(Kind::Double) - b.to_kind(Kind::Double)).abs().masked_select(&m).max().double_value(&[])
 }
 
-/// Checks logits and all hidden states of `model_dir` against `reference`'s fixture.
-fn check_parity(model_dir: &str, reference: &str) -> (f64, f64) {
-    let model = HfCausalLm::load(fixture(model_dir), LoadOptions::cpu_f32()).unwrap();
+/// Checks logits and all hidden states of `model_dir` against `reference`'s fixture, with
+/// each attention implementation.
+fn check_parity(model_dir: &str, reference: &str) {
+    for options in each_attention() {
+        check_parity_with(model_dir, reference, options);
+    }
+}
+
+fn check_parity_with(model_dir: &str, reference: &str, options: LoadOptions) {
+    let model = HfCausalLm::load(fixture(model_dir), options).unwrap();
+    let model_dir = format!("{model_dir} ({})", options.attention);
     let e = expected(reference);
     let (ids, mask) = (&e["input_ids"], &e["attention_mask"]);
     assert!(mask.eq(0).any().int64_value(&[]) == 1, "the fixture batch must contain padding");
@@ -45,7 +64,6 @@ fn check_parity(model_dir: &str, reference: &str) -> (f64, f64) {
         states_diff = states_diff.max(d);
     }
     eprintln!("{model_dir}: max |logits diff| {logits_diff:.3e}, max |hidden diff| {states_diff:.3e}");
-    (logits_diff, states_diff)
 }
 
 #[test]
@@ -74,8 +92,8 @@ fn sharded_checkpoint_gives_the_same_outputs() {
 /// completions were scored at the positions the fixture says (count check).
 #[test]
 fn completion_log_probs_match() {
-    for name in ["llama", "qwen2", "gemma2"] {
-        let model = HfCausalLm::load(fixture(name), LoadOptions::cpu_f32()).unwrap();
+    for (name, options) in with_each_attention(["llama", "qwen2", "gemma2"]) {
+        let model = HfCausalLm::load(fixture(name), options).unwrap();
         let e = expected(name);
         let (ids, mask) = (&e["input_ids"], &e["attention_mask"]);
         let logp = model.forward(ids, mask, &HiddenRequest::none()).unwrap().logits.log_softmax(-1, Kind::Double);
@@ -90,7 +108,7 @@ fn completion_log_probs_match() {
                 total += logp.double_value(&[b as i64, t - 1, token]);
             }
             assert_eq!(lengths[b] - prompts[b], counts[b]);
-            assert!((total - sums[b]).abs() < 1e-3, "{name}[{b}]: {total} vs {}", sums[b]);
+            assert!((total - sums[b]).abs() < 1e-3, "{name}[{b}] ({}): {total} vs {}", options.attention, sums[b]);
         }
     }
 }
@@ -99,8 +117,8 @@ fn completion_log_probs_match() {
 /// independent check of the padding mask.
 #[test]
 fn padding_does_not_change_real_positions() {
-    for name in ["llama", "gemma2"] {
-        let model = HfCausalLm::load(fixture(name), LoadOptions::cpu_f32()).unwrap();
+    for (name, options) in with_each_attention(["llama", "gemma2"]) {
+        let model = HfCausalLm::load(fixture(name), options).unwrap();
         let e = expected(name);
         let (ids, mask) = (&e["input_ids"], &e["attention_mask"]);
         let batched = model.forward(ids, mask, &HiddenRequest::none()).unwrap().logits;
@@ -111,7 +129,7 @@ fn padding_does_not_change_real_positions() {
             let diff = (alone.get(0) - batched.get(b).narrow(0, 0, n)).abs().max().double_value(&[]);
             // f32 rounding of differently shaped matmuls, relative to the logits' scale.
             let scale = alone.abs().max().double_value(&[]).max(1.0);
-            assert!(diff <= 1e-5 * scale, "{name}[{b}]: {diff} (scale {scale})");
+            assert!(diff <= 1e-5 * scale, "{name}[{b}] ({}): {diff} (scale {scale})", options.attention);
         }
     }
 }
@@ -119,7 +137,13 @@ fn padding_does_not_change_real_positions() {
 /// The early-stopping pass returns exactly the requested states, equal to the full pass.
 #[test]
 fn hidden_states_stop_early_and_agree_with_forward() {
-    let model = HfCausalLm::load(fixture("gemma2"), LoadOptions::cpu_f32()).unwrap();
+    for options in each_attention() {
+        hidden_states_stop_early_with(options);
+    }
+}
+
+fn hidden_states_stop_early_with(options: LoadOptions) {
+    let model = HfCausalLm::load(fixture("gemma2"), options).unwrap();
     let e = expected("gemma2");
     let (ids, mask) = (&e["input_ids"], &e["attention_mask"]);
     let full = model.forward(ids, mask, &HiddenRequest::layers(0..=3).with_last_pre_norm()).unwrap();
@@ -143,7 +167,13 @@ fn hidden_states_stop_early_and_agree_with_forward() {
 /// (Llama: `w * x / rms(x)`, f64 loops), equals transformers' hidden state L.
 #[test]
 fn last_pre_norm_state_normalises_to_the_reference() {
-    let model = HfCausalLm::load(fixture("llama"), LoadOptions::cpu_f32()).unwrap();
+    for options in each_attention() {
+        last_pre_norm_state_with(options);
+    }
+}
+
+fn last_pre_norm_state_with(options: LoadOptions) {
+    let model = HfCausalLm::load(fixture("llama"), options).unwrap();
     let e = expected("llama");
     let (ids, mask) = (&e["input_ids"], &e["attention_mask"]);
     let pre = model.hidden_states(ids, mask, &HiddenRequest::none().with_last_pre_norm()).unwrap();
@@ -168,7 +198,13 @@ fn last_pre_norm_state_normalises_to_the_reference() {
 
 #[test]
 fn bf16_weights_stay_close() {
-    let model = HfCausalLm::load(fixture("qwen2"), LoadOptions::cpu_f32().with_dtype(Kind::BFloat16)).unwrap();
+    for options in each_attention() {
+        bf16_weights_with(options.with_dtype(Kind::BFloat16));
+    }
+}
+
+fn bf16_weights_with(options: LoadOptions) {
+    let model = HfCausalLm::load(fixture("qwen2"), options).unwrap();
     assert_eq!(model.kind(), Kind::BFloat16);
     assert!(model.parameters().values().all(|p| p.kind() == Kind::BFloat16));
     let e = expected("qwen2");
@@ -176,7 +212,7 @@ fn bf16_weights_stay_close() {
     assert_eq!(out.logits.kind(), Kind::BFloat16);
     let diff = max_diff_at_real_positions(&out.logits, &e["logits"], &e["attention_mask"]);
     let scale = e["logits"].abs().max().double_value(&[]);
-    eprintln!("qwen2 bf16: max |logits diff| {diff:.3e} (max |logit| {scale:.2})");
+    eprintln!("qwen2 bf16 ({}): max |logits diff| {diff:.3e} (max |logit| {scale:.2})", options.attention);
     assert!(diff < 0.1 * scale, "{diff}");
 }
 
@@ -192,13 +228,15 @@ fn legacy_config_form_gives_the_same_outputs() {
     obj.insert("rope_theta".into(), theta);
     obj.insert("rope_scaling".into(), rope);
     std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
-    let legacy = HfCausalLm::load(dir.path(), LoadOptions::cpu_f32()).unwrap();
-    let new = HfCausalLm::load(fixture("llama"), LoadOptions::cpu_f32()).unwrap();
-    assert_eq!(legacy.config(), new.config());
-    let e = expected("llama");
-    let a = legacy.forward(&e["input_ids"], &e["attention_mask"], &HiddenRequest::none()).unwrap().logits;
-    let b = new.forward(&e["input_ids"], &e["attention_mask"], &HiddenRequest::none()).unwrap().logits;
-    assert_eq!((a - b).abs().max().double_value(&[]), 0.0);
+    for options in each_attention() {
+        let legacy = HfCausalLm::load(dir.path(), options).unwrap();
+        let new = HfCausalLm::load(fixture("llama"), options).unwrap();
+        assert_eq!(legacy.config(), new.config());
+        let e = expected("llama");
+        let a = legacy.forward(&e["input_ids"], &e["attention_mask"], &HiddenRequest::none()).unwrap().logits;
+        let b = new.forward(&e["input_ids"], &e["attention_mask"], &HiddenRequest::none()).unwrap().logits;
+        assert_eq!((a - b).abs().max().double_value(&[]), 0.0, "{}", options.attention);
+    }
 }
 
 /// A copy of the llama fixture whose weights are `edit`ed before writing.
@@ -287,26 +325,26 @@ fn fixtures_are_sensitive_to_each_feature() {
             c.insert("query_pre_attn_scalar".into(), serde_json::json!(16));
         }),
     ];
-    for (i, (name, edit)) in variants.into_iter().enumerate() {
+    for ((i, (name, edit)), options) in with_each_attention(variants.into_iter().enumerate()) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::copy(fixture(name).join("model.safetensors"), dir.path().join("model.safetensors")).unwrap();
         let mut config: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(fixture(name).join("config.json")).unwrap()).unwrap();
         edit(config.as_object_mut().unwrap());
         std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
-        let model = HfCausalLm::load(dir.path(), LoadOptions::cpu_f32()).unwrap();
+        let model = HfCausalLm::load(dir.path(), options).unwrap();
         let e = expected(name);
         let logits = model.forward(&e["input_ids"], &e["attention_mask"], &HiddenRequest::none()).unwrap().logits;
         let diff = max_diff_at_real_positions(&logits, &e["logits"], &e["attention_mask"]);
-        assert!(diff > 100.0 * TOLERANCE, "variant {i} of {name}: only {diff}");
+        assert!(diff > 100.0 * TOLERANCE, "variant {i} of {name} ({}): only {diff}", options.attention);
     }
 }
 
 /// The same batch left-padded gives the right-padded values at every real position.
 #[test]
 fn left_padding_gives_the_same_real_positions() {
-    for name in ["qwen2", "gemma2"] {
-        let model = HfCausalLm::load(fixture(name), LoadOptions::cpu_f32()).unwrap();
+    for (name, options) in with_each_attention(["qwen2", "gemma2"]) {
+        let model = HfCausalLm::load(fixture(name), options).unwrap();
         let e = expected(name);
         let (ids, mask) = (&e["input_ids"], &e["attention_mask"]);
         let t = ids.size()[1];
@@ -322,7 +360,7 @@ fn left_padding_gives_the_same_real_positions() {
             let r = right.get(b as i64).narrow(0, 0, n);
             let l = left.get(b as i64).narrow(0, t - n, n);
             let d = (r - l).abs().max().double_value(&[]);
-            assert!(d < 1e-5, "{name}[{b}]: {d}");
+            assert!(d < 1e-5, "{name}[{b}] ({}): {d}", options.attention);
         }
     }
 }

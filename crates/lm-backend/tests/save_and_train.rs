@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use lm_backend::{CausalLm, HfCausalLm, HiddenRequest, LoadOptions};
+use lm_backend::{AttentionImpl, CausalLm, HfCausalLm, HiddenRequest, LoadOptions};
 use tch::{Kind, Tensor};
 
 fn fixture(name: &str) -> PathBuf {
@@ -61,11 +61,12 @@ fn bf16_save_writes_bf16_and_config_dtype() {
 }
 
 /// Gradients of a scalar of the logits with respect to parameters of every kind equal
-/// central finite differences, in float64.
+/// central finite differences, in float64, with each attention implementation.
 #[test]
 fn gradients_match_finite_differences() {
-    for name in ["qwen2", "gemma2"] {
-        let model = HfCausalLm::load(fixture(name), LoadOptions::cpu_f32().with_dtype(Kind::Double)).unwrap();
+    for (name, attention) in ["qwen2", "gemma2"].into_iter().flat_map(|n| AttentionImpl::ALL.map(|a| (n, a))) {
+        let options = LoadOptions::cpu_f32().with_dtype(Kind::Double).with_attention(attention);
+        let model = HfCausalLm::load(fixture(name), options).unwrap();
         let (ids, mask) = batch(name);
         let (ids, mask) = (ids.narrow(1, 0, 12), mask.narrow(1, 0, 12));
         let weights = Tensor::randn([3, 12, model.config().vocab_size as i64], (Kind::Double, tch::Device::Cpu));
@@ -103,7 +104,7 @@ fn gradients_match_finite_differences() {
             shift(h);
             let numeric = (plus - minus) / (2.0 * h);
             let err = (analytic - numeric).abs() / numeric.abs().max(1e-3);
-            assert!(err < 1e-5, "{name} {param}{index:?}: {analytic} vs {numeric}");
+            assert!(err < 1e-5, "{name} ({attention}) {param}{index:?}: {analytic} vs {numeric}");
         }
     }
 }

@@ -1,14 +1,15 @@
 //! `final_hidden` + `project_logits` (logits at selected positions only) against the
 //! transformers logits of the fixtures, at the real positions of the padded batch: the
 //! positions are gathered first and projected afterwards, as a trainer scoring completion
-//! tokens would do.
+//! tokens would do. Each comparison with transformers runs with each attention
+//! implementation (`sdpa` and `eager`).
 
 mod required_only;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use lm_backend::{CausalLm, HfCausalLm, HiddenRequest, LmError, LoadOptions};
+use lm_backend::{AttentionImpl, CausalLm, HfCausalLm, HiddenRequest, LmError, LoadOptions};
 use required_only::RequiredOnly;
 use tch::{Kind, Tensor};
 
@@ -17,7 +18,13 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn check(name: &str) {
-    let model = HfCausalLm::load(fixture(name), LoadOptions::cpu_f32()).unwrap();
+    for attention in AttentionImpl::ALL {
+        check_with(name, attention);
+    }
+}
+
+fn check_with(name: &str, attention: AttentionImpl) {
+    let model = HfCausalLm::load(fixture(name), LoadOptions::cpu_f32().with_attention(attention)).unwrap();
     let e: BTreeMap<String, Tensor> =
         Tensor::read_safetensors(fixture(name).join("expected.safetensors")).unwrap().into_iter().collect();
     let (ids, mask) = (&e["input_ids"], &e["attention_mask"]);
@@ -32,7 +39,7 @@ fn check(name: &str) {
     let reference = e["logits"].view([b * t, vocab]).index_select(0, &real);
     assert_eq!(logits.size(), reference.size());
     let diff = (logits.to_kind(Kind::Double) - reference.to_kind(Kind::Double)).abs().max().double_value(&[]);
-    assert!(diff < 1e-4, "{name}: selected logits differ from transformers by {diff}");
+    assert!(diff < 1e-4, "{name} ({attention}): selected logits differ from transformers by {diff}");
 }
 
 #[test]
@@ -65,7 +72,13 @@ fn projection_checks_its_input() {
 /// `forward_at` at the real positions of the padded fixture batch: the `[N, V]` rows equal
 /// transformers' logits there, and the requested hidden states equal `forward`'s.
 fn check_forward_at(name: &str) {
-    let model = HfCausalLm::load(fixture(name), LoadOptions::cpu_f32()).unwrap();
+    for attention in AttentionImpl::ALL {
+        check_forward_at_with(name, attention);
+    }
+}
+
+fn check_forward_at_with(name: &str, attention: AttentionImpl) {
+    let model = HfCausalLm::load(fixture(name), LoadOptions::cpu_f32().with_attention(attention)).unwrap();
     let e: BTreeMap<String, Tensor> =
         Tensor::read_safetensors(fixture(name).join("expected.safetensors")).unwrap().into_iter().collect();
     let (ids, mask) = (&e["input_ids"], &e["attention_mask"]);
@@ -77,7 +90,7 @@ fn check_forward_at(name: &str) {
     let reference = e["logits"].view([b * t, vocab]).index_select(0, &real);
     assert_eq!(out.logits.size(), reference.size());
     let diff = (out.logits.to_kind(Kind::Double) - reference.to_kind(Kind::Double)).abs().max().double_value(&[]);
-    assert!(diff < 1e-4, "{name}: forward_at logits differ from transformers by {diff}");
+    assert!(diff < 1e-4, "{name} ({attention}): forward_at logits differ from transformers by {diff}");
     let full = model.forward(ids, mask, &request).unwrap();
     assert_eq!(out.hidden.layers.keys().collect::<Vec<_>>(), vec![&1], "{name}: only the requested layer");
     assert!(out.hidden.layers[&1].equal(&full.hidden.layers[&1]), "{name}: hidden states differ");
@@ -103,7 +116,13 @@ fn forward_at_matches_transformers_gemma2_softcap() {
 /// layer's states (index L, the final norm's output) come back only when requested.
 #[test]
 fn forward_at_gradients_equal_the_full_path() {
-    let model = HfCausalLm::load(fixture("llama"), LoadOptions::cpu_f32()).unwrap();
+    for attention in AttentionImpl::ALL {
+        forward_at_gradients_with(attention);
+    }
+}
+
+fn forward_at_gradients_with(attention: AttentionImpl) {
+    let model = HfCausalLm::load(fixture("llama"), LoadOptions::cpu_f32().with_attention(attention)).unwrap();
     let e: BTreeMap<String, Tensor> =
         Tensor::read_safetensors(fixture("llama").join("expected.safetensors")).unwrap().into_iter().collect();
     let (ids, mask) = (&e["input_ids"], &e["attention_mask"]);
@@ -132,7 +151,7 @@ fn forward_at_gradients_equal_the_full_path() {
     for (a, b) in selected.iter().zip(&full) {
         let scale = b.abs().max().double_value(&[]).max(1e-6);
         let diff = (a - b).abs().max().double_value(&[]);
-        assert!(diff <= 1e-4 * scale, "gradient differs by {diff} (scale {scale})");
+        assert!(diff <= 1e-4 * scale, "{attention}: gradient differs by {diff} (scale {scale})");
     }
 }
 

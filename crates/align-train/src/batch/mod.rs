@@ -92,9 +92,11 @@ impl StepPlan {
 }
 
 /// Everything a step's forward passes need besides the records.
+#[derive(Clone, Copy)]
 pub struct StepModels<'a> {
-    /// The model being trained.
-    pub policy: &'a HfCausalLm,
+    /// The model being trained: an [`HfCausalLm`], or its activation-checkpointed form
+    /// ([`lm_backend::Checkpointed`], see [`crate::trainer::micro_batch_backward`]).
+    pub policy: &'a dyn CausalLm,
     /// The frozen reference (only for dominant-sequence states).
     pub reference: Option<&'a HfCausalLm>,
     /// Cached reference log-probs (when the plan reads them).

@@ -9,7 +9,9 @@
 //! holds their state alone); checkpoints are PEFT adapter folders, and the reference is the
 //! base without adapters, sharing the policy's weights.
 //!
-//! The parts: `setup` (models, objective, data), `step` (the step loop), [`checkpoint`]
+//! The parts: `setup` (models, objective, data), `step` (the step loop, and
+//! [`micro_batch_backward`]: one micro-batch's passes and backward, with or without
+//! activation checkpointing), [`checkpoint`]
 //! ([`Checkpointer`]: save, find the latest complete, restore), [`reference`](mod@reference) (the reference
 //! log-prob cache) and [`events`] (what the run reports, and how a caller interrupts it).
 //! The library never prints: progress and messages reach the caller as [`TrainEvent`]s.
@@ -24,6 +26,7 @@ pub use checkpoint::{
     latest_checkpoint, Checkpointer, OBJECTIVE_PARAMS, OPTIMIZER_STATE, TOKENIZER_FILES, TRAINER_STATE,
 };
 pub use events::{EventHandler, Interrupt, SaveReason, TrainEvent};
+pub use step::{checkpoint_seed, micro_batch_backward, MicroBatchOutcome};
 
 use crate::config::RunConfig;
 use crate::optim::{AdamW, AdamWConfig};

@@ -53,7 +53,10 @@ impl Run {
         events: &Events,
     ) -> Result<Run> {
         let device = torch_device::device_from_str(&config.model.device)?;
-        let load = LoadOptions::cpu_f32().with_dtype(config.model.dtype).with_device(device);
+        let load = LoadOptions::cpu_f32()
+            .with_dtype(config.model.dtype)
+            .with_device(device)
+            .with_attention(config.model.attention);
         if config.model.dtype == Dtype::Bf16 && device == tch::Device::Cpu {
             events.emit(TrainEvent::Bf16OnCpu { instructions: &torch_device::cpu_bf16_instructions() });
         }

@@ -6,15 +6,85 @@
 use super::checkpoint::Checkpointer;
 use super::events::{Events, Interrupt, SaveReason, TrainEvent};
 use super::setup::Run;
-use crate::batch::{build_view, dropout_key};
+use crate::batch::{build_view, dropout_key, StepModels, StepPlan};
 use crate::config::{OnNonFinite, RunConfig};
 use crate::optim::AdamW;
 use crate::order::MicroBatches;
 use crate::prepare::PreparedRecord;
+use crate::seeded::Fnv1a;
 use crate::{LrSchedule, MetricsLog, Result, TrainError};
 use align_losses::PreferenceObjective;
+use lm_backend::Checkpointed;
 use std::path::PathBuf;
 use std::time::Instant;
+
+/// What the forward and backward passes of one micro-batch produced
+/// ([`micro_batch_backward`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MicroBatchOutcome {
+    /// The objective's (weighted) loss, before scaling.
+    pub loss: f64,
+    /// Each term's named metrics, in the objective's order.
+    pub metrics: Vec<(String, f64)>,
+    /// Tokens forwarded with gradient (padding never counts).
+    pub tokens: usize,
+}
+
+/// One micro-batch of a training step, as the trainer runs it: the forward passes the plan
+/// asks for ([`build_view`]), the objective, and the backward pass of `loss * scale` into the
+/// `.grad` fields of the policy's parameters and the objective's own (gradients accumulate
+/// over calls, as over the micro-batches of a step).
+///
+/// With `checkpointed` (the policy wrapped by [`lm_backend::HfCausalLm::checkpointed`],
+/// `[train] gradient_checkpointing = true`), the policy's passes run through it instead of
+/// `models.policy`: they keep only each decoder block's input, and its layer-wise reverse pass
+/// ([`Checkpointed::backward`]) follows the loss's backward. The reference's passes (no
+/// gradient) are never checkpointed.
+///
+/// `batch` are the micro-batch's records, `indices` their dataset indices and `all` every
+/// record (KTO reads mismatched completions); `step` (1-based) names the step in errors.
+/// Returns `Ok(Err(loss))` when the loss is not finite: nothing is back-propagated then.
+#[allow(clippy::too_many_arguments)] // the step's inputs, each distinct
+pub fn micro_batch_backward(
+    models: &StepModels,
+    checkpointed: Option<&Checkpointed>,
+    plan: &StepPlan,
+    objective: &dyn PreferenceObjective,
+    batch: &[&PreparedRecord],
+    indices: &[usize],
+    all: &[PreparedRecord],
+    scale: f64,
+    step: u64,
+) -> Result<std::result::Result<MicroBatchOutcome, f64>> {
+    let models = match checkpointed {
+        Some(c) => StepModels { policy: c, ..*models },
+        None => *models,
+    };
+    let (view, tokens) = build_view(&models, plan, batch, indices, all)?;
+    let out = objective.compute(&view).map_err(TrainError::loss(format!("step {step}")))?;
+    let loss = out.loss.double_value(&[]);
+    if !loss.is_finite() {
+        return Ok(Err(loss));
+    }
+    (out.loss * scale).f_backward().map_err(TrainError::torch(format!("step {step}: backward")))?;
+    if let Some(c) = checkpointed {
+        c.backward().map_err(TrainError::model(format!("step {step}: recomputing the checkpointed blocks")))?;
+    }
+    let metrics = out.metrics.iter().map(|(k, v)| (k.to_string(), v)).collect();
+    Ok(Ok(MicroBatchOutcome { loss, metrics, tokens }))
+}
+
+/// The seed of the randomness replayed inside checkpointed blocks for micro-batch `micro` of
+/// step `step` (0-based) of a run seeded `seed`: a function of the three, so a resumed run
+/// draws what the uninterrupted one drew.
+pub fn checkpoint_seed(seed: u64, step: u64, micro: usize) -> u64 {
+    let mut h = Fnv1a::new();
+    h.write_bytes(b"checkpointed blocks");
+    for x in [seed, step, micro as u64] {
+        h.write_u64(x);
+    }
+    h.finish()
+}
 
 /// How the step loop ended.
 pub(crate) enum LoopEnd {
@@ -109,19 +179,24 @@ impl StepLoop<'_> {
             models.dropout_key = dropout_key(self.config.train.seed, step, micro);
             let indices = self.batches.indices(step, micro);
             let batch: Vec<&PreparedRecord> = indices.iter().map(|&i| &records[i]).collect();
-            let (view, tokens) = build_view(&models, &self.run.plan, &batch, &indices, records)?;
-            acc.tokens += tokens;
-            let out = self.run.objective.compute(&view).map_err(TrainError::loss(format!("step {}", step + 1)))?;
-            let value = out.loss.double_value(&[]);
-            if !value.is_finite() {
-                return Ok(Err(("loss".into(), value)));
-            }
-            acc.loss += value / accum as f64;
-            (out.loss / accum as f64).backward();
-            for (k, v) in out.metrics.iter() {
-                match acc.metrics.iter_mut().find(|(name, _)| name == k) {
+            let checkpointed = self.config.train.gradient_checkpointing.then(|| {
+                let seed = checkpoint_seed(self.config.train.seed, step, micro);
+                self.run.policy.checkpointed().with_replayed_randomness(seed)
+            });
+            let (plan, objective) = (&self.run.plan, &self.run.objective);
+            let scale = 1.0 / accum as f64;
+            let c = checkpointed.as_ref();
+            let out = micro_batch_backward(&models, c, plan, objective, &batch, &indices, records, scale, step + 1)?;
+            let out = match out {
+                Ok(out) => out,
+                Err(loss) => return Ok(Err(("loss".into(), loss))),
+            };
+            acc.tokens += out.tokens;
+            acc.loss += out.loss / accum as f64;
+            for (k, v) in out.metrics {
+                match acc.metrics.iter_mut().find(|(name, _)| *name == k) {
                     Some((_, s)) => *s += v / accum as f64,
-                    None => acc.metrics.push((k.to_string(), v / accum as f64)),
+                    None => acc.metrics.push((k, v / accum as f64)),
                 }
             }
         }

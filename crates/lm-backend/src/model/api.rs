@@ -143,6 +143,14 @@ pub trait CausalLm {
         let _ = (batch, hidden);
         Err(packing_unsupported())
     }
+
+    /// Sets the key that the next passes' dropout masks are drawn from (LoRA adapters with
+    /// `dropout > 0`: [`HfCausalLm::set_dropout_key`]). A trainer gives each pass with
+    /// gradient its own key, so masks differ between passes and steps yet replay on resume.
+    /// The default does nothing: a model without dropout has no key.
+    fn set_dropout_key(&self, key: u64) {
+        let _ = key;
+    }
 }
 
 /// The error of a model without packed passes.

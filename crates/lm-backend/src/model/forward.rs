@@ -1,10 +1,12 @@
 //! The forward pass: embedding -> decoder blocks -> final norm -> output projection, with
 //! the hidden states a caller asks for, logits at selected positions only, and the
-//! key/value cache generation runs with.
+//! key/value cache generation runs with. Every pass can be recorded on a [`Tape`] instead
+//! (activation checkpointing, see [`super::checkpointed`]).
 
 use tch::{Device, Kind, Tensor};
 
 use super::api::{no_layers, selected_rows};
+use super::checkpointed::Tape;
 use super::{CausalLm, HfCausalLm, HiddenRequest, HiddenStates, LmOutput};
 use crate::attention::{AttentionContext, LayerCache};
 use crate::config::ModelConfig;
@@ -99,7 +101,7 @@ impl HfCausalLm {
             return Err(LmError::input("input_ids", msg));
         }
         self.check_request(hidden)?;
-        Ok(AttentionContext::packed(&self.rope, self.options.dtype, &self.config.layers, batch))
+        Ok(AttentionContext::packed(&self.rope, self.options.dtype, &self.config.layers, self.options.attention, batch))
     }
 
     /// The decoder depth a states-only pass needs: the deepest requested index, or `L` when
@@ -118,9 +120,10 @@ impl HfCausalLm {
     fn logits_at_rows(
         &self,
         input_ids: &Tensor,
-        ctx: &AttentionContext,
+        ctx: AttentionContext,
         rows: &Tensor,
         hidden: &HiddenRequest,
+        tape: Option<&Tape>,
     ) -> Result<LmOutput> {
         let last = self.config.num_layers;
         if last == 0 {
@@ -131,7 +134,7 @@ impl HfCausalLm {
         if !hidden.wants(last) {
             request.layers.push(last);
         }
-        let (_, mut states) = self.run(input_ids, ctx, None, last, &request, false);
+        let (_, mut states) = self.pass(input_ids, ctx, last, &request, false, tape);
         let normed = if hidden.wants(last) {
             states.layers[&last].shallow_clone()
         } else {
@@ -160,6 +163,34 @@ impl HfCausalLm {
         }
     }
 
+    /// An uncached pass over `input_ids` `[B, T]` with `ctx` (as [`HfCausalLm::run`]),
+    /// recorded on `tape` when there is one and gradients are being tracked.
+    fn pass(
+        &self,
+        input_ids: &Tensor,
+        ctx: AttentionContext,
+        depth: usize,
+        hidden: &HiddenRequest,
+        logits: bool,
+        tape: Option<&Tape>,
+    ) -> (Option<Tensor>, HiddenStates) {
+        match tape {
+            Some(tape) if tape.records() => {
+                // Each block's input as a leaf: index 0 the embedding output, i the output of block i.
+                let leaves = tape.record(self, input_ids, ctx, depth);
+                let mut states = HiddenStates::default();
+                for (i, leaf) in leaves.iter().enumerate() {
+                    if hidden.wants(i) && i < self.config.num_layers {
+                        states.layers.insert(i, leaf.shallow_clone());
+                    }
+                }
+                let h = leaves.last().expect("the embedding leaf").shallow_clone();
+                self.finish(h, states, depth, hidden, logits)
+            }
+            _ => self.run(input_ids, &ctx, None, depth, hidden, logits),
+        }
+    }
+
     /// Runs the decoder layers `0..depth` on `input_ids` `[B, T]`, recording the requested
     /// hidden states and, when `logits`, returning `[B, T, V]` logits (needs `depth == L`).
     pub(crate) fn run(
@@ -184,6 +215,20 @@ impl HfCausalLm {
                 states.layers.insert(i + 1, h.shallow_clone());
             }
         }
+        self.finish(h, states, depth, hidden, logits)
+    }
+
+    /// The end of a pass whose last block run (`depth`) gave `h` `[B, T, D]`: the last
+    /// pre-norm state, the final norm (index `L`) and the logits, as requested.
+    fn finish(
+        &self,
+        h: Tensor,
+        mut states: HiddenStates,
+        depth: usize,
+        hidden: &HiddenRequest,
+        logits: bool,
+    ) -> (Option<Tensor>, HiddenStates) {
+        let last = self.config.num_layers;
         if depth < last {
             return (None, states);
         }
@@ -206,9 +251,79 @@ impl HfCausalLm {
     /// The attention context of a full (uncached) pass. Positions count real tokens
     /// (`cumsum(mask) - 1`), so with right padding they are `0..T` as in `transformers`, and
     /// a left-padded row computes what it computes alone.
-    fn full_context(&self, mask: &Tensor) -> AttentionContext {
+    pub(super) fn full_context(&self, mask: &Tensor) -> AttentionContext {
         let positions = (mask.to_kind(Kind::Int64).cumsum(1, Kind::Int64) - 1).clamp_min(0); // [B, T]
-        AttentionContext::new(&self.rope, self.options.dtype, &self.config.layers, &positions, &positions, mask)
+        let (rope, layers) = (&self.rope, &self.config.layers);
+        AttentionContext::new(rope, self.options.dtype, layers, self.options.attention, &positions, &positions, mask)
+    }
+}
+
+/// The passes of [`CausalLm`], recorded on `tape` when there is one: the one implementation
+/// behind [`HfCausalLm`]'s and [`super::Checkpointed`]'s.
+impl HfCausalLm {
+    pub(super) fn forward_recorded(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        hidden: &HiddenRequest,
+        tape: Option<&Tape>,
+    ) -> Result<LmOutput> {
+        let mask = self.check_inputs(input_ids, attention_mask)?;
+        self.check_request(hidden)?;
+        let ctx = self.full_context(&mask);
+        let (logits, hidden) = self.pass(input_ids, ctx, self.config.num_layers, hidden, true, tape);
+        let logits = logits.ok_or_else(no_layers)?;
+        Ok(LmOutput { logits, hidden })
+    }
+
+    pub(super) fn hidden_states_recorded(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        hidden: &HiddenRequest,
+        tape: Option<&Tape>,
+    ) -> Result<HiddenStates> {
+        let mask = self.check_inputs(input_ids, attention_mask)?;
+        self.check_request(hidden)?;
+        let ctx = self.full_context(&mask);
+        Ok(self.pass(input_ids, ctx, self.depth_for(hidden), hidden, false, tape).1)
+    }
+
+    pub(super) fn forward_at_recorded(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        positions: &Tensor,
+        hidden: &HiddenRequest,
+        tape: Option<&Tape>,
+    ) -> Result<LmOutput> {
+        let mask = self.check_inputs(input_ids, attention_mask)?;
+        self.check_request(hidden)?;
+        let rows = selected_rows(positions, input_ids)?;
+        let ctx = self.full_context(&mask);
+        self.logits_at_rows(input_ids, ctx, &rows, hidden, tape)
+    }
+
+    pub(super) fn forward_packed_at_recorded(
+        &self,
+        batch: &PackedBatch,
+        positions: &Tensor,
+        hidden: &HiddenRequest,
+        tape: Option<&Tape>,
+    ) -> Result<LmOutput> {
+        let ctx = self.packed_context(batch, hidden)?;
+        let rows = selected_rows(positions, batch.input_ids())?;
+        self.logits_at_rows(batch.input_ids(), ctx, &rows, hidden, tape)
+    }
+
+    pub(super) fn hidden_states_packed_recorded(
+        &self,
+        batch: &PackedBatch,
+        hidden: &HiddenRequest,
+        tape: Option<&Tape>,
+    ) -> Result<HiddenStates> {
+        let ctx = self.packed_context(batch, hidden)?;
+        Ok(self.pass(batch.input_ids(), ctx, self.depth_for(hidden), hidden, false, tape).1)
     }
 }
 
@@ -226,12 +341,7 @@ impl CausalLm for HfCausalLm {
     }
 
     fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor, hidden: &HiddenRequest) -> Result<LmOutput> {
-        let mask = self.check_inputs(input_ids, attention_mask)?;
-        self.check_request(hidden)?;
-        let ctx = self.full_context(&mask);
-        let (logits, hidden) = self.run(input_ids, &ctx, None, self.config.num_layers, hidden, true);
-        let logits = logits.ok_or_else(no_layers)?;
-        Ok(LmOutput { logits, hidden })
+        self.forward_recorded(input_ids, attention_mask, hidden, None)
     }
 
     fn hidden_states(
@@ -240,10 +350,7 @@ impl CausalLm for HfCausalLm {
         attention_mask: &Tensor,
         hidden: &HiddenRequest,
     ) -> Result<HiddenStates> {
-        let mask = self.check_inputs(input_ids, attention_mask)?;
-        self.check_request(hidden)?;
-        let ctx = self.full_context(&mask);
-        Ok(self.run(input_ids, &ctx, None, self.depth_for(hidden), hidden, false).1)
+        self.hidden_states_recorded(input_ids, attention_mask, hidden, None)
     }
 
     fn forward_at(
@@ -253,21 +360,18 @@ impl CausalLm for HfCausalLm {
         positions: &Tensor,
         hidden: &HiddenRequest,
     ) -> Result<LmOutput> {
-        let mask = self.check_inputs(input_ids, attention_mask)?;
-        self.check_request(hidden)?;
-        let rows = selected_rows(positions, input_ids)?;
-        let ctx = self.full_context(&mask);
-        self.logits_at_rows(input_ids, &ctx, &rows, hidden)
+        self.forward_at_recorded(input_ids, attention_mask, positions, hidden, None)
     }
 
     fn forward_packed_at(&self, batch: &PackedBatch, positions: &Tensor, hidden: &HiddenRequest) -> Result<LmOutput> {
-        let ctx = self.packed_context(batch, hidden)?;
-        let rows = selected_rows(positions, batch.input_ids())?;
-        self.logits_at_rows(batch.input_ids(), &ctx, &rows, hidden)
+        self.forward_packed_at_recorded(batch, positions, hidden, None)
     }
 
     fn hidden_states_packed(&self, batch: &PackedBatch, hidden: &HiddenRequest) -> Result<HiddenStates> {
-        let ctx = self.packed_context(batch, hidden)?;
-        Ok(self.run(batch.input_ids(), &ctx, None, self.depth_for(hidden), hidden, false).1)
+        self.hidden_states_packed_recorded(batch, hidden, None)
+    }
+
+    fn set_dropout_key(&self, key: u64) {
+        HfCausalLm::set_dropout_key(self, key);
     }
 }

@@ -10,10 +10,13 @@
 //!   saving in PEFT's layout, merging;
 //! - `forward.rs`: the forward pass (embedding -> blocks -> norm -> output projection), with
 //!   hidden states, selected positions, packed rows ([`crate::packed`]) and the key/value
-//!   cache of generation.
+//!   cache of generation;
+//! - [`checkpointed`]: activation checkpointing ([`Checkpointed`]), passes that keep only
+//!   each block's input and recompute the blocks in a layer-wise reverse pass.
 
 mod adapters;
 mod api;
+pub mod checkpointed;
 mod forward;
 mod load;
 
@@ -22,6 +25,7 @@ use std::collections::BTreeMap;
 use tch::Tensor;
 
 pub use api::{CausalLm, HiddenRequest, HiddenStates, LmOutput};
+pub use checkpointed::Checkpointed;
 pub use load::tensor_specs;
 
 use crate::arch::DecoderBlock;
@@ -79,6 +83,11 @@ impl HfCausalLm {
     /// The `config.json` the model was loaded from, as JSON (all keys kept).
     pub fn source_config(&self) -> &serde_json::Value {
         &self.source_config
+    }
+
+    /// The dtype, device and attention implementation the model was loaded with.
+    pub fn load_options(&self) -> LoadOptions {
+        self.options
     }
 
     pub(crate) fn rope(&self) -> &Rope {

@@ -6,13 +6,18 @@
 
 use std::path::Path;
 
-use lm_backend::{CausalLm, HfCausalLm, HiddenRequest, LoadOptions, PackedBatch};
+use lm_backend::{AttentionImpl, CausalLm, HfCausalLm, HiddenRequest, LoadOptions, PackedBatch};
 use tch::{Kind, Tensor};
 
-/// A fixture model, f32 on the CPU.
+/// A fixture model, f32 on the CPU, with the default attention.
 pub fn model(name: &str) -> HfCausalLm {
+    model_with(name, AttentionImpl::default())
+}
+
+/// A fixture model, f32 on the CPU, with `attention`.
+pub fn model_with(name: &str, attention: AttentionImpl) -> HfCausalLm {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
-    HfCausalLm::load(dir, LoadOptions::cpu_f32()).unwrap()
+    HfCausalLm::load(dir, LoadOptions::cpu_f32().with_attention(attention)).unwrap()
 }
 
 /// One segment of a packed row.
