@@ -159,7 +159,7 @@ fn checkpointed_lora_steps_with_dropout_equal_ordinary_steps() {
         for (name, p) in policy.adapter_parameters() {
             if name.contains("lora_B") {
                 let values: Vec<f32> = (0..p.numel()).map(|_| (rng.unit() as f32 - 0.5) * 0.2).collect();
-                let _ = p.shallow_clone().copy_(&Tensor::from_slice(&values).view(p.size().as_slice()));
+                p.shallow_clone().copy_(&Tensor::from_slice(&values).view(p.size().as_slice()));
             }
         }
     });
