@@ -102,20 +102,25 @@ impl AdamW {
             if !g.defined() {
                 continue;
             }
+            // In place, as torch.optim.AdamW's single-tensor path: besides a float32 copy of a
+            // half-precision gradient, two temporaries the size of the parameter at most (the
+            // squared gradient, then the denominator), not one per operation.
             let g = g.to_kind(Kind::Float);
-            s.m = &s.m * b1 + &g * (1.0 - b1);
-            s.v = &s.v * b2 + g.square() * (1.0 - b2);
-            let update = (&s.m / c1) / ((&s.v / c2).sqrt() + self.config.eps);
-            let w = s.master.as_ref().map(Tensor::shallow_clone).unwrap_or_else(|| s.param.detach());
-            let new_w = &w * (1.0 - lr * self.config.weight_decay) - update * lr;
-            match &mut s.master {
-                Some(master) => {
-                    master.copy_(&new_w);
-                    s.param.detach().copy_(&new_w.to_kind(s.param.kind()));
-                }
-                None => {
-                    s.param.detach().copy_(&new_w);
-                }
+            let _ = s.m.lerp_(&g, 1.0 - b1); // m = b1 m + (1 - b1) g
+            let _ = s.v.lerp_(&g.square(), 1.0 - b2); // v = b2 v + (1 - b2) g^2
+            if lr == 0.0 {
+                continue; // the moments move, the weights do not (a warm-up's first step)
+            }
+            let mut denom = s.v.sqrt();
+            let _ = denom.g_div_scalar_(c2.sqrt());
+            let _ = denom.g_add_scalar_(self.config.eps);
+            // w += m / (denom * -(c1 / lr)) is w -= (lr / c1) m / denom, without a scaled copy of m.
+            let _ = denom.g_mul_scalar_(-c1 / lr);
+            let mut w = s.master.as_ref().map(Tensor::shallow_clone).unwrap_or_else(|| s.param.detach());
+            let _ = w.g_mul_scalar_(1.0 - lr * self.config.weight_decay);
+            let _ = w.addcdiv_(&s.m, &denom);
+            if s.master.is_some() {
+                s.param.detach().copy_(&w); // rounded to the parameter's half precision
             }
         }
     }

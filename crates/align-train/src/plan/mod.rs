@@ -45,9 +45,8 @@
 //!   checkpointing, and a layer weight's fresh gradient) or the logits' backward buffers,
 //!   whichever is larger;
 //! - **optimizer step**: its temporaries on the largest trained tensor, f32: the gradient's
-//!   f32 copy (bf16), and up to four more while the update `(m / c1) / (sqrt(v / c2) + eps)`
-//!   is computed (`AdamW::step`: each operator makes a new tensor, and a statement's
-//!   temporaries live until its end);
+//!   f32 copy (bf16), and one more, the squared gradient and then the update's denominator
+//!   (`AdamW::step` updates the moments and the weights in place);
 //! - **MLC heads**: `head_dim x (D + 1)` f32 parameters with gradient and AdamW state.
 //!
 //! Phases (the peak is the largest): **setup** (policy and reference weights, a no-gradient
@@ -395,7 +394,7 @@ pub fn estimate(inputs: &PlanInputs) -> MemoryPlan {
     t.logits = passes.iter().map(|p| p.bytes.logits).sum();
     t.retain_states = retain_states(inputs, &passes, s);
     t.backward_transient = backward_transient(&passes, &settings, m, &params);
-    t.optimizer_transient = 4 * largest * if trained_bytes == 4 { 4 } else { 5 };
+    t.optimizer_transient = 4 * largest * if trained_bytes == 4 { 1 } else { 2 };
     let on_cpu = run.model.device == "cpu";
     t.weights_file_mapping = if on_cpu { inputs.weights_file.unwrap_or(0) } else { 0 };
     let setup_pass = (inputs.step.reference || inputs.step.kl).then(|| setup_pass(inputs, &settings, batch));
