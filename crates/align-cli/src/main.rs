@@ -22,7 +22,6 @@
 //! status 2, as clap reports them. The user guide is `docs/cli.md`.
 
 mod commands;
-#[allow(dead_code)] // wired to `align train --nproc` with the data-parallel trainer
 mod launcher;
 mod model_args;
 mod progress;

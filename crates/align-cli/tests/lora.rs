@@ -3,46 +3,20 @@
 //! `align eval` and `align generate`, which compute what the merged model computes; bad
 //! adapters and missing bases exit with 1 and say what to do.
 
+mod common;
+
+use common::*;
+
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use serde_json::Value;
-
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../lm-backend/tests/fixtures");
-
-fn align(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_align")).args(args).output().expect("the align binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn align_ok(args: &[&str]) -> String {
-    let out = align(args);
-    assert!(out.status.success(), "align {args:?} failed:\n{}", text(&out.stderr));
-    text(&out.stdout)
-}
-
-fn align_fails(args: &[&str]) -> String {
-    let out = align(args);
-    assert_eq!(out.status.code(), Some(1), "align {args:?}: stdout {} stderr {}", text(&out.stdout), text(&out.stderr));
-    text(&out.stderr)
-}
 
 /// A temp folder with `base/` (the tiny Llama and the fixture tokenizer) and `pairs.jsonl`.
 fn setup() -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().to_path_buf();
-    let base = root.join("base");
-    fs::create_dir_all(&base).unwrap();
-    for f in ["config.json", "model.safetensors", "generation_config.json"] {
-        fs::copy(Path::new(FIXTURES).join("llama").join(f), base.join(f)).unwrap();
-    }
-    for f in ["tokenizer.json", "tokenizer_config.json"] {
-        fs::copy(Path::new(FIXTURES).join("tokenizer").join(f), base.join(f)).unwrap();
-    }
+    model_dir(&root, "base");
     let records = [
         (
             "a",

@@ -3,9 +3,12 @@
 //! an uninterrupted one, bad input exits with 1 naming the file, line or key, and the evals
 //! write what the library computes.
 
+mod common;
+
+use common::*;
+
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use align_train::eval::{
     evaluate_consistency, evaluate_reward_gap, generate_responses, judge_generations, load_safety_prompts,
@@ -14,43 +17,6 @@ use align_train::eval::{
 };
 use lm_backend::{HfCausalLm, LoadOptions, Tokenizer};
 use serde_json::Value;
-
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../lm-backend/tests/fixtures");
-
-fn align(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_align")).args(args).output().expect("the align binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Runs `align args`, asserting exit status 0; returns stdout.
-fn align_ok(args: &[&str]) -> String {
-    let out = align(args);
-    assert!(out.status.success(), "align {args:?} failed:\n{}", text(&out.stderr));
-    text(&out.stdout)
-}
-
-/// Runs `align args`, asserting exit status 1; returns stderr.
-fn align_fails(args: &[&str]) -> String {
-    let out = align(args);
-    assert_eq!(out.status.code(), Some(1), "align {args:?}: stdout {} stderr {}", text(&out.stdout), text(&out.stderr));
-    text(&out.stderr)
-}
-
-/// A model folder `root/base`: the tiny Llama with the fixture tokenizer.
-fn model_dir(root: &Path) -> PathBuf {
-    let dir = root.join("base");
-    fs::create_dir_all(&dir).unwrap();
-    for f in ["config.json", "model.safetensors"] {
-        fs::copy(Path::new(FIXTURES).join("llama").join(f), dir.join(f)).unwrap();
-    }
-    for f in ["tokenizer.json", "tokenizer_config.json"] {
-        fs::copy(Path::new(FIXTURES).join("tokenizer").join(f), dir.join(f)).unwrap();
-    }
-    dir
-}
 
 /// (id, en prompt, de prompt, en chosen, de chosen, en rejected, de rejected)
 const RECORDS: &[[&str; 7]] = &[
@@ -83,7 +49,7 @@ fn record_lines() -> Vec<String> {
 fn setup() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
-    model_dir(&root);
+    model_dir(&root, "base");
     fs::write(root.join("pairs.jsonl"), record_lines().join("\n")).unwrap();
     (dir, root)
 }

@@ -3,47 +3,15 @@
 //! the lm-backend fixture model, the report prints what it writes with a chart per metric, and
 //! bad input exits with 1 naming the file, line or folder.
 
+mod common;
+
+use common::*;
+
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use align_train::eval::{evaluate_utility, load_utility_items, read_mgsm_folder, UtilityOptions, UtilityReport};
 use lm_backend::{HfCausalLm, LoadOptions, Tokenizer};
-
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../lm-backend/tests/fixtures");
-
-fn align(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_align")).args(args).output().expect("the align binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn align_ok(args: &[&str]) -> String {
-    let out = align(args);
-    assert!(out.status.success(), "align {args:?} failed:\n{}", text(&out.stderr));
-    text(&out.stdout)
-}
-
-fn align_fails(args: &[&str]) -> String {
-    let out = align(args);
-    assert_eq!(out.status.code(), Some(1), "align {args:?}: stdout {} stderr {}", text(&out.stdout), text(&out.stderr));
-    text(&out.stderr)
-}
-
-/// A model folder `root/model`: the tiny Llama with the fixture tokenizer.
-fn model_dir(root: &Path) -> PathBuf {
-    let dir = root.join("model");
-    fs::create_dir_all(&dir).unwrap();
-    for f in ["config.json", "model.safetensors"] {
-        fs::copy(Path::new(FIXTURES).join("llama").join(f), dir.join(f)).unwrap();
-    }
-    for f in ["tokenizer.json", "tokenizer_config.json"] {
-        fs::copy(Path::new(FIXTURES).join("tokenizer").join(f), dir.join(f)).unwrap();
-    }
-    dir
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -103,7 +71,7 @@ const QUESTIONS: &str = r#"{"id": "q1", "lang": "en", "question": "How many eggs
 #[test]
 fn eval_utility_writes_what_the_library_computes() {
     let dir = tempfile::tempdir().unwrap();
-    let model = model_dir(dir.path());
+    let model = model_dir(dir.path(), "model");
     let data = dir.path().join("questions.jsonl");
     fs::write(&data, QUESTIONS).unwrap();
     let out = dir.path().join("utility");

@@ -165,6 +165,15 @@ pub struct TrainConfig {
     /// block's input, and each block is recomputed during the backward pass. Same gradients,
     /// far less activation memory, about one more forward pass of compute.
     pub gradient_checkpointing: bool,
+    /// Data parallelism: seconds a collective waits for the other processes before the run
+    /// fails (default 1800, c10d's). A process that dies is noticed at once by its closed
+    /// connection; this bounds the wait on one that hangs.
+    pub collective_timeout_s: u64,
+    /// Data parallelism: each process keeps the AdamW state (moments, and float32 master
+    /// weights of bf16 parameters) of its own shard of the parameters only (ZeRO stage 1);
+    /// gradients are reduce-scattered and updated parameters all-gathered (default false).
+    /// Same results; optimizer memory per process divided by the number of processes.
+    pub shard_optimizer: bool,
 }
 
 impl Default for TrainConfig {
@@ -180,6 +189,8 @@ impl Default for TrainConfig {
             packing: true,
             group_by_length: false,
             gradient_checkpointing: false,
+            collective_timeout_s: 1800,
+            shard_optimizer: false,
         }
     }
 }

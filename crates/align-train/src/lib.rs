@@ -35,6 +35,7 @@ pub mod batch;
 pub mod chart;
 pub mod config;
 pub mod data;
+pub mod dist;
 pub mod encode;
 mod error;
 pub mod eval;
@@ -51,6 +52,7 @@ pub mod schedule;
 pub mod seeded;
 pub mod terms;
 pub mod trainer;
+pub mod zero;
 
 pub use config::{LoraConfig, ModelSection, ObjectiveConfig, ObjectiveKind, RunConfig, ScheduleKind};
 pub use data::{load_records, Dataset, Message, Origin, Record, Text};

@@ -15,15 +15,57 @@ pub struct AdamWConfig {
     pub weight_decay: f64,
 }
 
+/// `(1 - b1^t, 1 - b2^t)` at step `t`.
+pub(crate) fn bias_corrections(config: &AdamWConfig, t: u64) -> (f64, f64) {
+    let [b1, b2] = config.betas;
+    (1.0 - b1.powi(t as i32), 1.0 - b2.powi(t as i32))
+}
+
 /// One optimised tensor: the model's parameter and the optimizer's float32 state.
 #[derive(Debug)]
-struct Slot {
-    param: Tensor,
+pub(crate) struct Slot {
+    pub(crate) param: Tensor,
     /// float32 copy of a half-precision parameter (the update is applied here, then copied
     /// into `param`, so small updates are not lost to bf16 rounding).
-    master: Option<Tensor>,
-    m: Tensor,
-    v: Tensor,
+    pub(crate) master: Option<Tensor>,
+    pub(crate) m: Tensor,
+    pub(crate) v: Tensor,
+}
+
+impl Slot {
+    /// A slot for `param`: zero moments, and a float32 master copy of a half-precision one.
+    pub(crate) fn new(param: Tensor) -> Self {
+        let master = matches!(param.kind(), Kind::BFloat16 | Kind::Half).then(|| param.detach().to_kind(Kind::Float));
+        let m = param.zeros_like().to_kind(Kind::Float);
+        let v = m.zeros_like();
+        Slot { param, master, m, v }
+    }
+
+    /// One AdamW update of this slot with gradient `g` (any float kind), learning rate `lr`
+    /// and bias corrections `(c1, c2) = (1 - b1^t, 1 - b2^t)`.
+    pub(crate) fn update(&mut self, g: &Tensor, lr: f64, (c1, c2): (f64, f64), config: &AdamWConfig) {
+        let [b1, b2] = config.betas;
+        // In place, as torch.optim.AdamW's single-tensor path: besides a float32 copy of a
+        // half-precision gradient, two temporaries the size of the parameter at most (the
+        // squared gradient, then the denominator), not one per operation.
+        let g = g.to_kind(Kind::Float);
+        let _ = self.m.lerp_(&g, 1.0 - b1); // m = b1 m + (1 - b1) g
+        let _ = self.v.lerp_(&g.square(), 1.0 - b2); // v = b2 v + (1 - b2) g^2
+        if lr == 0.0 {
+            return; // the moments move, the weights do not (a warm-up's first step)
+        }
+        let mut denom = self.v.sqrt();
+        let _ = denom.g_div_scalar_(c2.sqrt());
+        let _ = denom.g_add_scalar_(config.eps);
+        // w += m / (denom * -(c1 / lr)) is w -= (lr / c1) m / denom, without a scaled copy of m.
+        let _ = denom.g_mul_scalar_(-c1 / lr);
+        let mut w = self.master.as_ref().map(Tensor::shallow_clone).unwrap_or_else(|| self.param.detach());
+        let _ = w.g_mul_scalar_(1.0 - lr * config.weight_decay);
+        let _ = w.addcdiv_(&self.m, &denom);
+        if self.master.is_some() {
+            self.param.detach().copy_(&w); // rounded to the parameter's half precision
+        }
+    }
 }
 
 /// AdamW over a list of named tensors.
@@ -44,14 +86,21 @@ impl AdamW {
             .into_iter()
             .map(|(name, param)| {
                 names.push(name);
-                let master =
-                    matches!(param.kind(), Kind::BFloat16 | Kind::Half).then(|| param.detach().to_kind(Kind::Float));
-                let m = param.zeros_like().to_kind(Kind::Float);
-                let v = m.zeros_like();
-                Slot { param, master, m, v }
+                Slot::new(param)
             })
             .collect();
         Self { config, names, slots, step: 0 }
+    }
+
+    /// The optimised tensors, in order (shallow copies: they share storage and `.grad`).
+    pub fn parameters(&self) -> Vec<Tensor> {
+        self.slots.iter().map(|s| s.param.shallow_clone()).collect()
+    }
+
+    /// Bytes of optimizer state held (moments and master weights).
+    pub fn state_bytes(&self) -> usize {
+        let bytes = |t: &Tensor| t.numel() * t.kind().elt_size_in_bytes();
+        self.slots.iter().map(|s| bytes(&s.m) + bytes(&s.v) + s.master.as_ref().map_or(0, bytes)).sum()
     }
 
     /// The global L2 norm of all gradients (float32; 0 for parameters without a gradient).
@@ -94,33 +143,11 @@ impl AdamW {
     pub fn step(&mut self, lr: f64) {
         let _guard = tch::no_grad_guard();
         self.step += 1;
-        let [b1, b2] = self.config.betas;
-        let t = self.step as i32;
-        let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
+        let (c1, c2) = bias_corrections(&self.config, self.step);
         for s in &mut self.slots {
             let g = s.param.grad();
-            if !g.defined() {
-                continue;
-            }
-            // In place, as torch.optim.AdamW's single-tensor path: besides a float32 copy of a
-            // half-precision gradient, two temporaries the size of the parameter at most (the
-            // squared gradient, then the denominator), not one per operation.
-            let g = g.to_kind(Kind::Float);
-            let _ = s.m.lerp_(&g, 1.0 - b1); // m = b1 m + (1 - b1) g
-            let _ = s.v.lerp_(&g.square(), 1.0 - b2); // v = b2 v + (1 - b2) g^2
-            if lr == 0.0 {
-                continue; // the moments move, the weights do not (a warm-up's first step)
-            }
-            let mut denom = s.v.sqrt();
-            let _ = denom.g_div_scalar_(c2.sqrt());
-            let _ = denom.g_add_scalar_(self.config.eps);
-            // w += m / (denom * -(c1 / lr)) is w -= (lr / c1) m / denom, without a scaled copy of m.
-            let _ = denom.g_mul_scalar_(-c1 / lr);
-            let mut w = s.master.as_ref().map(Tensor::shallow_clone).unwrap_or_else(|| s.param.detach());
-            let _ = w.g_mul_scalar_(1.0 - lr * self.config.weight_decay);
-            let _ = w.addcdiv_(&s.m, &denom);
-            if s.master.is_some() {
-                s.param.detach().copy_(&w); // rounded to the parameter's half precision
+            if g.defined() {
+                s.update(&g, lr, (c1, c2), &self.config);
             }
         }
     }

@@ -60,6 +60,8 @@ fn step(
         num_languages: LANGUAGES,
         packing,
         dropout_key: 0,
+        languages: &[],
+        ranks: None,
     };
     let mut outcomes = Vec::new();
     for (micro, range) in MICRO_BATCHES.into_iter().enumerate() {

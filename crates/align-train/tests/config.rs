@@ -189,7 +189,7 @@ fn unknown_key_errors_list_every_allowed_key_of_the_table() {
         (
             format!("{MINIMAL}[train]\nx = 1\n"),
             "[train]",
-            "batch_size, grad_accum, epochs, max_steps, seed, save_every, on_nonfinite, packing, group_by_length, gradient_checkpointing",
+            "batch_size, grad_accum, epochs, max_steps, seed, save_every, on_nonfinite, packing, group_by_length, gradient_checkpointing, collective_timeout_s, shard_optimizer",
         ),
         (format!("{MINIMAL}[lora]\nx = 1\n"), "[lora]", "r, alpha, dropout, target_modules"),
         (format!("x = 1\n{MINIMAL}"), "the top level", "model, data, objective, optim, train, lora"),

@@ -46,6 +46,8 @@ fn step(
         num_languages: LANGUAGES,
         packing,
         dropout_key: 0,
+        languages: &[],
+        ranks: None,
     };
     let batch: Vec<&PreparedRecord> = records.iter().collect();
     let indices: Vec<usize> = (0..records.len()).collect();

@@ -4,16 +4,28 @@
 //! run's interrupt (it saves a checkpoint and stops), and prints a short summary on stdout:
 //! the output folder, the steps taken and the last line of `metrics.jsonl`.
 //!
+//! Data-parallel: `align train --nproc N --config run.toml` starts N workers of itself on
+//! this machine ([`crate::launcher`]); each worker, like a process started by torchrun or
+//! SLURM's srun, reads its place from the environment ([`torch_dist::Launch`]), joins the
+//! others through c10d ([`align_train::dist::World`]) and trains its slice of every batch.
+//! Only rank 0 reports progress and prints the summary.
+//!
 //! `align train --config run.toml --plan [--device-memory 80GiB] [--json] [--prompt-tokens N]`
 //! prints the run's memory plan ([`align_train::plan`]) instead: no weights are loaded and
 //! nothing is trained.
 
 use std::path::{Path, PathBuf};
 
+use align_train::dist::World;
 use align_train::plan::{parse_memory_size, render_table, PlanOptions, PlanSource};
 use align_train::{train, Interrupt, RunConfig, TrainOptions, TrainSummary};
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::Args;
+use std::sync::Arc;
+use std::time::Duration;
+use torch_dist::Launch;
+
+use crate::launcher::{self, Workers};
 
 use crate::progress::train_reporter;
 
@@ -45,6 +57,15 @@ pub struct TrainArgs {
     /// filling the rest of max_length; default: the worst case max_length allows.
     #[arg(long, value_name = "N", requires = "plan")]
     pub prompt_tokens: Option<u64>,
+    /// Data-parallel on this machine: start N workers of this command (as torchrun would,
+    /// with RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT set), each training
+    /// [train] batch_size records of every step; Ctrl-C reaches every worker, and the first
+    /// worker to fail stops the others.
+    #[arg(long, value_name = "N", conflicts_with = "plan", value_parser = clap::value_parser!(u16).range(1..))]
+    pub nproc: Option<u16>,
+    /// With --nproc: the rendezvous port on 127.0.0.1 (default: MASTER_PORT, else a free one).
+    #[arg(long, value_name = "PORT", requires = "nproc")]
+    pub master_port: Option<u16>,
 }
 
 impl TrainArgs {
@@ -64,17 +85,57 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     if args.plan {
         return print_plan(&args, &config);
     }
+    let launch = Launch::from_env()?;
+    if let Some(nproc) = args.nproc {
+        if let Some(l) = &launch {
+            bail!(
+                "--nproc starts its own workers, but this process is already rank {} of a {} launch",
+                l.rank,
+                l.launcher
+            );
+        }
+        return launch_workers(&args, usize::from(nproc));
+    }
     let output = args.output_dir();
-    let options = TrainOptions {
+    let mut options = TrainOptions {
         output: output.clone(),
         resume: args.resume,
         interrupt: ctrl_c_interrupt(),
         on_event: Some(train_reporter()),
+        world: None,
     };
-    let summary = train(&config, &args.config, &options)
-        .with_context(|| format!("training run {} failed", args.config.display()))?;
-    print_summary(&output, &summary);
+    let mut failed = format!("training run {} failed", args.config.display());
+    if let Some(launch) = launch.filter(|l| l.world_size > 1) {
+        let timeout = Duration::from_secs(config.train.collective_timeout_s);
+        failed = format!("rank {} of {}: {failed}", launch.rank, launch.world_size);
+        let world = World::connect(&launch, timeout).with_context(|| failed.clone())?;
+        options.world = Some(Arc::new(world));
+    }
+    let main = options.world.as_ref().is_none_or(|w| w.is_main());
+    let summary = train(&config, &args.config, &options).context(failed)?;
+    if main {
+        print_summary(&output, &summary);
+    }
     Ok(())
+}
+
+/// `--nproc N`: this command's workers, with the same arguments less `--nproc` and
+/// `--master-port`.
+fn launch_workers(args: &TrainArgs, nproc: usize) -> anyhow::Result<()> {
+    let program = std::env::current_exe().context("cannot find the align binary to start its workers")?;
+    let mut worker_args = Vec::new();
+    let mut argv = std::env::args_os().skip(1);
+    while let Some(a) = argv.next() {
+        let text = a.to_string_lossy();
+        if text == "--nproc" || text == "--master-port" {
+            argv.next();
+        } else if !(text.starts_with("--nproc=") || text.starts_with("--master-port=")) {
+            worker_args.push(a);
+        }
+    }
+    let workers =
+        Workers { program, args: worker_args, nproc, master_port: args.master_port, grace: Duration::from_secs(30) };
+    launcher::run(&workers)
 }
 
 /// Prints the memory plan of `config` as a table or JSON, checked against `--device-memory`

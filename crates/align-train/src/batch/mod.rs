@@ -111,6 +111,11 @@ pub struct StepModels<'a> {
     /// with gradient runs under `dropout_key + i`, so its masks are a function of the run's
     /// seed, step, micro-batch and pass (see [`dropout_key`]). No effect without dropout.
     pub dropout_key: u64,
+    /// The run's languages, dominant first (terms' per-language metrics over a split batch).
+    pub languages: &'a [String],
+    /// Sums over the ranks of a data-parallel run ([`crate::dist::World::ranks`]); `None`:
+    /// the micro-batch is the whole batch.
+    pub ranks: Option<&'a std::sync::Arc<dyn align_losses::RankSum>>,
 }
 
 /// The dropout key of micro-batch `micro` of step `step` (0-based) of a run with seed `seed`.
@@ -198,7 +203,7 @@ fn view_in<L: Layout>(
     indices: &[usize],
     all: &[PreparedRecord],
 ) -> Result<(BatchView, usize)> {
-    let mut view = BatchView::default();
+    let mut view = BatchView { languages: m.languages.to_vec(), ranks: m.ranks.cloned(), ..BatchView::default() };
     m.key_for(Pass::Policy);
     let pass = L::policy_pass(m, plan, batch, &mut view)?;
     let mut tokens = L::policy_tokens(&pass);

@@ -4,7 +4,6 @@
 //! `trainer_state.json`, written atomically (a crash never leaves a half-written checkpoint
 //! that looks complete), found again on resume, and restored.
 
-use crate::optim::AdamW;
 use crate::{Result, TrainError};
 use lm_backend::atomic::{write_dir, write_file};
 use lm_backend::HfCausalLm;
@@ -84,8 +83,16 @@ impl Checkpointer {
     /// Writes the state after `step` optimizer steps to `dir`, atomically: the policy as a
     /// Hugging Face folder (a policy with LoRA adapters: a PEFT adapter folder naming the base
     /// model), the optimizer state, the objective's parameters (when it has any) and, last,
-    /// `trainer_state.json`. An existing `dir` is replaced whole.
-    pub fn save(&self, dir: &Path, step: u64, policy: &HfCausalLm, optimizer: &AdamW, heads: &VarStore) -> Result<()> {
+    /// `trainer_state.json`. An existing `dir` is replaced whole. `optimizer` is the optimizer
+    /// state as named tensors ([`crate::optim::AdamW::state`]).
+    pub fn save(
+        &self,
+        dir: &Path,
+        step: u64,
+        policy: &HfCausalLm,
+        optimizer: &[(String, Tensor)],
+        heads: &VarStore,
+    ) -> Result<()> {
         write_dir(dir, |tmp| {
             let saved = if policy.has_adapters() {
                 policy.save_adapter(tmp, &self.base_model.to_string_lossy(), &self.extra_files)
@@ -93,7 +100,7 @@ impl Checkpointer {
                 policy.save(tmp, &self.extra_files)
             };
             saved.map_err(TrainError::model(format!("saving {}", dir.display())))?;
-            Tensor::write_safetensors(&optimizer.state(), tmp.join(OPTIMIZER_STATE))
+            Tensor::write_safetensors(optimizer, tmp.join(OPTIMIZER_STATE))
                 .map_err(TrainError::torch("writing optimizer.safetensors"))?;
             if !heads.variables().is_empty() {
                 heads
@@ -107,11 +114,18 @@ impl Checkpointer {
     }
 
     /// Loads the optimizer state and the objective's parameters of the checkpoint `dir`
-    /// (taken after `step` steps). The policy's weights are loaded from `dir` by the caller.
-    pub fn restore(&self, dir: &Path, step: u64, optimizer: &mut AdamW, heads: &mut VarStore) -> Result<()> {
+    /// (taken after `step` steps): `load` receives the optimizer's named tensors and the step
+    /// and says what is wrong with them. The policy's weights are loaded from `dir` by the caller.
+    pub fn restore(
+        &self,
+        dir: &Path,
+        step: u64,
+        load: impl FnOnce(&[(String, Tensor)], u64) -> std::result::Result<(), String>,
+        heads: &mut VarStore,
+    ) -> Result<()> {
         let state = Tensor::read_safetensors(dir.join(OPTIMIZER_STATE))
             .map_err(TrainError::torch("reading optimizer.safetensors"))?;
-        optimizer.load_state(&state, step).map_err(|why| TrainError::Resume { path: dir.to_path_buf(), why })?;
+        load(&state, step).map_err(|why| TrainError::Resume { path: dir.to_path_buf(), why })?;
         if !heads.variables().is_empty() {
             heads
                 .load(dir.join(OBJECTIVE_PARAMS))

@@ -18,6 +18,7 @@
 
 pub mod checkpoint;
 pub mod events;
+mod optimizer;
 pub mod reference;
 mod setup;
 mod step;
@@ -29,12 +30,17 @@ pub use events::{EventHandler, Interrupt, SaveReason, TrainEvent};
 pub use step::{checkpoint_seed, micro_batch_backward, MicroBatchOutcome};
 
 use crate::config::RunConfig;
+use crate::dist::World;
 use crate::optim::{AdamW, AdamWConfig};
 use crate::order::MicroBatches;
+use crate::seeded::Fnv1a;
+use crate::zero::ShardedAdamW;
 use crate::{DataOrder, LrSchedule, MetricsLog, Result, TrainError};
 use events::Events;
+use optimizer::Optimizer;
 use setup::Run;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use step::{LoopEnd, StepLoop};
 use tch::Tensor;
 
@@ -49,7 +55,10 @@ pub struct TrainOptions {
     /// Triggering it makes the run save a checkpoint after the current step and return.
     pub interrupt: Interrupt,
     /// Receives the run's [`TrainEvent`]s (progress, skips, checkpoints); none by default.
+    /// In a data-parallel run only rank 0 reports.
     pub on_event: Option<EventHandler>,
+    /// The processes of a data-parallel run ([`World::connect`]); `None`: this process alone.
+    pub world: Option<Arc<World>>,
 }
 
 impl TrainOptions {
@@ -67,6 +76,13 @@ impl TrainOptions {
     /// Stop (after saving) when `interrupt` is triggered.
     pub fn with_interrupt(mut self, interrupt: Interrupt) -> Self {
         self.interrupt = interrupt;
+        self
+    }
+
+    /// Train data-parallel with the processes of `world`: `[train] batch_size` records per
+    /// process, rank 0 writing the outputs.
+    pub fn with_world(mut self, world: Arc<World>) -> Self {
+        self.world = Some(world);
         self
     }
 
@@ -92,19 +108,21 @@ pub struct TrainSummary {
     pub interrupted: bool,
 }
 
-/// Optimizer steps of the whole run: `max_steps`, or enough for `epochs` passes.
-fn total_steps(config: &RunConfig, records: usize) -> u64 {
+/// Optimizer steps of the whole run: `max_steps`, or enough for `epochs` passes with
+/// `world_size` processes.
+fn total_steps(config: &RunConfig, records: usize, world_size: usize) -> u64 {
     let t = &config.train;
     if t.max_steps > 0 {
         t.max_steps as u64
     } else {
-        (t.epochs * records).div_ceil(t.batch_size * t.grad_accum) as u64
+        (t.epochs * records).div_ceil(t.batch_size * t.grad_accum * world_size) as u64
     }
 }
 
 /// AdamW over the policy's parameters (under `[lora]`: its adapters only, by PEFT's names;
-/// the base stays frozen) and the objective's own (named `objective.<name>`).
-fn optimizer(config: &RunConfig, run: &Run) -> AdamW {
+/// the base stays frozen) and the objective's own (named `objective.<name>`); sharded over the
+/// ranks with `[train] shard_optimizer` in a data-parallel run.
+fn optimizer(config: &RunConfig, run: &Run) -> Optimizer {
     let trained = if run.policy.has_adapters() {
         run.policy.set_adapters_trainable(true);
         run.policy.adapter_parameters()
@@ -117,12 +135,20 @@ fn optimizer(config: &RunConfig, run: &Run) -> AdamW {
         params.push((format!("objective.{n}"), t));
     }
     let o = &config.optim;
-    AdamW::new(params, AdamWConfig { betas: o.betas, eps: o.eps, weight_decay: o.weight_decay })
+    let adamw = AdamWConfig { betas: o.betas, eps: o.eps, weight_decay: o.weight_decay };
+    match &run.world {
+        Some(world) if config.train.shard_optimizer => {
+            Optimizer::Sharded(ShardedAdamW::new(params, adamw, world.clone()))
+        }
+        _ => Optimizer::Whole(AdamW::new(params, adamw)),
+    }
 }
 
-/// The run's micro-batches, grouped by record length when `group_by_length` asks for it.
+/// The run's global micro-batches (`batch_size` records for each process), grouped by record
+/// length when `group_by_length` asks for it.
 fn micro_batches(config: &RunConfig, run: &Run, order: DataOrder) -> MicroBatches {
-    let batches = MicroBatches::new(order, config.train.batch_size, config.train.grad_accum);
+    let world_size = run.world.as_ref().map_or(1, |w| w.size());
+    let batches = MicroBatches::new(order, config.train.batch_size * world_size, config.train.grad_accum);
     if !config.train.group_by_length {
         return batches;
     }
@@ -132,20 +158,47 @@ fn micro_batches(config: &RunConfig, run: &Run, order: DataOrder) -> MicroBatche
 }
 
 /// Runs training as `config` (read from `config_path`) describes.
+///
+/// With [`TrainOptions::world`], every process of the run calls it with the same config: each
+/// takes its slice of every global batch, and rank 0 writes `metrics.jsonl` and the
+/// checkpoints, which are the files a one-process run with the whole batch would write.
 pub fn train(config: &RunConfig, config_path: &Path, opts: &TrainOptions) -> Result<TrainSummary> {
-    let events = Events(opts.on_event.clone());
+    let world = opts.world.as_ref();
+    let main = world.is_none_or(|w| w.is_main());
+    let events = Events(if main { opts.on_event.clone() } else { None });
+    if let Some(w) = world {
+        w.check_same("configs", config_fingerprint(config))?;
+    }
+    let localized;
+    let config = match world {
+        // One GPU per process on its node, as torchrun's LOCAL_RANK says.
+        Some(w) if config.model.device == "cuda" => {
+            localized = RunConfig {
+                model: crate::config::ModelSection {
+                    device: format!("cuda:{}", w.launch().local_rank),
+                    ..config.model.clone()
+                },
+                ..config.clone()
+            };
+            &localized
+        }
+        _ => config,
+    };
     tch::manual_seed(config.train.seed as i64);
     std::fs::create_dir_all(&opts.output).map_err(|source| TrainError::Io { path: opts.output.clone(), source })?;
     let resume_from = if opts.resume { Some(Checkpointer::resume_point(&opts.output)?) } else { None };
+    if let (Some(w), Some((step, _))) = (world, &resume_from) {
+        w.check_same("checkpoints to resume from", *step)?;
+    }
     let policy_dir = resume_from.as_ref().map_or(config.model.path.as_path(), |(_, dir)| dir.as_path());
-    let mut run = Run::build(config, config_path, policy_dir, &opts.output, &events)?;
+    let mut run = Run::build(config, config_path, policy_dir, &opts.output, &events, world)?;
 
-    let total_steps = total_steps(config, run.records.len());
+    let total_steps = total_steps(config, run.records.len(), world.map_or(1, |w| w.size()));
     let checkpointer = Checkpointer::new(&opts.output, &config.model.path, total_steps, config.train.seed);
     let mut optimizer = optimizer(config, &run);
     let start = match &resume_from {
         Some((step, dir)) => {
-            checkpointer.restore(dir, *step, &mut optimizer, &mut run.heads)?;
+            checkpointer.restore(dir, *step, |state, step| optimizer.load_state(state, step), &mut run.heads)?;
             events.emit(TrainEvent::Resumed { step: *step, checkpoint: dir });
             *step
         }
@@ -159,7 +212,10 @@ pub fn train(config: &RunConfig, config_path: &Path, opts: &TrainOptions) -> Res
         optimizer,
         schedule: LrSchedule::new(o.lr, o.schedule, o.warmup_ratio, total_steps as usize),
         batches: micro_batches(config, &run, order),
-        metrics_log: MetricsLog::open(&opts.output.join("metrics.jsonl"), resume_from.as_ref().map(|(s, _)| *s))?,
+        metrics_log: match main {
+            true => Some(MetricsLog::open(&opts.output.join("metrics.jsonl"), resume_from.as_ref().map(|(s, _)| *s))?),
+            false => None,
+        },
         checkpointer: &checkpointer,
         events: &events,
         interrupt: &opts.interrupt,
@@ -173,4 +229,11 @@ pub fn train(config: &RunConfig, config_path: &Path, opts: &TrainOptions) -> Res
     };
     let (skipped_lines, nonfinite_steps) = (run.skipped_lines, steps.nonfinite_steps);
     Ok(TrainSummary { steps: step, saved, skipped_lines, nonfinite_steps, interrupted })
+}
+
+/// FNV-1a of the parsed config: ranks launched with different configs differ here.
+fn config_fingerprint(config: &RunConfig) -> u64 {
+    let mut h = Fnv1a::new();
+    h.write_bytes(format!("{config:?}").as_bytes());
+    h.finish()
 }

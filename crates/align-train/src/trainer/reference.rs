@@ -5,6 +5,7 @@
 
 use super::events::{Events, TrainEvent};
 use crate::batch::ReferenceCache;
+use crate::dist::World;
 use crate::packing::{select, Packer};
 use crate::padding::pad_pairs;
 use crate::prepare::PreparedRecord;
@@ -13,7 +14,9 @@ use crate::{Result, TrainError};
 use lm_backend::atomic::{write_file, write_file_with};
 use lm_backend::{CausalLm, HfCausalLm, HiddenRequest};
 use std::path::Path;
-use tch::{Device, Tensor};
+use std::sync::Arc;
+use tch::{Device, Kind, Tensor};
+use torch_dist::ReduceOp;
 
 /// The cache file in the output folder.
 pub const CACHE_FILE: &str = "reference_logps.safetensors";
@@ -37,6 +40,9 @@ pub(crate) struct ReferenceInputs<'a> {
     pub kl: bool,
     /// Padding-free passes ([`crate::packing`]) instead of right-padded ones.
     pub packing: bool,
+    /// The processes of a data-parallel run: each computes a contiguous shard of the
+    /// records, and every rank gathers the whole cache; only rank 0 writes it.
+    pub world: Option<&'a Arc<World>>,
 }
 
 /// FNV-1a over the reference folder and every token id the cache covers: a cache whose
@@ -62,17 +68,32 @@ pub(crate) fn reference_cache(inputs: &ReferenceInputs, output: &Path, events: &
     let file = output.join(CACHE_FILE);
     let stamp_file = output.join(STAMP_FILE);
     let stamp = fingerprint(inputs.dir, inputs.records, inputs.kl);
-    if let Some(cache) = read_cache(&file, &stamp_file, &stamp) {
+    let found = read_cache(&file, &stamp_file, &stamp);
+    // Every rank reuses the file, or none does (a rank that cannot read it must not wait
+    // alone in the gather below).
+    let everywhere = match inputs.world {
+        None => found.is_some(),
+        Some(w) => {
+            w.all_reduce_f64(&[f64::from(u8::from(found.is_some()))], ReduceOp::Min, "reading the reference cache")?[0]
+                > 0.0
+        }
+    };
+    if let (true, Some(cache)) = (everywhere, found) {
         events.emit(TrainEvent::ReferenceCacheReady { path: &file, reused: true });
         return Ok(cache);
     }
-    let columns = compute(inputs, events)?;
-    let named: Vec<(&str, &Tensor)> = COLUMNS.iter().copied().zip(columns.iter()).collect();
-    write_file_with(&file, |tmp| {
-        Tensor::write_safetensors(&named, tmp).map_err(TrainError::torch(format!("writing {CACHE_FILE}")))
-    })?;
-    let stamp_json = serde_json::json!({ "fingerprint": stamp, "records": inputs.records.len() });
-    write_file(&stamp_file, stamp_json.to_string().as_bytes())?;
+    let columns = match inputs.world {
+        None => compute(inputs, 0..inputs.records.len(), events)?,
+        Some(world) => sharded(inputs, world, events)?,
+    };
+    if inputs.world.is_none_or(|w| w.is_main()) {
+        let named: Vec<(&str, &Tensor)> = COLUMNS.iter().copied().zip(columns.iter()).collect();
+        write_file_with(&file, |tmp| {
+            Tensor::write_safetensors(&named, tmp).map_err(TrainError::torch(format!("writing {CACHE_FILE}")))
+        })?;
+        let stamp_json = serde_json::json!({ "fingerprint": stamp, "records": inputs.records.len() });
+        write_file(&stamp_file, stamp_json.to_string().as_bytes())?;
+    }
     events.emit(TrainEvent::ReferenceCacheReady { path: &file, reused: false });
     let [a, b, c, d, e] = columns;
     Ok(ReferenceCache { chosen_sum: a, chosen_count: b, rejected_sum: c, rejected_count: d, kl_sum: e })
@@ -89,14 +110,36 @@ fn read_cache(file: &Path, stamp_file: &Path, stamp: &str) -> Option<ReferenceCa
     Some(ReferenceCache { chosen_sum: a, chosen_count: b, rejected_sum: c, rejected_count: d, kl_sum: e })
 }
 
-/// The five `[N]` columns of [`COLUMNS`], on the CPU, in record order.
-fn compute(inputs: &ReferenceInputs, events: &Events) -> Result<[Tensor; 5]> {
-    let records = inputs.records;
+/// The columns of the whole cache from every rank's contiguous shard of the records (the
+/// last ones shorter or empty), gathered in rank order.
+fn sharded(inputs: &ReferenceInputs, world: &World, events: &Events) -> Result<[Tensor; 5]> {
+    let n = inputs.records.len();
+    let per = n.div_ceil(world.size());
+    let shard = |r: usize| (r * per).min(n)..((r + 1) * per).min(n);
+    let mine = compute(inputs, shard(world.rank()), events)?;
+    let len = mine[0].size()[0];
+    let padded = Tensor::stack(&mine.map(|c| c.to_kind(Kind::Double).constant_pad_nd([0, per as i64 - len])), 0);
+    let all = world.all_gather(&padded, "gathering the reference cache")?; // [size, 5, per]
+    let column = |c: i64| {
+        let parts: Vec<Tensor> = (0..world.size())
+            .map(|r| all.get(r as i64).get(c).narrow(0, 0, shard(r).len() as i64).to_kind(Kind::Float))
+            .collect();
+        Tensor::cat(&parts, 0)
+    };
+    Ok([column(0), column(1), column(2), column(3), column(4)])
+}
+
+/// The five columns of [`COLUMNS`] for records `range`, on the CPU, in record order.
+fn compute(inputs: &ReferenceInputs, range: std::ops::Range<usize>, events: &Events) -> Result<[Tensor; 5]> {
+    let records = &inputs.records[range.clone()];
     let total = records.len().div_ceil(inputs.batch_size);
     let mut cols: [Vec<Tensor>; 5] = Default::default();
     let _guard = tch::no_grad_guard();
+    if records.is_empty() {
+        return Ok(std::array::from_fn(|_| Tensor::zeros([0], (Kind::Float, Device::Cpu))));
+    }
     for (k, chunk) in records.chunks(inputs.batch_size).enumerate() {
-        let start = k * inputs.batch_size;
+        let start = range.start + k * inputs.batch_size;
         let batch =
             if inputs.packing { packed_batch(inputs, start, chunk)? } else { padded_batch(inputs, start, chunk)? };
         for (col, t) in cols.iter_mut().zip(batch) {

@@ -9,14 +9,18 @@ use super::reference::{reference_cache, ReferenceInputs};
 use crate::batch::{ReferenceCache, StepModels, StepPlan};
 use crate::config::{Dtype, RunConfig};
 use crate::data::load_records;
+use crate::dist::World;
 use crate::encode::TextEncoder;
 use crate::prepare::{prepare_records, PreparedRecord, RecordNeeds};
+use crate::seeded::Fnv1a;
 use crate::terms::{build_objective, ModelShape};
 use crate::{Result, TrainError};
+use align_losses::RankSum;
 use align_losses::{ObjectiveStack, PreferenceObjective};
 use lm_backend::lora::{is_adapter_dir, LoraSpec};
 use lm_backend::{CausalLm, HfCausalLm, LoadOptions, Tokenizer};
 use std::path::Path;
+use std::sync::Arc;
 use tch::nn::VarStore;
 
 /// A run's models, objective and data, ready for the step loop.
@@ -39,6 +43,12 @@ pub(crate) struct Run {
     pub pad_id: i64,
     /// Bad data lines skipped (`skip_bad_lines`).
     pub skipped_lines: usize,
+    /// The run's languages, dominant first.
+    pub languages: Vec<String>,
+    /// The other processes of a data-parallel run.
+    pub world: Option<Arc<World>>,
+    /// Sums over their ranks, for the objective's normalisers.
+    pub ranks: Option<Arc<dyn RankSum>>,
 }
 
 impl Run {
@@ -51,6 +61,7 @@ impl Run {
         policy_dir: &Path,
         output: &Path,
         events: &Events,
+        world: Option<&Arc<World>>,
     ) -> Result<Run> {
         let device = torch_device::device_from_str(&config.model.device)?;
         let load = LoadOptions::cpu_f32()
@@ -68,9 +79,29 @@ impl Run {
         let chosen_only = config.objectives.iter().all(|o| o.kind.is_chosen_only());
         let plan = StepPlan::new(&objective.needs(), chosen_only);
         let (records, skipped_lines) = load_data(config, &tokenizer, &plan, events)?;
+        if let Some(world) = world {
+            world.check_same("data (the encoded records)", records_fingerprint(&records))?;
+        }
         let pad_id = tokenizer.pad_id();
-        let (reference, cache) = load_reference(config, &policy, load, &plan, &records, pad_id, output, events)?;
-        Ok(Run { policy, reference, cache, heads, objective, plan, records, pad_id, skipped_lines })
+        let loaded = (&policy, load, world);
+        let (reference, cache) = load_reference(config, loaded, &plan, &records, pad_id, output, events)?;
+        let languages = config.data.languages.clone();
+        let ranks = world.map(World::ranks);
+        let world = world.cloned();
+        Ok(Run {
+            policy,
+            reference,
+            cache,
+            heads,
+            objective,
+            plan,
+            records,
+            pad_id,
+            skipped_lines,
+            languages,
+            world,
+            ranks,
+        })
     }
 
     /// The models and constants the step's forward passes read.
@@ -83,6 +114,8 @@ impl Run {
             num_languages,
             packing,
             dropout_key: 0,
+            languages: &self.languages,
+            ranks: self.ranks.as_ref(),
         }
     }
 }
@@ -196,11 +229,9 @@ fn load_data(
 /// reference log-probs (when a term reads them). Without `[model] reference`, the reference
 /// is the base model: under `[lora]` the policy's own base weights with no adapters (shared,
 /// not loaded again), else a frozen copy of `[model] path`.
-#[allow(clippy::too_many_arguments)]
 fn load_reference(
     config: &RunConfig,
-    policy: &HfCausalLm,
-    load: LoadOptions,
+    (policy, load, world): (&HfCausalLm, LoadOptions, Option<&Arc<World>>),
     plan: &StepPlan,
     records: &[PreparedRecord],
     pad_id: i64,
@@ -228,10 +259,30 @@ fn load_reference(
             batch_size: config.train.batch_size,
             kl: plan.kl,
             packing: config.train.packing,
+            world,
         };
         Some(reference_cache(&inputs, output, events)?)
     } else {
         None
     };
     Ok((needs_model.then_some(model), cache))
+}
+
+/// FNV-1a over every token id of `records` (and where each prompt ends): ranks that read
+/// other data, or tokenized it otherwise, differ here.
+pub(crate) fn records_fingerprint(records: &[PreparedRecord]) -> u64 {
+    let mut h = Fnv1a::new();
+    h.write_u64(records.len() as u64);
+    for r in records {
+        for (language, prompt) in &r.variants {
+            h.write_u64(*language as u64);
+            prompt.iter().for_each(|&i| h.write_u64(i as u64));
+        }
+        let targets = r.targets.iter().flat_map(|(_, c, rj)| [c, rj]);
+        for e in [Some(&r.chosen), r.rejected.as_ref()].into_iter().flatten().chain(targets) {
+            h.write_u64(e.prompt.len() as u64);
+            e.ids().iter().for_each(|&i| h.write_u64(i as u64));
+        }
+    }
+    h.finish()
 }

@@ -5,10 +5,10 @@
 
 use super::checkpoint::Checkpointer;
 use super::events::{Events, Interrupt, SaveReason, TrainEvent};
+use super::optimizer::Optimizer;
 use super::setup::Run;
 use crate::batch::{build_view, dropout_key, StepModels, StepPlan};
 use crate::config::{OnNonFinite, RunConfig};
-use crate::optim::AdamW;
 use crate::order::MicroBatches;
 use crate::prepare::PreparedRecord;
 use crate::seeded::Fnv1a;
@@ -17,6 +17,7 @@ use align_losses::PreferenceObjective;
 use lm_backend::Checkpointed;
 use std::path::PathBuf;
 use std::time::Instant;
+use torch_dist::ReduceOp;
 
 /// What the forward and backward passes of one micro-batch produced
 /// ([`micro_batch_backward`]).
@@ -44,6 +45,10 @@ pub struct MicroBatchOutcome {
 /// `batch` are the micro-batch's records, `indices` their dataset indices and `all` every
 /// record (KTO reads mismatched completions); `step` (1-based) names the step in errors.
 /// Returns `Ok(Err(loss))` when the loss is not finite: nothing is back-propagated then.
+///
+/// With [`StepModels::ranks`] (a data-parallel run), `batch` is this rank's slice of the
+/// global micro-batch: the backward pass leaves this rank's share of the gradient, and the
+/// loss and metrics returned are those of the global micro-batch (`tokens` stays this rank's).
 #[allow(clippy::too_many_arguments)] // the step's inputs, each distinct
 pub fn micro_batch_backward(
     models: &StepModels,
@@ -62,7 +67,8 @@ pub fn micro_batch_backward(
     };
     let (view, tokens) = build_view(&models, plan, batch, indices, all)?;
     let out = objective.compute(&view).map_err(TrainError::loss(format!("step {step}")))?;
-    let loss = out.loss.double_value(&[]);
+    // With ranks, `out.loss` is this rank's share; every rank sees the global value.
+    let loss = view.global_value(&out.loss).map_err(TrainError::loss(format!("step {step}")))?;
     if !loss.is_finite() {
         return Ok(Err(loss));
     }
@@ -118,10 +124,11 @@ struct Accumulated {
 pub(crate) struct StepLoop<'a> {
     pub config: &'a RunConfig,
     pub run: &'a Run,
-    pub optimizer: AdamW,
+    pub optimizer: Optimizer,
     pub schedule: LrSchedule,
     pub batches: MicroBatches,
-    pub metrics_log: MetricsLog,
+    /// `metrics.jsonl` (rank 0 only).
+    pub metrics_log: Option<MetricsLog>,
     pub checkpointer: &'a Checkpointer,
     pub events: &'a Events,
     pub interrupt: &'a Interrupt,
@@ -146,7 +153,7 @@ impl StepLoop<'_> {
             };
             step += 1;
             self.apply_and_log(step, accumulated, t0)?;
-            let interrupted = self.interrupt.is_triggered();
+            let interrupted = self.interrupted()?;
             let periodic = self.config.train.save_every > 0 && step % self.config.train.save_every as u64 == 0;
             if (periodic || interrupted) && step < self.total_steps {
                 let reason = if interrupted { SaveReason::Interrupted } else { SaveReason::Periodic };
@@ -159,11 +166,28 @@ impl StepLoop<'_> {
         Ok(LoopEnd::Finished { step })
     }
 
-    /// Writes `checkpoint-<step>/` (or `final/` for [`SaveReason::Final`]) and reports it.
+    /// Whether the interrupt handle was triggered (in a data-parallel run: on any rank, so
+    /// that every rank stops after the same step).
+    fn interrupted(&self) -> Result<bool> {
+        let here = self.interrupt.is_triggered();
+        match &self.run.world {
+            None => Ok(here),
+            Some(w) => {
+                Ok(w.all_reduce_f64(&[f64::from(u8::from(here))], ReduceOp::Max, "agreeing on an interrupt")?[0] > 0.0)
+            }
+        }
+    }
+
+    /// Writes `checkpoint-<step>/` (or `final/` for [`SaveReason::Final`]) and reports it; in
+    /// a data-parallel run only rank 0 writes.
     pub fn save(&self, step: u64, reason: SaveReason) -> Result<PathBuf> {
         let c = self.checkpointer;
         let dir = if reason == SaveReason::Final { c.final_dir() } else { c.step_dir(step) };
-        c.save(&dir, step, &self.run.policy, &self.optimizer, &self.run.heads)?;
+        let state = self.optimizer.state()?; // sharded: gathered, by every rank
+        if self.run.world.as_ref().is_some_and(|w| !w.is_main()) {
+            return Ok(dir);
+        }
+        c.save(&dir, step, &self.run.policy, &state, &self.run.heads)?;
         self.events.emit(TrainEvent::CheckpointSaved { step, dir: &dir, reason });
         Ok(dir)
     }
@@ -175,9 +199,15 @@ impl StepLoop<'_> {
         let mut models = self.run.step_models(self.config.data.languages.len(), self.config.train.packing);
         let records = &self.run.records;
         let mut acc = Accumulated { loss: 0.0, tokens: 0, metrics: Vec::new(), grad_norm: f64::NAN };
+        let world = self.run.world.as_ref();
         for micro in 0..accum {
             models.dropout_key = dropout_key(self.config.train.seed, step, micro);
-            let indices = self.batches.indices(step, micro);
+            let mut indices = self.batches.indices(step, micro);
+            if let Some(w) = world {
+                // This rank's slice of the global micro-batch.
+                let per = self.config.train.batch_size;
+                indices = indices[w.rank() * per..(w.rank() + 1) * per].to_vec();
+            }
             let batch: Vec<&PreparedRecord> = indices.iter().map(|&i| &records[i]).collect();
             let checkpointed = self.config.train.gradient_checkpointing.then(|| {
                 let seed = checkpoint_seed(self.config.train.seed, step, micro);
@@ -200,7 +230,11 @@ impl StepLoop<'_> {
                 }
             }
         }
-        acc.grad_norm = self.optimizer.grad_norm();
+        self.optimizer.sync_grads(world.map(|w| &**w))?;
+        if let Some(w) = world {
+            acc.tokens = w.all_reduce_f64(&[acc.tokens as f64], ReduceOp::Sum, "counting tokens")?[0] as usize;
+        }
+        acc.grad_norm = self.optimizer.grad_norm()?;
         if !acc.grad_norm.is_finite() {
             return Ok(Err(("gradient norm".into(), acc.grad_norm)));
         }
@@ -232,10 +266,11 @@ impl StepLoop<'_> {
             self.optimizer.scale_grads(o.max_grad_norm / (grad_norm + 1e-6));
         }
         let lr = self.schedule.lr(step as usize - 1);
-        self.optimizer.step(lr);
+        self.optimizer.step(lr)?;
         self.optimizer.zero_grad();
         let seconds = t0.elapsed().as_secs_f64();
-        let per_step = self.config.train.batch_size * self.config.train.grad_accum;
+        let world_size = self.run.world.as_ref().map_or(1, |w| w.size());
+        let per_step = self.config.train.batch_size * self.config.train.grad_accum * world_size;
         let mut line = vec![
             ("step".to_string(), step as f64),
             ("loss".to_string(), acc.loss),
@@ -245,8 +280,15 @@ impl StepLoop<'_> {
             ("tokens".to_string(), acc.tokens as f64),
             ("epoch".to_string(), (step as usize * per_step) as f64 / self.run.records.len() as f64),
         ];
+        if let Some(w) = &self.run.world {
+            line.push(("world_size".to_string(), world_size as f64));
+            line.push(("comm_time_s".to_string(), w.take_comm_time()));
+            line.push(("optimizer_state_mib".to_string(), self.optimizer.state_bytes() as f64 / f64::from(1 << 20)));
+        }
         line.extend(acc.metrics);
-        self.metrics_log.append(&line)?;
+        if let Some(log) = &mut self.metrics_log {
+            log.append(&line)?;
+        }
         let total_steps = self.total_steps;
         self.events.emit(TrainEvent::StepFinished { step, total_steps, loss: acc.loss, tokens: acc.tokens, seconds });
         Ok(())

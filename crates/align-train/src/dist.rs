@@ -1,0 +1,264 @@
+//! Data parallelism over PyTorch's own distributed engine (c10d, through [`torch_dist`]):
+//! the process group of a run launched by torchrun, SLURM or `align train --nproc`, and the
+//! collectives the trainer needs from it.
+//!
+//! Every rank runs the same program on its slice of each global batch. The objective terms
+//! normalise by the global batch through [`RankSum`] ([`World::ranks`]), so the shares of the
+//! ranks' losses sum to the loss of the whole batch, and summing the ranks' gradients
+//! ([`World::all_reduce_grads`]) gives its gradient: a run on `N` processes takes the steps of
+//! a one-process run with the `N`-times batch.
+//!
+//! Collectives run on the CPU (Gloo); tensors on another device are copied there and back.
+
+use crate::{Result, TrainError};
+use align_losses::{LossError, RankSum};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tch::{Device, Kind, Tensor};
+use torch_dist::{DistError, GlooOptions, Launch, ProcessGroup, ReduceOp, Store};
+
+/// Gradients are all-reduced in buckets of about this many bytes (as float32), as
+/// PyTorch's DistributedDataParallel does by default.
+pub const BUCKET_BYTES: usize = 25 << 20;
+
+/// The processes of a data-parallel run, as seen from one of them.
+pub struct World {
+    // Field order is drop order: the group goes before the store it rendezvoused through.
+    group: ProcessGroup,
+    _store: Store,
+    launch: Launch,
+    /// Time spent in collectives since the last [`World::take_comm_time`].
+    comm: Mutex<Duration>,
+}
+
+impl fmt::Debug for World {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("World").field("rank", &self.rank()).field("size", &self.size()).finish()
+    }
+}
+
+/// An error of the collective `op` as a [`TrainError`], with the likely cause spelled out.
+fn dist_error(op: &str, rank: usize) -> impl FnOnce(DistError) -> TrainError + '_ {
+    move |e| {
+        TrainError::input(
+            format!("rank {rank}: {op}"),
+            format!(
+                "{e} (another rank has failed or stopped, or did not reach this point within the \
+                 collective timeout; the failing rank's own error says why)"
+            ),
+        )
+    }
+}
+
+impl World {
+    /// Joins the run `launch` describes: connects to (on rank 0: starts) the rendezvous store
+    /// at `MASTER_ADDR:MASTER_PORT` and forms a Gloo group. A collective that waits longer than
+    /// `timeout` for a peer fails (a dead peer is usually noticed at once, by its closed
+    /// connection).
+    pub fn connect(launch: &Launch, timeout: Duration) -> Result<World> {
+        let (addr, port, rank, size) = (&launch.master_addr, launch.master_port, launch.rank, launch.world_size);
+        let store = Store::tcp(addr, port, size, launch.is_main(), timeout).map_err(|e| {
+            let hint = if launch.is_main() {
+                format!("is port {port} in use on this host? choose another with MASTER_PORT (or --master-port)")
+            } else {
+                format!("is rank 0 running, and {addr}:{port} reachable from here?")
+            };
+            TrainError::input(format!("rank {rank}: rendezvous at {addr}:{port}"), format!("{e}; {hint}"))
+        })?;
+        let options = GlooOptions {
+            timeout,
+            interface: std::env::var("GLOO_SOCKET_IFNAME").ok().filter(|s| !s.is_empty()),
+            hostname: None,
+        };
+        let group =
+            ProcessGroup::gloo(&store, rank, size, &options).map_err(dist_error("forming the Gloo group", rank))?;
+        Ok(World { group, _store: store, launch: launch.clone(), comm: Mutex::new(Duration::ZERO) })
+    }
+
+    /// This process's rank.
+    pub fn rank(&self) -> usize {
+        self.group.rank()
+    }
+
+    /// The number of processes.
+    pub fn size(&self) -> usize {
+        self.group.size()
+    }
+
+    /// Rank 0: the one that writes the run's outputs.
+    pub fn is_main(&self) -> bool {
+        self.rank() == 0
+    }
+
+    /// The launch this world was formed from.
+    pub fn launch(&self) -> &Launch {
+        &self.launch
+    }
+
+    /// Seconds spent in collectives since the last call.
+    pub fn take_comm_time(&self) -> f64 {
+        let mut c = self.comm.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *c).as_secs_f64()
+    }
+
+    /// Runs `f` (a collective) and adds its duration to the communication time.
+    fn timed<T>(&self, f: impl FnOnce() -> T) -> T {
+        let t0 = Instant::now();
+        let out = f();
+        *self.comm.lock().unwrap_or_else(|p| p.into_inner()) += t0.elapsed();
+        out
+    }
+
+    /// `t` reduced over ranks by `op`, as a new tensor on `t`'s device (its kind kept).
+    pub fn all_reduce(&self, t: &Tensor, op: ReduceOp, what: &str) -> Result<Tensor> {
+        let mut local = t.detach().to_device(Device::Cpu).contiguous().copy();
+        self.timed(|| self.group.all_reduce(&mut local, op)).map_err(dist_error(what, self.rank()))?;
+        Ok(local.to_device(t.device()))
+    }
+
+    /// `values` reduced over ranks by `op` (in float64).
+    pub fn all_reduce_f64(&self, values: &[f64], op: ReduceOp, what: &str) -> Result<Vec<f64>> {
+        let t = self.all_reduce(&Tensor::from_slice(values), op, what)?;
+        Ok(Vec::<f64>::try_from(&t).expect("a float64 vector"))
+    }
+
+    /// Every rank's `input` (same shape everywhere), stacked in rank order: `[size, ...]`.
+    pub fn all_gather(&self, input: &Tensor, what: &str) -> Result<Tensor> {
+        let input = input.detach().to_device(Device::Cpu).contiguous();
+        let mut shape = vec![self.size() as i64];
+        shape.extend(input.size());
+        let mut out = Tensor::zeros(&shape, (input.kind(), Device::Cpu));
+        self.timed(|| self.group.all_gather(&mut out, &input)).map_err(dist_error(what, self.rank()))?;
+        Ok(out)
+    }
+
+    /// Rank `root`'s `t`, on every rank (same shape and kind everywhere).
+    pub fn broadcast(&self, t: &Tensor, root: usize, what: &str) -> Result<Tensor> {
+        let mut local = t.detach().to_device(Device::Cpu).contiguous().copy();
+        self.timed(|| self.group.broadcast(&mut local, root)).map_err(dist_error(what, self.rank()))?;
+        Ok(local.to_device(t.device()))
+    }
+
+    /// `input` (`size * k` elements) summed over ranks; this rank's `k`-element slice of the sum.
+    pub fn reduce_scatter(&self, input: &Tensor, what: &str) -> Result<Tensor> {
+        let input = input.detach().to_device(Device::Cpu).contiguous();
+        let k = input.numel() as i64 / self.size() as i64;
+        let mut out = Tensor::zeros([k], (input.kind(), Device::Cpu));
+        self.timed(|| self.group.reduce_scatter(&mut out, &input, ReduceOp::Sum))
+            .map_err(dist_error(what, self.rank()))?;
+        Ok(out)
+    }
+
+    /// An error unless every rank passes the same `fingerprint` of `what` (e.g. the config):
+    /// the error names the ranks that differ from rank 0.
+    pub fn check_same(&self, what: &str, fingerprint: u64) -> Result<()> {
+        let mine = Tensor::from_slice(&[fingerprint as i64]);
+        let all = self.all_gather(&mine, &format!("comparing {what} across ranks"))?;
+        let all = Vec::<i64>::try_from(&all.view([-1])).expect("an int64 vector");
+        let differ: Vec<String> =
+            all.iter().enumerate().filter(|(_, &f)| f != all[0]).map(|(r, _)| r.to_string()).collect();
+        if differ.is_empty() {
+            return Ok(());
+        }
+        Err(TrainError::input(
+            format!("rank {}: comparing {what} across ranks", self.rank()),
+            format!(
+                "rank(s) {} have different {what} from rank 0 (fingerprints {}); every rank must run the same \
+                 config on the same data",
+                differ.join(", "),
+                all.iter().map(|f| format!("{:016x}", *f as u64)).collect::<Vec<_>>().join(", ")
+            ),
+        ))
+    }
+
+    /// The [`RankSum`] that objective terms normalise through.
+    pub fn ranks(self: &Arc<Self>) -> Arc<dyn RankSum> {
+        Arc::new(WorldSum(Arc::clone(self)))
+    }
+
+    /// Sums the gradients of `params` over ranks, in place, in buckets of about
+    /// [`BUCKET_BYTES`] (as float32). A parameter whose gradient is undefined on this rank but
+    /// defined on another gets one (zeros, then the sum); one without a gradient anywhere keeps
+    /// none, so the optimizer skips it as a one-process run would.
+    pub fn all_reduce_grads(&self, params: &[Tensor]) -> Result<()> {
+        let defined = self.defined_anywhere(params)?;
+        let grads: Vec<Tensor> = params.iter().zip(&defined).filter(|(_, &d)| d).map(|(p, _)| p.grad()).collect();
+        let _guard = tch::no_grad_guard();
+        for bucket in buckets(&grads, BUCKET_BYTES / 4) {
+            let flat = Tensor::cat(&bucket.iter().map(|g| g.to_kind(Kind::Float).view([-1])).collect::<Vec<_>>(), 0);
+            let summed = self.all_reduce(&flat, ReduceOp::Sum, "all-reducing gradients")?;
+            let mut offset = 0;
+            for g in bucket {
+                let n = g.numel() as i64;
+                let mut g = g.shallow_clone();
+                g.copy_(&summed.narrow(0, offset, n).view(g.size().as_slice()).to_kind(g.kind()));
+                offset += n;
+            }
+        }
+        Ok(())
+    }
+
+    /// Which of `params` has a gradient on some rank; gives the others a zero gradient.
+    fn defined_anywhere(&self, params: &[Tensor]) -> Result<Vec<bool>> {
+        let flags: Vec<f64> = params.iter().map(|p| f64::from(u8::from(p.grad().defined()))).collect();
+        let any = self.all_reduce_f64(&flags, ReduceOp::Max, "comparing which parameters have gradients")?;
+        let mut out = Vec::with_capacity(params.len());
+        for (p, (&local, &anywhere)) in params.iter().zip(flags.iter().zip(&any)) {
+            if anywhere > 0.0 && local == 0.0 {
+                // A zero gradient through autograd itself (tch cannot assign `.grad`).
+                (p * 0.0).sum(Kind::Float).backward();
+            }
+            out.push(anywhere > 0.0);
+        }
+        Ok(out)
+    }
+}
+
+/// `tensors` in consecutive groups of at most `max_elems` elements (a larger tensor alone).
+pub fn buckets(tensors: &[Tensor], max_elems: usize) -> Vec<Vec<&Tensor>> {
+    let mut out: Vec<Vec<&Tensor>> = Vec::new();
+    let mut size = 0;
+    for t in tensors {
+        let n = t.numel();
+        if out.is_empty() || size + n > max_elems {
+            out.push(Vec::new());
+            size = 0;
+        }
+        out.last_mut().expect("pushed above").push(t);
+        size += n;
+    }
+    out
+}
+
+/// [`RankSum`] over a [`World`]: an all-reduce.
+struct WorldSum(Arc<World>);
+
+impl fmt::Debug for WorldSum {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl RankSum for WorldSum {
+    fn all_sum(&self, t: &Tensor) -> align_losses::Result<Tensor> {
+        self.0.all_reduce(t, ReduceOp::Sum, "summing the loss's normaliser over ranks").map_err(|e| LossError::Term {
+            term: "data-parallel sum".into(),
+            source: Box::new(std::io::Error::other(e.to_string())),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_keep_order_and_size() {
+        let ts: Vec<Tensor> =
+            [3, 4, 10, 1, 1, 2].iter().map(|&n| Tensor::zeros([n], (Kind::Float, Device::Cpu))).collect();
+        let b = buckets(&ts, 7);
+        let sizes: Vec<Vec<usize>> = b.iter().map(|g| g.iter().map(|t| t.numel()).collect()).collect();
+        assert_eq!(sizes, vec![vec![3, 4], vec![10], vec![1, 1, 2]]);
+    }
+}
