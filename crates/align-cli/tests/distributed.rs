@@ -379,3 +379,43 @@ fn bad_launches_are_errors_not_hangs() {
     assert_eq!(run.status.code(), Some(1));
     assert!(text(&run.stderr).contains(&format!("is port {port} in use")), "{}", text(&run.stderr));
 }
+
+#[test]
+fn survivors_name_the_rank_that_died() {
+    let (_dir, root) = setup();
+    let cfg = config(&root, "long", "[[objective]]\nkind = \"dpo\"\n", 2, "");
+    fs::write(&cfg, fs::read_to_string(&cfg).unwrap().replace("max_steps = 3", "max_steps = 2000")).unwrap();
+    let out = root.join("o");
+    // As torchrun starts them; kill one rank once both are training, and read the other's error.
+    for (killed, survivor, want) in [(1, 0, "rank(s) 1 stopped"), (0, 1, "rank 0 has stopped")] {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+        let mut ranks: Vec<std::process::Child> = (0..2)
+            .map(|r: usize| {
+                Command::new(env!("CARGO_BIN_EXE_align"))
+                    .args(["train", "--config", &cfg, "--output", out.to_str().unwrap()])
+                    .envs([("RANK", r.to_string()), ("LOCAL_RANK", r.to_string()), ("WORLD_SIZE", "2".into())])
+                    .envs([("MASTER_ADDR", "127.0.0.1".to_string()), ("MASTER_PORT", port.clone())])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let start = Instant::now();
+        while !out.join("metrics.jsonl").exists()
+            || fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().count() < 3
+        {
+            assert!(start.elapsed() < Duration::from_secs(120), "no training steps after 2 minutes");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        ranks[killed].kill().unwrap();
+        let _ = ranks[killed].wait();
+        let killed_at = Instant::now();
+        let survivor = ranks.remove(survivor).wait_with_output().unwrap();
+        assert!(killed_at.elapsed() < Duration::from_secs(30), "the survivor took {:?} to stop", killed_at.elapsed());
+        assert_eq!(survivor.status.code(), Some(1));
+        let stderr = text(&survivor.stderr);
+        assert!(stderr.contains(want), "{stderr}");
+        fs::remove_dir_all(&out).unwrap();
+    }
+}

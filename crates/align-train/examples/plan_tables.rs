@@ -62,7 +62,7 @@ pub fn tables(plan_configs: &Path) -> String {
                         let text = run_config(&dir, mlc, lora, checkpointing, batch);
                         // Relative paths resolve against the config file's folder: none here.
                         let config = RunConfig::parse(&text, Path::new("run.toml")).expect("a valid run config");
-                        let options = PlanOptions { prompt_tokens: Some(PROMPT_TOKENS) };
+                        let options = PlanOptions { prompt_tokens: Some(PROMPT_TOKENS), world_size: 1 };
                         let source =
                             PlanSource::read(&config, Path::new("run.toml"), &options).expect("the config reads");
                         let peak = source.plan().phases.peak;

@@ -13,7 +13,9 @@
 use crate::{Result, TrainError};
 use align_losses::{LossError, RankSum};
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tch::{Device, Kind, Tensor};
 use torch_dist::{DistError, GlooOptions, Launch, ProcessGroup, ReduceOp, Store};
@@ -22,14 +24,36 @@ use torch_dist::{DistError, GlooOptions, Launch, ProcessGroup, ReduceOp, Store};
 /// PyTorch's DistributedDataParallel does by default.
 pub const BUCKET_BYTES: usize = 25 << 20;
 
+/// How often each rank tells the store it is alive.
+const HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// The store key of `rank`'s heartbeat counter.
+fn heartbeat_key(rank: usize) -> String {
+    format!("polyalign/heartbeat/{rank}")
+}
+
 /// The processes of a data-parallel run, as seen from one of them.
+///
+/// Each rank increments a counter in the rendezvous store every 0.5 s from a thread of its
+/// own; when a collective fails, the rank reads the counters to name the ranks that stopped.
 pub struct World {
-    // Field order is drop order: the group goes before the store it rendezvoused through.
+    // Field order is drop order: the group goes before the store it rendezvoused through
+    // (the heartbeat thread is stopped first, in `Drop`).
     group: ProcessGroup,
-    _store: Store,
+    store: Arc<Store>,
+    heartbeat: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
     launch: Launch,
     /// Time spent in collectives since the last [`World::take_comm_time`].
     comm: Mutex<Duration>,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some((stop, thread)) = self.heartbeat.take() {
+            stop.store(true, Ordering::SeqCst);
+            let _ = thread.join();
+        }
+    }
 }
 
 impl fmt::Debug for World {
@@ -38,17 +62,9 @@ impl fmt::Debug for World {
     }
 }
 
-/// An error of the collective `op` as a [`TrainError`], with the likely cause spelled out.
+/// An error of forming the group as a [`TrainError`].
 fn dist_error(op: &str, rank: usize) -> impl FnOnce(DistError) -> TrainError + '_ {
-    move |e| {
-        TrainError::input(
-            format!("rank {rank}: {op}"),
-            format!(
-                "{e} (another rank has failed or stopped, or did not reach this point within the \
-                 collective timeout; the failing rank's own error says why)"
-            ),
-        )
-    }
+    move |e| TrainError::input(format!("rank {rank}: {op}"), e.to_string())
 }
 
 impl World {
@@ -73,7 +89,52 @@ impl World {
         };
         let group =
             ProcessGroup::gloo(&store, rank, size, &options).map_err(dist_error("forming the Gloo group", rank))?;
-        Ok(World { group, _store: store, launch: launch.clone(), comm: Mutex::new(Duration::ZERO) })
+        let store = Arc::new(store);
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (store, stop) = (Arc::clone(&store), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    if store.add(&heartbeat_key(rank), 1).is_err() {
+                        return; // the store is gone: rank 0 has ended
+                    }
+                    let until = Instant::now() + HEARTBEAT;
+                    while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            })
+        };
+        let heartbeat = Some((stop, thread));
+        Ok(World { group, store, heartbeat, launch: launch.clone(), comm: Mutex::new(Duration::ZERO) })
+    }
+
+    /// The other ranks whose heartbeat stopped (read twice, four beats apart); `None` when
+    /// the store itself cannot be reached (rank 0, its host, has stopped).
+    fn silent_ranks(&self) -> Option<Vec<usize>> {
+        let read =
+            || -> Option<Vec<i64>> { (0..self.size()).map(|r| self.store.add(&heartbeat_key(r), 0).ok()).collect() };
+        let before = read()?;
+        std::thread::sleep(HEARTBEAT * 4);
+        let after = read()?;
+        Some((0..self.size()).filter(|&r| r != self.rank() && before[r] == after[r]).collect())
+    }
+
+    /// A failed collective `op` as a [`TrainError`] naming the ranks that stopped.
+    fn collective_error(&self, op: &str, e: DistError) -> TrainError {
+        let cause = match self.silent_ranks() {
+            None => "rank 0 has stopped: the rendezvous store it hosts cannot be reached".to_string(),
+            Some(r) if r.is_empty() => "every rank is still alive: a rank failed this collective, or did not reach \
+                                        it within [train] collective_timeout_s"
+                .to_string(),
+            Some(r) => format!(
+                "rank(s) {} stopped (no heartbeat for {:.0} s); the launcher (align train --nproc, torchrun, srun) \
+                 reports how they ended",
+                r.iter().map(usize::to_string).collect::<Vec<_>>().join(", "),
+                (HEARTBEAT * 4).as_secs_f64()
+            ),
+        };
+        TrainError::input(format!("rank {}: {op}", self.rank()), format!("{cause} ({e})"))
     }
 
     /// This process's rank.
@@ -113,7 +174,7 @@ impl World {
     /// `t` reduced over ranks by `op`, as a new tensor on `t`'s device (its kind kept).
     pub fn all_reduce(&self, t: &Tensor, op: ReduceOp, what: &str) -> Result<Tensor> {
         let mut local = t.detach().to_device(Device::Cpu).contiguous().copy();
-        self.timed(|| self.group.all_reduce(&mut local, op)).map_err(dist_error(what, self.rank()))?;
+        self.timed(|| self.group.all_reduce(&mut local, op)).map_err(|e| self.collective_error(what, e))?;
         Ok(local.to_device(t.device()))
     }
 
@@ -129,14 +190,14 @@ impl World {
         let mut shape = vec![self.size() as i64];
         shape.extend(input.size());
         let mut out = Tensor::zeros(&shape, (input.kind(), Device::Cpu));
-        self.timed(|| self.group.all_gather(&mut out, &input)).map_err(dist_error(what, self.rank()))?;
+        self.timed(|| self.group.all_gather(&mut out, &input)).map_err(|e| self.collective_error(what, e))?;
         Ok(out)
     }
 
     /// Rank `root`'s `t`, on every rank (same shape and kind everywhere).
     pub fn broadcast(&self, t: &Tensor, root: usize, what: &str) -> Result<Tensor> {
         let mut local = t.detach().to_device(Device::Cpu).contiguous().copy();
-        self.timed(|| self.group.broadcast(&mut local, root)).map_err(dist_error(what, self.rank()))?;
+        self.timed(|| self.group.broadcast(&mut local, root)).map_err(|e| self.collective_error(what, e))?;
         Ok(local.to_device(t.device()))
     }
 
@@ -146,7 +207,7 @@ impl World {
         let k = input.numel() as i64 / self.size() as i64;
         let mut out = Tensor::zeros([k], (input.kind(), Device::Cpu));
         self.timed(|| self.group.reduce_scatter(&mut out, &input, ReduceOp::Sum))
-            .map_err(dist_error(what, self.rank()))?;
+            .map_err(|e| self.collective_error(what, e))?;
         Ok(out)
     }
 

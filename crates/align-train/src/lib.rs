@@ -1,7 +1,7 @@
 //! # align-train
 //!
-//! The training side of polyalign: run configs, training data, learning-rate schedules (and,
-//! as they land, the training loop and evaluation). The `align` binary is a thin layer over
+//! The training side of polyalign: run configs, training data, learning-rate schedules, the
+//! training loop (one process or many) and evaluation. The `align` binary is a thin layer over
 //! this library.
 //!
 //! ```
@@ -28,8 +28,9 @@
 //!
 //! Main types: [`RunConfig`] (the TOML run file), [`Record`] and [`load_records`] (the JSONL
 //! data), [`LrSchedule`], and [`TrainError`], whose every variant names the file, line or key
-//! at fault. [`eval`] measures models, [`report`] puts runs side by side (Markdown tables and
-//! [`chart`]s).
+//! at fault. [`train`] runs training; [`dist`] joins the processes of a data-parallel run and
+//! [`zero`] shards its optimizer state; [`plan`] estimates memory before launch. [`eval`]
+//! measures models, [`report`] puts runs side by side (Markdown tables and [`chart`]s).
 
 pub mod batch;
 pub mod chart;

@@ -327,7 +327,9 @@ fn a_plan_source_reads_only_config_json() {
     let counted = PlanSource::read(&config, &path, &PlanOptions::default()).unwrap().plan();
     assert_eq!((counted.run.records, counted.terms.reference_cache), (Some(3), 60));
     // A prompt length outside 1..max_length is an error naming it.
-    let e = PlanSource::read(&config, &path, &PlanOptions { prompt_tokens: Some(1024) }).unwrap_err().to_string();
+    let e = PlanSource::read(&config, &path, &PlanOptions { prompt_tokens: Some(1024), world_size: 1 })
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("prompt tokens") && e.contains("max_length = 1024"), "{e}");
     // A model folder without config.json is an error naming the folder.
     std::fs::remove_file(model.join("config.json")).unwrap();
@@ -394,4 +396,36 @@ fn the_headroom_is_the_devices() {
         let fit = check_fit(&inputs, &plan, fit.required_bytes);
         assert!(fit.fits, "exactly the required bytes fit");
     }
+}
+
+#[test]
+fn a_data_parallel_plan_is_per_process_and_sharding_divides_the_optimizer_state() {
+    let step = dpo();
+    let m = tiny();
+    let (whole, sharded) = (run("dtype = \"bf16\"", ""), run("dtype = \"bf16\"", "shard_optimizer = true"));
+    let plan = |r: &RunConfig, world: u64| {
+        let mut inputs = PlanInputs::new(r, &m, &step, SHAPE);
+        inputs.world_size = world;
+        estimate(&inputs)
+    };
+    let one = plan(&whole, 1);
+    // 340 bf16 parameters: moments 8 x 340, f32 master weights 4 x 340.
+    assert_eq!((one.terms.optimizer_state, one.terms.master_weights, one.terms.gradients), (2720, 1360, 680));
+    // Without sharding, every process holds all of it; a gradient bucket is in flight.
+    let four = plan(&whole, 4);
+    assert_eq!((four.terms.optimizer_state, four.terms.master_weights), (2720, 1360));
+    assert_eq!(four.terms.backward_transient, 2 * align_train::dist::BUCKET_BYTES as u64);
+    // Sharded over 4: a quarter of the state and master weights, plus a quarter of the summed
+    // gradients in f32 (4 x 340 / 4).
+    let s = plan(&sharded, 4);
+    assert_eq!((s.terms.optimizer_state, s.terms.master_weights, s.terms.gradients), (680, 340, 680 + 340));
+    assert_eq!((s.run.world_size, s.run.shard_optimizer), (4, true));
+    // One process: the switch changes nothing, and the fit check does not offer it.
+    assert_eq!(plan(&sharded, 1).terms.optimizer_state, 2720);
+    let mut inputs = PlanInputs::new(&whole, &m, &step, SHAPE);
+    let fit = check_fit(&inputs, &estimate(&inputs), 1000);
+    assert!(fit.single_switches.iter().all(|(s, _)| *s != Switch::ShardOptimizer));
+    inputs.world_size = 4;
+    let fit = check_fit(&inputs, &estimate(&inputs), 1000);
+    assert!(fit.single_switches.iter().any(|(s, _)| *s == Switch::ShardOptimizer));
 }

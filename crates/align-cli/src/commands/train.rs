@@ -61,7 +61,8 @@ pub struct TrainArgs {
     /// with RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT set), each training
     /// [train] batch_size records of every step; Ctrl-C reaches every worker, and the first
     /// worker to fail stops the others.
-    #[arg(long, value_name = "N", conflicts_with = "plan", value_parser = clap::value_parser!(u16).range(1..))]
+    /// With --plan: the memory of each of N processes.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub nproc: Option<u16>,
     /// With --nproc: the rendezvous port on 127.0.0.1 (default: MASTER_PORT, else a free one).
     #[arg(long, value_name = "PORT", requires = "nproc")]
@@ -141,7 +142,7 @@ fn launch_workers(args: &TrainArgs, nproc: usize) -> anyhow::Result<()> {
 /// Prints the memory plan of `config` as a table or JSON, checked against `--device-memory`
 /// when given.
 fn print_plan(args: &TrainArgs, config: &RunConfig) -> anyhow::Result<()> {
-    let options = PlanOptions { prompt_tokens: args.prompt_tokens };
+    let options = PlanOptions { prompt_tokens: args.prompt_tokens, world_size: args.nproc.map_or(1, u64::from) };
     let source = PlanSource::read(config, &args.config, &options)
         .with_context(|| format!("cannot plan the memory of {}", args.config.display()))?;
     let plan = source.plan();

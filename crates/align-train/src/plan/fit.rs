@@ -9,7 +9,8 @@
 //! memory was 14-18% above the live bytes (docs/benchmarks.md).
 //!
 //! Switches are tried in an order of preference (those that leave the results unchanged
-//! first): `packing = true`, `attention = "sdpa"`, `gradient_checkpointing = true`, halving
+//! first): `packing = true`, `attention = "sdpa"`, `gradient_checkpointing = true`, with more
+//! than one process `shard_optimizer = true`, halving
 //! `batch_size` while doubling `grad_accum` (the same optimizer step), `dtype = "bf16"`, and
 //! `[lora]` with its defaults. The first prefix that fits is then pruned of the switches it
 //! does not need.
@@ -50,6 +51,8 @@ pub enum Switch {
     Sdpa,
     /// `[train] gradient_checkpointing = true`.
     GradientCheckpointing,
+    /// `[train] shard_optimizer = true` (data-parallel runs only).
+    ShardOptimizer,
     /// `[train] batch_size` halved (to 1 when odd), `grad_accum` multiplied to keep the
     /// optimizer step's batch.
     SmallerBatch,
@@ -61,10 +64,11 @@ pub enum Switch {
 
 impl Switch {
     /// The order in which switches are tried.
-    pub const ORDER: [Switch; 6] = [
+    pub const ORDER: [Switch; 7] = [
         Switch::Packing,
         Switch::Sdpa,
         Switch::GradientCheckpointing,
+        Switch::ShardOptimizer,
         Switch::SmallerBatch,
         Switch::Bf16,
         Switch::Lora,
@@ -79,6 +83,7 @@ impl Switch {
                 !softcapped && std::mem::replace(&mut run.model.attention, AttentionImpl::Sdpa) == AttentionImpl::Eager
             }
             Switch::GradientCheckpointing => !std::mem::replace(&mut t.gradient_checkpointing, true),
+            Switch::ShardOptimizer => !std::mem::replace(&mut t.shard_optimizer, true),
             Switch::SmallerBatch if t.batch_size > 1 => {
                 let factor = if t.batch_size % 2 == 0 { 2 } else { t.batch_size };
                 t.batch_size /= factor;
@@ -97,6 +102,7 @@ impl Switch {
             Switch::Packing => "[train] packing = true",
             Switch::Sdpa => "[model] attention = \"sdpa\"",
             Switch::GradientCheckpointing => "[train] gradient_checkpointing = true",
+            Switch::ShardOptimizer => "[train] shard_optimizer = true",
             Switch::SmallerBatch => "[train] batch_size / 2 with grad_accum x 2",
             Switch::Bf16 => "[model] dtype = \"bf16\"",
             Switch::Lora => "[lora] (r = 16, all projections)",
@@ -160,8 +166,12 @@ pub fn check_fit(inputs: &PlanInputs, plan: &MemoryPlan, device_bytes: u64) -> F
     let base = inputs.run;
     let softcapped = inputs.model.attn_logit_softcap.is_some();
     let fits_with = |run: &RunConfig| required_bytes(peak_with(inputs, run), percent) <= device_bytes;
-    let single_switches = Switch::ORDER
-        .into_iter()
+    // Sharding the optimizer state needs more than one process.
+    let order: Vec<Switch> =
+        Switch::ORDER.into_iter().filter(|&s| s != Switch::ShardOptimizer || inputs.world_size > 1).collect();
+    let single_switches = order
+        .iter()
+        .copied()
         .filter_map(|s| {
             let mut run = base.clone();
             s.apply(&mut run, softcapped).then(|| (s, peak_with(inputs, &run)))
@@ -170,7 +180,7 @@ pub fn check_fit(inputs: &PlanInputs, plan: &MemoryPlan, device_bytes: u64) -> F
     let suggestion = (!fits).then(|| {
         let mut switches = vec![];
         let mut run = base.clone();
-        'search: for s in Switch::ORDER {
+        'search: for &s in &order {
             loop {
                 if fits_with(&run) {
                     break 'search;

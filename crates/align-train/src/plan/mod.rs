@@ -102,6 +102,9 @@ pub struct PlanInputs<'a> {
     /// The largest weights file of the folder the setup loads last (mapped while it loads;
     /// counted on a CPU device only).
     pub weights_file: Option<u64>,
+    /// Processes of a data-parallel run (1: one process). The plan is per process; with
+    /// `[train] shard_optimizer` the optimizer state and master weights are divided among them.
+    pub world_size: u64,
 }
 
 impl<'a> PlanInputs<'a> {
@@ -118,6 +121,7 @@ impl<'a> PlanInputs<'a> {
             worst_case,
             records: None,
             weights_file: None,
+            world_size: 1,
         }
     }
 }
@@ -152,6 +156,10 @@ pub struct RunSummary {
     pub batch_size: usize,
     /// `[train] grad_accum`.
     pub grad_accum: usize,
+    /// Processes of a data-parallel run; the plan is per process.
+    pub world_size: u64,
+    /// Whether each process holds only its shard of the optimizer state.
+    pub shard_optimizer: bool,
     /// `[data] languages` count.
     pub languages: usize,
     /// `[data] max_length`.
@@ -386,6 +394,14 @@ pub fn estimate(inputs: &PlanInputs) -> MemoryPlan {
     t.gradients = trained * trained_bytes;
     t.optimizer_state = 8 * trained;
     t.master_weights = if trained_bytes == 4 { 0 } else { 4 * trained };
+    let world = inputs.world_size.max(1);
+    if world > 1 && run.train.shard_optimizer {
+        // ZeRO-1: this rank's share of the state, plus its share of the summed gradients
+        // (float32), which the sharded update reads.
+        t.optimizer_state = t.optimizer_state.div_ceil(world);
+        t.master_weights = t.master_weights.div_ceil(world);
+        t.gradients += (4 * trained).div_ceil(world);
+    }
     t.objective_heads = 16 * objective;
     t.reference_model_setup = if reference_loaded { reference_params * s } else { 0 };
     t.reference_model = if reference_kept { reference_params * s } else { 0 };
@@ -395,6 +411,10 @@ pub fn estimate(inputs: &PlanInputs) -> MemoryPlan {
     t.retain_states = retain_states(inputs, &passes, s);
     t.backward_transient = backward_transient(&passes, &settings, m, &params);
     t.optimizer_transient = 4 * largest * if trained_bytes == 4 { 1 } else { 2 };
+    if world > 1 {
+        // The float32 buffers of one gradient bucket in flight (flattened and reduced).
+        t.backward_transient = t.backward_transient.max(2 * crate::dist::BUCKET_BYTES as u64);
+    }
     let on_cpu = run.model.device == "cpu";
     t.weights_file_mapping = if on_cpu { inputs.weights_file.unwrap_or(0) } else { 0 };
     let setup_pass = (inputs.step.reference || inputs.step.kl).then(|| setup_pass(inputs, &settings, batch));
@@ -430,6 +450,8 @@ pub fn estimate(inputs: &PlanInputs) -> MemoryPlan {
             batch_size: run.train.batch_size,
             grad_accum: run.train.grad_accum,
             languages: run.data.languages.len(),
+            world_size: world,
+            shard_optimizer: run.train.shard_optimizer && world > 1,
             max_length: run.data.max_length,
             shape: inputs.shape,
             worst_case: inputs.worst_case,
@@ -538,6 +560,8 @@ pub struct PlanOptions {
     /// Every prompt (each language variant too) this many tokens, every completion the rest of
     /// `max_length`; `None`: [`RecordShape::worst_case`].
     pub prompt_tokens: Option<u64>,
+    /// Processes of a data-parallel run (0 or 1: one process); the plan is per process.
+    pub world_size: u64,
 }
 
 /// What a plan of a run config is computed from, read from its files: the model folder's
@@ -555,6 +579,7 @@ pub struct PlanSource {
     worst_case: bool,
     records: Option<u64>,
     weights_file: Option<u64>,
+    world_size: u64,
 }
 
 impl PlanSource {
@@ -601,6 +626,7 @@ impl PlanSource {
             objective_params,
             shape,
             worst_case: options.prompt_tokens.is_none(),
+            world_size: options.world_size.max(1),
         })
     }
 
@@ -616,6 +642,7 @@ impl PlanSource {
             worst_case: self.worst_case,
             records: self.records,
             weights_file: self.weights_file,
+            world_size: self.world_size,
         }
     }
 

@@ -93,6 +93,12 @@ fn write_header(o: &mut String, plan: &MemoryPlan, source: &str) {
         "batch          {} records per micro-batch, grad_accum {}, {} language(s)",
         r.batch_size, r.grad_accum, r.languages
     );
+    if r.world_size > 1 {
+        let state =
+            if r.shard_optimizer { "optimizer state sharded (ZeRO-1)" } else { "optimizer state on every process" };
+        let _ =
+            writeln!(o, "processes      {} (data-parallel; every figure below is per process), {state}", r.world_size);
+    }
     let s = r.shape;
     let how = if r.worst_case {
         format!("worst case that max_length = {} allows (record lengths are not read)", r.max_length)
@@ -139,9 +145,32 @@ fn write_terms(o: &mut String, plan: &MemoryPlan) {
     let trained = if r.lora.is_some() { "adapter" } else { "trained" };
     let rows: Vec<(&str, u64, String)> = vec![
         ("weights", t.weights, format!("{} parameters x {dtype_bytes} bytes ({})", thousands(p.total), r.dtype)),
-        ("gradients", t.gradients, format!("one per {trained} parameter")),
-        ("optimizer state", t.optimizer_state, "AdamW m and v, f32".into()),
-        ("master weights", t.master_weights, "f32 copies of trained bf16 parameters".into()),
+        (
+            "gradients",
+            t.gradients,
+            match r.shard_optimizer {
+                true => {
+                    format!("one per {trained} parameter, and this process's 1/{} of them summed, f32", r.world_size)
+                }
+                false => format!("one per {trained} parameter"),
+            },
+        ),
+        (
+            "optimizer state",
+            t.optimizer_state,
+            match r.shard_optimizer {
+                true => format!("AdamW m and v, f32, this process's 1/{} (sharded)", r.world_size),
+                false => "AdamW m and v, f32".into(),
+            },
+        ),
+        (
+            "master weights",
+            t.master_weights,
+            match r.shard_optimizer {
+                true => format!("f32 copies of trained bf16 parameters, this process's 1/{}", r.world_size),
+                false => "f32 copies of trained bf16 parameters".into(),
+            },
+        ),
         (
             "reference model (training)",
             t.reference_model,
