@@ -39,18 +39,7 @@ EOF
 "$random_ckpt" "$work/config.json" "$work/model" --dtype f32 ${layers:+--num-layers "$layers"} \
     --tokenizer crates/lm-backend/tests/fixtures/tokenizer >/dev/null
 
-python3 - "$work/pairs.jsonl" "$batch" "$seq" "$steps" <<'PY'
-import json, random, sys
-path, batch, seq, steps = sys.argv[1], *map(int, sys.argv[2:])
-rng = random.Random(0)
-words = "the model should refuse a harmful request in every language and help with benign ones".split()
-def text(tokens):
-    return " ".join(rng.choice(words) for _ in range(tokens // 2))
-with open(path, "w") as f:
-    for i in range(batch * steps):
-        prompt = {t: f"[{t}] " + text(seq // 2) for t in ["en", "de"]}
-        f.write(json.dumps({"id": f"r{i}", "prompt": prompt, "chosen": text(seq // 2), "rejected": text(seq // 2)}) + "\n")
-PY
+python3 scripts/bench/synthetic_pairs.py "$work/pairs.jsonl" "$((batch * steps))" "$seq" 2
 
 for n in $nprocs; do
     per=$((batch / n)); t=$((threads / n)); (( t >= 1 )) || t=1

@@ -46,19 +46,7 @@ model="$work/model"
 
 # Records: a prompt in $langs languages, chosen and rejected answers; about $seq tokens each
 # with the fixture tokenizer (byte-level BPE, about 2 characters a token).
-python3 - "$work/pairs.jsonl" "$batch" "$seq" "$langs" "$steps" <<'PY'
-import json, random, sys
-path, batch, seq, langs, steps = sys.argv[1], *map(int, sys.argv[2:])
-rng = random.Random(0)
-words = "the model should refuse a harmful request in every language and help with benign ones".split()
-def text(tokens):
-    return " ".join(rng.choice(words) for _ in range(tokens // 2))
-tags = ["en", "de", "sw", "bn", "th", "zh", "ar", "ru"][:langs]
-with open(path, "w") as f:
-    for i in range(batch * steps):
-        prompt = {t: f"[{t}] " + text(seq // 2) for t in tags}
-        f.write(json.dumps({"id": f"r{i}", "prompt": prompt, "chosen": text(seq // 2), "rejected": text(seq // 2)}) + "\n")
-PY
+python3 scripts/bench/synthetic_pairs.py "$work/pairs.jsonl" "$((batch * steps))" "$seq" "$langs"
 mlc_layer=$(python3 -c "import json,sys; n=json.load(open('$model/config.json'))['num_hidden_layers']; print(max(1, n // 2))")
 languages=$(python3 -c "print(', '.join('\"%s\"' % t for t in ['en','de','sw','bn','th','zh','ar','ru'][:$langs]))")
 cat > "$work/run.toml" <<EOF

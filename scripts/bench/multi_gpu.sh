@@ -50,18 +50,7 @@ rm -rf "$work"; mkdir -p "$work"
 "$random_ckpt" "$config" "$work/model" --dtype bf16 ${layers:+--num-layers "$layers"} \
     --tokenizer crates/lm-backend/tests/fixtures/tokenizer
 
-python3 - "$work/pairs.jsonl" "$((batch * nproc))" "$seq" "$steps" <<'PY'
-import json, random, sys
-path, batch, seq, steps = sys.argv[1], *map(int, sys.argv[2:])
-rng = random.Random(0)
-words = "the model should refuse a harmful request in every language and help with benign ones".split()
-def text(tokens):
-    return " ".join(rng.choice(words) for _ in range(tokens // 2))
-with open(path, "w") as f:
-    for i in range(batch * steps):
-        prompt = {t: f"[{t}] " + text(seq // 2) for t in ["en", "de", "sw", "bn"]}
-        f.write(json.dumps({"id": f"r{i}", "prompt": prompt, "chosen": text(seq // 2), "rejected": text(seq // 2)}) + "\n")
-PY
+python3 scripts/bench/synthetic_pairs.py "$work/pairs.jsonl" "$((batch * nproc * steps))" "$seq" 4
 mlc_layer=$(python3 -c "import json; print(max(1, json.load(open('$work/model/config.json'))['num_hidden_layers'] // 2))")
 cat > "$work/run.toml" <<EOF
 [model]

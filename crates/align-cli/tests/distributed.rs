@@ -66,15 +66,7 @@ fn setup() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     model_dir(&root, "base");
-    let lines: Vec<String> = RECORDS
-        .iter()
-        .map(|[id, pe, pd, ce, cd, re, rd]| {
-            serde_json::json!({"id": id, "prompt": {"en": pe, "de": pd}, "chosen": {"en": ce, "de": cd},
-                               "rejected": {"en": re, "de": rd}})
-            .to_string()
-        })
-        .collect();
-    fs::write(root.join("pairs.jsonl"), lines.join("\n")).unwrap();
+    fs::write(root.join("pairs.jsonl"), pair_lines(RECORDS).join("\n")).unwrap();
     (dir, root)
 }
 
@@ -418,4 +410,30 @@ fn survivors_name_the_rank_that_died() {
         assert!(stderr.contains(want), "{stderr}");
         fs::remove_dir_all(&out).unwrap();
     }
+}
+
+#[test]
+fn sharded_bf16_master_weights_are_gathered_whole() {
+    let (_dir, root) = setup();
+    let cfg = config(&root, "bf16", "[[objective]]\nkind = \"dpo\"\n", 2, "shard_optimizer = true\n");
+    fs::write(
+        &cfg,
+        fs::read_to_string(&cfg).unwrap().replace("path = \"base\"\n", "path = \"base\"\ndtype = \"bf16\"\n"),
+    )
+    .unwrap();
+    let out = root.join("bf16_out");
+    align_ok(&["train", "--nproc", "2", "--config", &cfg, "--output", out.to_str().unwrap()]);
+    let weights = tch::Tensor::read_safetensors(out.join("final").join("model.safetensors")).unwrap();
+    let state = tch::Tensor::read_safetensors(out.join("final").join("optimizer.safetensors")).unwrap();
+    let find = |key: &str| state.iter().find(|(n, _)| n == key).map(|(_, t)| t.shallow_clone());
+    let mut checked = 0;
+    for (name, w) in &weights {
+        // Every rank's shard of the f32 master weights, gathered, rounds to the saved weights.
+        let master = find(&format!("master.{name}")).unwrap_or_else(|| panic!("no master weights for {name}"));
+        assert_eq!(w.kind(), tch::Kind::BFloat16);
+        assert!(master.to_kind(tch::Kind::BFloat16).equal(w), "{name}: master weights do not round to the weights");
+        assert!(find(&format!("m.{name}")).unwrap().abs().sum(tch::Kind::Float).double_value(&[]) > 0.0, "{name}: m");
+        checked += 1;
+    }
+    assert!(checked > 5, "{checked} tensors");
 }

@@ -35,14 +35,7 @@ const RECORDS: &[[&str; 7]] = &[
 ];
 
 fn record_lines() -> Vec<String> {
-    RECORDS
-        .iter()
-        .map(|[id, pe, pd, ce, cd, re, rd]| {
-            serde_json::json!({"id": id, "prompt": {"en": pe, "de": pd}, "chosen": {"en": ce, "de": cd},
-                               "rejected": {"en": re, "de": rd}})
-            .to_string()
-        })
-        .collect()
+    pair_lines(RECORDS)
 }
 
 /// A temp folder with `base/` and `pairs.jsonl`.

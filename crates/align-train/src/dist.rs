@@ -173,9 +173,16 @@ impl World {
 
     /// `t` reduced over ranks by `op`, as a new tensor on `t`'s device (its kind kept).
     pub fn all_reduce(&self, t: &Tensor, op: ReduceOp, what: &str) -> Result<Tensor> {
-        let mut local = t.detach().to_device(Device::Cpu).contiguous().copy();
+        self.all_reduce_owned(t.detach().copy(), op, what)
+    }
+
+    /// `t` (a tensor nothing else reads) reduced over ranks by `op`: in place when it is a
+    /// contiguous CPU tensor, else through a host copy; returned on its device.
+    fn all_reduce_owned(&self, t: Tensor, op: ReduceOp, what: &str) -> Result<Tensor> {
+        let device = t.device();
+        let mut local = if device == Device::Cpu { t.contiguous() } else { t.to_device(Device::Cpu).contiguous() };
         self.timed(|| self.group.all_reduce(&mut local, op)).map_err(|e| self.collective_error(what, e))?;
-        Ok(local.to_device(t.device()))
+        Ok(local.to_device(device))
     }
 
     /// `values` reduced over ranks by `op` (in float64).
@@ -248,7 +255,7 @@ impl World {
         let _guard = tch::no_grad_guard();
         for bucket in buckets(&grads, BUCKET_BYTES / 4) {
             let flat = Tensor::cat(&bucket.iter().map(|g| g.to_kind(Kind::Float).view([-1])).collect::<Vec<_>>(), 0);
-            let summed = self.all_reduce(&flat, ReduceOp::Sum, "all-reducing gradients")?;
+            let summed = self.all_reduce_owned(flat, ReduceOp::Sum, "all-reducing gradients")?;
             let mut offset = 0;
             for g in bucket {
                 let n = g.numel() as i64;

@@ -231,17 +231,22 @@ impl ShardedAdamW {
 
     /// The whole optimizer state as [`AdamW::state`](crate::optim::AdamW::state) names it
     /// (`m.<name>`, `v.<name>`, `master.<name>`), gathered from every rank: a collective, so
-    /// every rank calls it; the tensors are complete on every rank.
+    /// every rank calls it. Rank 0 receives the tensors (on the CPU); the others an empty list.
     pub fn state(&self) -> Result<Vec<(String, Tensor)>> {
         let _guard = tch::no_grad_guard();
-        let full = |p: &Tensor| Tensor::zeros(p.size(), (Kind::Float, Device::Cpu));
-        let ms: Vec<Tensor> = self.params.iter().map(full).collect();
-        let vs: Vec<Tensor> = self.params.iter().map(full).collect();
-        let masters: Vec<Tensor> = self.params.iter().map(full).collect();
+        let main = self.world.is_main();
+        let half: Vec<bool> = self.params.iter().map(|p| matches!(p.kind(), Kind::BFloat16 | Kind::Half)).collect();
         type Pick = fn(&Slot) -> Option<&Tensor>;
-        let picks: [(Pick, &Vec<Tensor>); 3] =
-            [(|s| Some(&s.m), &ms), (|s| Some(&s.v), &vs), (|s| s.master.as_ref(), &masters)];
-        for (pick, out) in picks {
+        let mut picks: Vec<(&str, Pick)> = vec![("m", |s| Some(&s.m)), ("v", |s| Some(&s.v))];
+        if half.iter().any(|&h| h) {
+            picks.push(("master", |s| s.master.as_ref()));
+        }
+        let mut state = Vec::new();
+        for (prefix, pick) in picks {
+            let out: Vec<Tensor> = match main {
+                true => self.params.iter().map(|p| Tensor::zeros(p.size(), (Kind::Float, Device::Cpu))).collect(),
+                false => Vec::new(),
+            };
             for b in 0..self.buckets {
                 let mine = Tensor::zeros([self.per_rank], (Kind::Float, Device::Cpu));
                 for s in self.segments.iter().filter(|s| s.bucket == b) {
@@ -250,15 +255,14 @@ impl ShardedAdamW {
                     }
                 }
                 let all = self.world.all_gather(&mine, "gathering the optimizer state")?.view([-1]);
-                self.scatter_bucket(b, &all, |i, _| out[i].shallow_clone());
+                if main {
+                    self.scatter_bucket(b, &all, |i, _| out[i].shallow_clone());
+                }
             }
-        }
-        let mut state = Vec::new();
-        for (i, name) in self.names.iter().enumerate() {
-            state.push((format!("m.{name}"), ms[i].shallow_clone()));
-            state.push((format!("v.{name}"), vs[i].shallow_clone()));
-            if matches!(self.params[i].kind(), Kind::BFloat16 | Kind::Half) {
-                state.push((format!("master.{name}"), masters[i].shallow_clone()));
+            for (i, t) in out.into_iter().enumerate() {
+                if prefix != "master" || half[i] {
+                    state.push((format!("{prefix}.{}", self.names[i]), t));
+                }
             }
         }
         Ok(state)

@@ -45,3 +45,16 @@ pub fn model_dir(root: &Path, name: &str) -> PathBuf {
     }
     dir
 }
+
+/// JSONL lines of bilingual preference records, each given as (id, en prompt, de prompt,
+/// en chosen, de chosen, en rejected, de rejected).
+pub fn pair_lines(records: &[[&str; 7]]) -> Vec<String> {
+    records
+        .iter()
+        .map(|[id, pe, pd, ce, cd, re, rd]| {
+            serde_json::json!({"id": id, "prompt": {"en": pe, "de": pd}, "chosen": {"en": ce, "de": cd},
+                               "rejected": {"en": re, "de": rd}})
+            .to_string()
+        })
+        .collect()
+}

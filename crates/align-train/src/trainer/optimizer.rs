@@ -63,7 +63,8 @@ impl Optimizer {
         }
     }
 
-    /// The whole state as named tensors (sharded: gathered, a collective every rank calls).
+    /// The whole state as named tensors (sharded: gathered to rank 0, a collective every rank
+    /// calls; the other ranks receive an empty list).
     pub fn state(&self) -> Result<Vec<(String, Tensor)>> {
         match self {
             Optimizer::Whole(o) => Ok(o.state()),
