@@ -24,7 +24,7 @@ work=${WORK:-runs/data-parallel}
 align=${ALIGN:-target/release/align}
 random_ckpt=${RANDOM_CKPT:-target/release/examples/random_checkpoint}
 if [[ ! -x $align || ! -x $random_ckpt ]]; then
-    cargo build -q --release -p align-cli -p lm-backend --example random_checkpoint
+    cargo build -q --release -p align-cli --bin align && cargo build -q --release -p lm-backend --example random_checkpoint
 fi
 
 rm -rf "$work"; mkdir -p "$work"

@@ -35,7 +35,7 @@ if [[ -d $tl ]]; then
 fi
 if [[ ! -x $align || ! -x $random_ckpt ]]; then
     command -v cargo >/dev/null || { echo "gpu_scale: $align or $random_ckpt missing and no cargo here; build them on a CPU machine and carry them" >&2; exit 1; }
-    cargo build -q --release -p align-cli -p lm-backend --example random_checkpoint
+    cargo build -q --release -p align-cli --bin align && cargo build -q --release -p lm-backend --example random_checkpoint
 fi
 [[ -f $config ]] || { echo "gpu_scale: no config $config" >&2; exit 1; }
 

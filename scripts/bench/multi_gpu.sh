@@ -43,7 +43,7 @@ nproc=$NPROC
 (( nproc >= 2 )) || echo "multi_gpu: only $nproc process(es); data parallelism needs 2 or more" >&2
 if [[ ! -x $align || ! -x $random_ckpt ]]; then
     command -v cargo >/dev/null || { echo "multi_gpu: $align or $random_ckpt missing and no cargo here" >&2; exit 1; }
-    cargo build -q --release -p align-cli -p lm-backend --example random_checkpoint
+    cargo build -q --release -p align-cli --bin align && cargo build -q --release -p lm-backend --example random_checkpoint
 fi
 
 rm -rf "$work"; mkdir -p "$work"
@@ -108,7 +108,7 @@ out = {
     "seq_target": int(seq), "shard_optimizer": shard == "true", "lora_r": int(lora) or None,
     "steps_timed": len(timed), "step_time_s": round(seconds / len(timed), 3),
     "tokens_per_s": round(sum(x["tokens"] for x in timed) / seconds, 1),
-    "comm_time_s": round(sum(x["comm_time_s"] for x in timed) / len(timed), 3),
+    "comm_time_s": round(sum(x.get("comm_time_s", 0.0) for x in timed) / len(timed), 3),
     "optimizer_state_mib_per_process": m[0].get("optimizer_state_mib"),
     "peak_mib_per_gpu_nvidia_smi": peaks or None,
 }
