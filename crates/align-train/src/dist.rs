@@ -283,6 +283,16 @@ impl World {
     }
 }
 
+/// The device of the process with local rank `local_rank` for `[model] device`: `"cuda"`
+/// becomes `cuda:<local_rank>` (one GPU per process on its node, as torchrun's `LOCAL_RANK`
+/// says); anything else (`"cpu"`, an explicit `"cuda:3"`) is kept.
+pub fn process_device(device: &str, local_rank: usize) -> String {
+    match device {
+        "cuda" => format!("cuda:{local_rank}"),
+        other => other.to_string(),
+    }
+}
+
 /// `tensors` in consecutive groups of at most `max_elems` elements (a larger tensor alone).
 pub fn buckets(tensors: &[Tensor], max_elems: usize) -> Vec<Vec<&Tensor>> {
     let mut out: Vec<Vec<&Tensor>> = Vec::new();
@@ -320,6 +330,13 @@ impl RankSum for WorldSum {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_process_takes_the_gpu_of_its_local_rank() {
+        assert_eq!(process_device("cuda", 3), "cuda:3");
+        assert_eq!(process_device("cpu", 3), "cpu");
+        assert_eq!(process_device("cuda:1", 3), "cuda:1");
+    }
 
     #[test]
     fn buckets_keep_order_and_size() {

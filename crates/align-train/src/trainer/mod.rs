@@ -170,16 +170,10 @@ pub fn train(config: &RunConfig, config_path: &Path, opts: &TrainOptions) -> Res
         w.check_same("configs", config_fingerprint(config))?;
     }
     let localized;
-    let config = match world {
-        // One GPU per process on its node, as torchrun's LOCAL_RANK says.
-        Some(w) if config.model.device == "cuda" => {
-            localized = RunConfig {
-                model: crate::config::ModelSection {
-                    device: format!("cuda:{}", w.launch().local_rank),
-                    ..config.model.clone()
-                },
-                ..config.clone()
-            };
+    let config = match world.map(|w| crate::dist::process_device(&config.model.device, w.launch().local_rank)) {
+        Some(device) if device != config.model.device => {
+            localized =
+                RunConfig { model: crate::config::ModelSection { device, ..config.model.clone() }, ..config.clone() };
             &localized
         }
         _ => config,
