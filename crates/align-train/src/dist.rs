@@ -267,19 +267,24 @@ impl World {
         Ok(())
     }
 
-    /// Which of `params` has a gradient on some rank; gives the others a zero gradient.
-    fn defined_anywhere(&self, params: &[Tensor]) -> Result<Vec<bool>> {
+    /// Which of `params` has a gradient on some rank (one collective).
+    pub fn grads_defined_anywhere(&self, params: &[Tensor]) -> Result<Vec<bool>> {
         let flags: Vec<f64> = params.iter().map(|p| f64::from(u8::from(p.grad().defined()))).collect();
         let any = self.all_reduce_f64(&flags, ReduceOp::Max, "comparing which parameters have gradients")?;
-        let mut out = Vec::with_capacity(params.len());
-        for (p, (&local, &anywhere)) in params.iter().zip(flags.iter().zip(&any)) {
-            if anywhere > 0.0 && local == 0.0 {
+        Ok(any.iter().map(|&a| a > 0.0).collect())
+    }
+
+    /// Which of `params` has a gradient on some rank; gives those without one here a zero
+    /// gradient.
+    fn defined_anywhere(&self, params: &[Tensor]) -> Result<Vec<bool>> {
+        let anywhere = self.grads_defined_anywhere(params)?;
+        for (p, &any) in params.iter().zip(&anywhere) {
+            if any && !p.grad().defined() {
                 // A zero gradient through autograd itself (tch cannot assign `.grad`).
                 (p * 0.0).sum(Kind::Float).backward();
             }
-            out.push(anywhere > 0.0);
         }
-        Ok(out)
+        Ok(anywhere)
     }
 }
 

@@ -41,6 +41,12 @@ impl Slot {
         Slot { param, master, m, v }
     }
 
+    /// Bytes of its state: the moments and the master copy.
+    pub(crate) fn state_bytes(&self) -> usize {
+        let bytes = |t: &Tensor| t.numel() * t.kind().elt_size_in_bytes();
+        bytes(&self.m) + bytes(&self.v) + self.master.as_ref().map_or(0, bytes)
+    }
+
     /// One AdamW update of this slot with gradient `g` (any float kind), learning rate `lr`
     /// and bias corrections `(c1, c2) = (1 - b1^t, 1 - b2^t)`.
     pub(crate) fn update(&mut self, g: &Tensor, lr: f64, (c1, c2): (f64, f64), config: &AdamWConfig) {
@@ -99,8 +105,7 @@ impl AdamW {
 
     /// Bytes of optimizer state held (moments and master weights).
     pub fn state_bytes(&self) -> usize {
-        let bytes = |t: &Tensor| t.numel() * t.kind().elt_size_in_bytes();
-        self.slots.iter().map(|s| bytes(&s.m) + bytes(&s.v) + s.master.as_ref().map_or(0, bytes)).sum()
+        self.slots.iter().map(Slot::state_bytes).sum()
     }
 
     /// The global L2 norm of all gradients (float32; 0 for parameters without a gradient).

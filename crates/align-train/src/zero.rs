@@ -25,6 +25,19 @@ use std::sync::Arc;
 use tch::{Device, Kind, Tensor};
 use torch_dist::ReduceOp;
 
+/// The parameters (flattened, concatenated from `starts`) that overlap the elements `range` of
+/// the concatenation: `(index, its elements, their offset within range)`.
+fn spans<'a>(
+    params: &'a [Tensor],
+    starts: &'a [i64],
+    range: Range<i64>,
+) -> impl Iterator<Item = (usize, Range<i64>, i64)> + 'a {
+    params.iter().zip(starts).enumerate().filter_map(move |(i, (p, &start))| {
+        let (lo, hi) = (start.max(range.start), (start + p.numel() as i64).min(range.end));
+        (lo < hi).then(|| (i, lo - start..hi - start, lo - range.start))
+    })
+}
+
 /// A stretch of one parameter that this rank owns.
 #[derive(Debug)]
 struct Segment {
@@ -84,18 +97,13 @@ impl ShardedAdamW {
         let mut segments = Vec::new();
         for b in 0..buckets {
             let mine = b * bucket_len + rank * per_rank..b * bucket_len + (rank + 1) * per_rank;
-            for (i, p) in params.iter().enumerate() {
-                let range = starts[i]..starts[i] + p.numel() as i64;
-                let (lo, hi) = (range.start.max(mine.start), range.end.min(mine.end));
-                if lo >= hi {
-                    continue;
-                }
-                let view = p.detach().view([-1]).narrow(0, lo - range.start, hi - lo);
+            for (i, elems, offset) in spans(&params, &starts, mine) {
+                let view = params[i].detach().view([-1]).narrow(0, elems.start, elems.end - elems.start);
                 segments.push(Segment {
                     param: i,
-                    elems: lo - range.start..hi - range.start,
+                    elems,
                     bucket: b as usize,
-                    offset: lo - mine.start,
+                    offset,
                     slot: Slot::new(view),
                     grad: None,
                 });
@@ -111,11 +119,7 @@ impl ShardedAdamW {
 
     /// Bytes of optimizer state this rank holds (moments and master weights).
     pub fn state_bytes(&self) -> usize {
-        let bytes = |t: &Tensor| t.numel() * t.kind().elt_size_in_bytes();
-        self.segments
-            .iter()
-            .map(|s| bytes(&s.slot.m) + bytes(&s.slot.v) + s.slot.master.as_ref().map_or(0, bytes))
-            .sum()
+        self.segments.iter().map(|s| s.slot.state_bytes()).sum()
     }
 
     /// The elements `[b * N * S, (b + 1) * N * S)` of the concatenation, as a float32 vector
@@ -123,15 +127,10 @@ impl ShardedAdamW {
     fn bucket(&self, b: usize, value: impl Fn(usize, Range<i64>) -> Option<Tensor>) -> Tensor {
         let len = self.world.size() as i64 * self.per_rank;
         let flat = Tensor::zeros([len], (Kind::Float, Device::Cpu));
-        let start = b as i64 * len;
-        for (i, p) in self.params.iter().enumerate() {
-            let range = self.starts[i]..self.starts[i] + p.numel() as i64;
-            let (lo, hi) = (range.start.max(start), range.end.min(start + len));
-            if lo >= hi {
-                continue;
-            }
-            if let Some(v) = value(i, lo - range.start..hi - range.start) {
-                flat.narrow(0, lo - start, hi - lo).copy_(&v.to_kind(Kind::Float).to_device(Device::Cpu));
+        for (i, elems, offset) in spans(&self.params, &self.starts, b as i64 * len..(b as i64 + 1) * len) {
+            let n = elems.end - elems.start;
+            if let Some(v) = value(i, elems) {
+                flat.narrow(0, offset, n).copy_(&v.to_kind(Kind::Float).to_device(Device::Cpu));
             }
         }
         flat
@@ -141,8 +140,7 @@ impl ShardedAdamW {
     /// gradient (parameters without a gradient on any rank keep none, and are not updated).
     pub fn reduce_gradients(&mut self) -> Result<()> {
         let _guard = tch::no_grad_guard();
-        let flags: Vec<f64> = self.params.iter().map(|p| f64::from(u8::from(p.grad().defined()))).collect();
-        let any = self.world.all_reduce_f64(&flags, ReduceOp::Max, "comparing which parameters have gradients")?;
+        let any = self.world.grads_defined_anywhere(&self.params)?;
         for b in 0..self.buckets {
             let flat = self.bucket(b, |i, elems| {
                 let g = self.params[i].grad();
@@ -152,7 +150,7 @@ impl ShardedAdamW {
             for s in self.segments.iter_mut().filter(|s| s.bucket == b) {
                 let len = s.elems.end - s.elems.start;
                 let device = s.slot.param.device();
-                s.grad = (any[s.param] > 0.0).then(|| mine.narrow(0, s.offset, len).to_device(device));
+                s.grad = any[s.param].then(|| mine.narrow(0, s.offset, len).to_device(device));
             }
         }
         Ok(())
@@ -218,14 +216,10 @@ impl ShardedAdamW {
     /// of its shape).
     fn scatter_bucket(&self, b: usize, all: &Tensor, target: impl Fn(usize, &Tensor) -> Tensor) {
         let len = self.world.size() as i64 * self.per_rank;
-        let start = b as i64 * len;
-        for (i, p) in self.params.iter().enumerate() {
-            let range = self.starts[i]..self.starts[i] + p.numel() as i64;
-            let (lo, hi) = (range.start.max(start), range.end.min(start + len));
-            if lo < hi {
-                let mut t = target(i, p).view([-1]).narrow(0, lo - range.start, hi - lo);
-                t.copy_(&all.narrow(0, lo - start, hi - lo).to_kind(t.kind()).to_device(t.device()));
-            }
+        for (i, elems, offset) in spans(&self.params, &self.starts, b as i64 * len..(b as i64 + 1) * len) {
+            let n = elems.end - elems.start;
+            let mut t = target(i, &self.params[i]).view([-1]).narrow(0, elems.start, n);
+            t.copy_(&all.narrow(0, offset, n).to_kind(t.kind()).to_device(t.device()));
         }
     }
 

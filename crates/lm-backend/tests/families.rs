@@ -9,6 +9,9 @@
 //! The attention paths are listed in [`PATHS`]; a new one (e.g. a user-chosen kernel) is one
 //! more variant of [`AttentionPath`] and one arm of [`run_path`].
 
+mod common;
+use common::gradient_entry;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -252,24 +255,7 @@ fn gradients_match_finite_differences() {
             probes.push(("model.layers.3.self_attn.q_proj.weight", vec![7, 2]));
         }
         for (param, index) in probes {
-            let p = &model.parameters()[param];
-            let analytic = p.grad().double_value(&index);
-            let h = 1e-6;
-            let shift = |delta: f64| {
-                tch::no_grad(|| {
-                    let mut entry = p.shallow_clone();
-                    for &i in &index {
-                        entry = entry.get(i);
-                    }
-                    let _ = entry.g_add_scalar_(delta);
-                })
-            };
-            shift(h);
-            let plus = tch::no_grad(|| objective(&model).double_value(&[]));
-            shift(-2.0 * h);
-            let minus = tch::no_grad(|| objective(&model).double_value(&[]));
-            shift(h);
-            let numeric = (plus - minus) / (2.0 * h);
+            let (analytic, numeric) = gradient_entry(&model, param, &index, objective);
             let err = (analytic - numeric).abs() / numeric.abs().max(1e-3);
             assert!(err < 1e-5, "{name} {param}{index:?}: {analytic} vs {numeric}");
         }

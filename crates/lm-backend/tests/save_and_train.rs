@@ -1,5 +1,8 @@
 //! Saving a model and gradients through it.
 
+mod common;
+use common::gradient_entry;
+
 use std::path::{Path, PathBuf};
 
 use lm_backend::{AttentionImpl, CausalLm, HfCausalLm, HiddenRequest, LoadOptions};
@@ -85,24 +88,7 @@ fn gradients_match_finite_differences() {
             ("model.norm.weight", vec![2]),
         ];
         for (param, index) in probes {
-            let p = &model.parameters()[param];
-            let analytic = p.grad().double_value(&index);
-            let h = 1e-6;
-            let shift = |delta: f64| {
-                tch::no_grad(|| {
-                    let mut entry = p.shallow_clone();
-                    for &i in &index {
-                        entry = entry.get(i);
-                    }
-                    let _ = entry.g_add_scalar_(delta);
-                })
-            };
-            shift(h);
-            let plus = tch::no_grad(|| objective(&model).double_value(&[]));
-            shift(-2.0 * h);
-            let minus = tch::no_grad(|| objective(&model).double_value(&[]));
-            shift(h);
-            let numeric = (plus - minus) / (2.0 * h);
+            let (analytic, numeric) = gradient_entry(&model, param, &index, objective);
             let err = (analytic - numeric).abs() / numeric.abs().max(1e-3);
             assert!(err < 1e-5, "{name} ({attention}) {param}{index:?}: {analytic} vs {numeric}");
         }
