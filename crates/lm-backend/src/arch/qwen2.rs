@@ -6,17 +6,23 @@
 use super::{llama, ArchSettings};
 use crate::config::RawConfig;
 
+/// Which layers slide, without `layer_types`, in the Qwen family: those from
+/// `max_window_layers` (default `default_max_window_layers`) on, when `use_sliding_window`.
+pub(super) fn sliding_layers(raw: &RawConfig, default_max_window_layers: usize) -> Vec<bool> {
+    let sliding = raw.use_sliding_window.unwrap_or(false);
+    let first_sliding = raw.max_window_layers.unwrap_or(default_max_window_layers);
+    (0..raw.num_hidden_layers).map(|i| sliding && i >= first_sliding).collect()
+}
+
 /// Qwen2's reading of `config.json`: Llama's, with query/key/value biases (and no others)
 /// and, without `layer_types`, sliding layers from `max_window_layers` on when
 /// `use_sliding_window`.
 pub(super) fn settings(raw: &RawConfig) -> ArchSettings {
-    let sliding = raw.use_sliding_window.unwrap_or(false);
-    let first_sliding = raw.max_window_layers.unwrap_or(0);
     ArchSettings {
         qkv_bias: true,
         o_bias: false,
         mlp_bias: false,
-        default_sliding: (0..raw.num_hidden_layers).map(|i| sliding && i >= first_sliding).collect(),
+        default_sliding: sliding_layers(raw, 0),
         sliding_allowed: true,
         ..llama::settings(raw)
     }

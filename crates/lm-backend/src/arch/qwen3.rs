@@ -4,7 +4,7 @@
 //! need not be `hidden_size / heads` (`head_dim`, 128 when absent), and sliding-window
 //! attention from layer `max_window_layers` on when `use_sliding_window` is set.
 
-use super::{llama, ArchSettings};
+use super::{llama, qwen2, ArchSettings};
 use crate::config::RawConfig;
 
 /// `head_dim` when `config.json` omits it (`Qwen3Config`'s default).
@@ -18,14 +18,12 @@ const DEFAULT_SLIDING_WINDOW: usize = 4096;
 /// width 128 unless told and, without `layer_types`, sliding layers from
 /// `max_window_layers` on when `use_sliding_window`.
 pub(super) fn settings(raw: &RawConfig) -> ArchSettings {
-    let sliding = raw.use_sliding_window.unwrap_or(false);
-    let first_sliding = raw.max_window_layers.unwrap_or(DEFAULT_MAX_WINDOW_LAYERS);
     ArchSettings {
         mlp_bias: false,
         qk_norm: true,
         default_head_dim: Some(DEFAULT_HEAD_DIM),
         sliding_window: raw.sliding_window.unwrap_or(Some(DEFAULT_SLIDING_WINDOW)),
-        default_sliding: (0..raw.num_hidden_layers).map(|i| sliding && i >= first_sliding).collect(),
+        default_sliding: qwen2::sliding_layers(raw, DEFAULT_MAX_WINDOW_LAYERS),
         sliding_allowed: true,
         ..llama::settings(raw)
     }
