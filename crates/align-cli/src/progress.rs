@@ -93,6 +93,18 @@ impl TrainReport {
             TrainEvent::Bf16OnCpu { instructions } => {
                 eprintln!("bf16 on this CPU: {} (bf16 matmuls in hardware)", instructions.join(", "))
             }
+            TrainEvent::LayerChosen { term, layer, choice: Some(c), record } => eprintln!(
+                "{term}: layer = \"auto\" chose hidden-state index {layer} (centred collinearity ratio {:.4} over {} \
+                 group(s); candidates {}..={}; profile in {})",
+                c.profile.iter().find(|l| l.layer == *layer).map_or(f64::NAN, |l| l.centred_collinearity_ratio),
+                c.n_groups,
+                c.candidates.first().unwrap_or(&0),
+                c.candidates.last().unwrap_or(&0),
+                record.display()
+            ),
+            TrainEvent::LayerChosen { term, layer, choice: None, record } => {
+                eprintln!("{term}: layer = \"auto\" is hidden-state index {layer}, as recorded in {}", record.display())
+            }
             TrainEvent::ReferenceProgress { done, total } => {
                 self.cache.get_or_insert_with(|| PhaseProgress::new("reference log-probs")).update(*done, *total)
             }

@@ -1,9 +1,10 @@
 //! Data parallelism end to end (CPU, Gloo, 2 processes on the tiny Llama fixture): `align
 //! train --nproc 2` with `batch_size = B` equals a one-process run with `batch_size = 2B`,
 //! step by step (every logged value) and in its final weights, for DPO + SFT (a token-level
-//! mean), KTO (its KL baseline), MPO with its retain term, DPO + MLC, and with the sharded
-//! optimizer; checkpoints resume across world sizes; a worker killed mid-run stops the other
-//! with the rank named, and the last complete checkpoint resumes.
+//! mean), KTO (its KL baseline), MPO with its retain term, DPO + MLC (at a fixed layer and
+//! with `layer = "auto"`), and with the sharded optimizer; checkpoints resume across world
+//! sizes; a worker killed mid-run stops the other with the rank named, and the last complete
+//! checkpoint resumes.
 
 mod common;
 
@@ -222,6 +223,23 @@ fn dpo_with_mlc_on_two_processes_equals_one_with_the_double_batch() {
     let (_dir, root) = setup();
     let objectives = "[[objective]]\nkind = \"dpo\"\n[[objective]]\nkind = \"mlc\"\nweight = 0.5\nlayer = 2\n";
     assert_two_equal_one(&root, objectives, "packing = false\ngrad_accum = 2\n", "dpo_mlc");
+}
+
+/// `layer = "auto"` on two processes: every rank trains rank 0's layer, the run equals the
+/// one-process run (which chose the same layer from the same records), and the choice is
+/// recorded once.
+#[test]
+fn auto_mlc_layer_on_two_processes_equals_one_with_the_double_batch() {
+    let (_dir, root) = setup();
+    let objectives = "[[objective]]\nkind = \"dpo\"\n[[objective]]\nkind = \"mlc\"\nweight = 0.5\nlayer = \"auto\"\n";
+    assert_two_equal_one(&root, objectives, "", "auto_mlc");
+    let record = |out: &str| -> Value {
+        serde_json::from_str(&fs::read_to_string(root.join(out).join("auto_layer.json")).unwrap()).unwrap()
+    };
+    let (one, two) = (record("auto_mlc_out1"), record("auto_mlc_out2"));
+    assert!(one["terms"][0]["chosen"].is_u64(), "{one}");
+    assert_eq!(one["terms"][0]["chosen"], two["terms"][0]["chosen"]);
+    assert_eq!(one["terms"][0]["profile"], two["terms"][0]["profile"]);
 }
 
 #[test]

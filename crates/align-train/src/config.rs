@@ -6,7 +6,7 @@
 //! fields as the allowed keys. Objective kinds and their parameters come from the registry
 //! ([`crate::objectives`]). Relative paths are resolved against the config file's folder.
 
-pub use crate::objectives::{MpoVariant, ObjectiveKind, RetainForm};
+pub use crate::objectives::{LayerChoice, MpoVariant, ObjectiveKind, RetainForm};
 
 use crate::objectives::{kind_entry, kind_names};
 use crate::{Result, TrainError};

@@ -31,7 +31,9 @@
 //! at fault. [`train`] runs training; [`dist`] joins the processes of a data-parallel run and
 //! [`zero`] shards its optimizer state; [`plan`] estimates memory before launch. [`eval`]
 //! measures models, [`report`] puts runs side by side (Markdown tables and [`chart`]s).
+//! [`auto_layer`] chooses the layer of a consistency term with `layer = "auto"`.
 
+pub mod auto_layer;
 pub mod batch;
 pub mod chart;
 pub mod config;
@@ -55,7 +57,7 @@ pub mod terms;
 pub mod trainer;
 pub mod zero;
 
-pub use config::{LoraConfig, ModelSection, ObjectiveConfig, ObjectiveKind, RunConfig, ScheduleKind};
+pub use config::{LayerChoice, LoraConfig, ModelSection, ObjectiveConfig, ObjectiveKind, RunConfig, ScheduleKind};
 pub use data::{load_records, Dataset, Message, Origin, Record, Text};
 pub use encode::{encode_pair, encode_prompt, Encoded, TextEncoder};
 pub use error::{Result, TrainError};

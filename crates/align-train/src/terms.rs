@@ -57,7 +57,8 @@ impl TermContext<'_> {
         self.invalid("kind", format!("a `{}` term cannot be built as `{}`", kind.kind_name(), entry.name))
     }
 
-    fn invalid(&self, key: &str, why: String) -> TrainError {
+    /// An [`TrainError::InvalidValue`] naming `key` of this term's table.
+    pub(crate) fn invalid(&self, key: &str, why: String) -> TrainError {
         TrainError::InvalidValue {
             path: self.config_path.to_path_buf(),
             table: self.table.clone(),

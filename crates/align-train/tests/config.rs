@@ -1,6 +1,6 @@
 //! Run-config parsing: defaults, and an error naming the key and table for every bad input.
 
-use align_train::config::{Dtype, MpoVariant, OnNonFinite, RetainForm};
+use align_train::config::{Dtype, LayerChoice, MpoVariant, OnNonFinite, RetainForm};
 use align_train::{ObjectiveKind, RunConfig, ScheduleKind, TrainError};
 use std::path::Path;
 
@@ -74,7 +74,7 @@ fn stacked_terms_with_parameters() {
     let c = parse(&text).unwrap();
     assert_eq!(c.objectives.len(), 3);
     assert_eq!(c.objectives[0].kind, ObjectiveKind::Dpo { beta: 0.25, label_smoothing: 0.1 });
-    assert_eq!(c.objectives[1].kind, ObjectiveKind::Mlc { layer: 3, tau: 0.5, head_dim: 16 });
+    assert_eq!(c.objectives[1].kind, ObjectiveKind::Mlc { layer: LayerChoice::Index(3), tau: 0.5, head_dim: 16 });
     assert_eq!(c.objectives[1].weight, 0.5);
     assert_eq!(c.objectives[2].weight, 1.0, "integer weights are accepted");
 }
@@ -242,21 +242,62 @@ fn unknown_objective_parameters_list_the_kinds_parameters() {
 fn consistency_kinds_parse_and_report_what_they_read() {
     let text = MINIMAL.replace("kind = \"dpo\"", "kind = \"cosine\"\nlayer = 4");
     let c = parse(&text).unwrap();
-    assert_eq!(c.objectives[0].kind, ObjectiveKind::Cosine { layer: 4 });
+    assert_eq!(c.objectives[0].kind, ObjectiveKind::Cosine { layer: LayerChoice::Index(4) });
     assert_eq!(c.objectives[0].kind.kind_name(), "cosine");
     let text = MINIMAL.replace("kind = \"dpo\"", "kind = \"mlc\"\nlayer = 2");
-    assert_eq!(parse(&text).unwrap().objectives[0].kind, ObjectiveKind::Mlc { layer: 2, tau: 1.0, head_dim: 0 });
+    assert_eq!(
+        parse(&text).unwrap().objectives[0].kind,
+        ObjectiveKind::Mlc { layer: LayerChoice::Index(2), tau: 1.0, head_dim: 0 }
+    );
     let e = err(&MINIMAL.replace("kind = \"dpo\"", "kind = \"cosine\""));
     assert!(e.contains("missing key `layer` in [[objective]] #1 (kind = \"cosine\")"), "{e}");
     let e = err(&MINIMAL.replace("kind = \"dpo\"", "kind = \"mlc\"\nlayer = \"two\""));
     assert!(e.contains("[[objective]] #1 (kind = \"mlc\")") && e.contains("two"), "{e}");
     assert!(ObjectiveKind::Sft.is_chosen_only());
-    assert!(!ObjectiveKind::Mlc { layer: 2, tau: 1.0, head_dim: 0 }.is_chosen_only());
+    assert!(!ObjectiveKind::Mlc { layer: LayerChoice::Index(2), tau: 1.0, head_dim: 0 }.is_chosen_only());
     let e = err(&MINIMAL.replace("kind = \"dpo\"", "kind = 3"));
     assert!(
         e.contains("3 is not one of dpo, robust_dpo, hinge, ipo, r_dpo, simpo, cpo, orpo, kto, sft, mpo, mlc, cosine"),
         "{e}"
     );
+}
+
+/// `layer` of the consistency terms: an index or "auto"; any other value is an error that
+/// names the key, its table and what is accepted; "auto" is resolved before a term is built.
+#[test]
+fn consistency_layer_is_an_index_or_auto() {
+    for kind in ["mlc", "cosine"] {
+        let with_layer =
+            |value: &str| MINIMAL.replace("kind = \"dpo\"", &format!("kind = \"{kind}\"\nlayer = {value}"));
+        let layer_of = |value: &str| parse(&with_layer(value)).unwrap().objectives[0].kind.layer_choice();
+        assert_eq!(layer_of("7"), Some(LayerChoice::Index(7)), "{kind}");
+        assert_eq!(layer_of("0"), Some(LayerChoice::Index(0)), "{kind}");
+        assert_eq!(layer_of("\"auto\""), Some(LayerChoice::Auto), "{kind}");
+        let table = format!("[[objective]] #1 (kind = \"{kind}\") `layer`");
+        for bad in ["\"deepest\"", "\"Auto\"", "\"14\"", "-1", "2.5", "true", "[3]"] {
+            let e = err(&with_layer(bad));
+            assert!(e.contains(&table), "{kind} layer = {bad}: {e}");
+            assert!(
+                e.contains("expected a hidden-state index (an integer >= 0) or \"auto\""),
+                "{kind} layer = {bad}: {e}"
+            );
+        }
+        let e = err(&with_layer("\"deepest\""));
+        assert!(e.contains("\"deepest\""), "the rejected value is quoted: {e}");
+    }
+    let auto = ObjectiveKind::Mlc { layer: LayerChoice::Auto, tau: 1.0, head_dim: 0 };
+    assert_eq!(auto.with_auto_layer(2), ObjectiveKind::Mlc { layer: LayerChoice::Index(2), tau: 1.0, head_dim: 0 });
+    let fixed = ObjectiveKind::Cosine { layer: LayerChoice::Index(1) };
+    assert_eq!(fixed.with_auto_layer(2), fixed, "a fixed layer is kept");
+    assert_eq!(ObjectiveKind::Sft.layer_choice(), None);
+    assert_eq!((LayerChoice::Auto.to_string(), LayerChoice::Index(3).to_string()), ("\"auto\"".into(), "3".into()));
+
+    use align_train::terms::{build_objective, ModelShape};
+    let c = parse(&MINIMAL.replace("kind = \"dpo\"", "kind = \"mlc\"\nlayer = \"auto\"")).unwrap();
+    let store = tch::nn::VarStore::new(tch::Device::Cpu);
+    let shape = ModelShape { num_layers: 3, hidden_size: 8 };
+    let e = build_objective(&c.objectives, shape, &store.root(), Path::new("run.toml")).err().unwrap().to_string();
+    assert!(e.contains("`layer`: \"auto\" must be resolved to an index before the term is built"), "{e}");
 }
 
 /// Every registered kind builds its term from its defaults, named after the kind (or its

@@ -337,6 +337,39 @@ fn a_plan_source_reads_only_config_json() {
     assert!(format!("{e}").contains("model"), "{e}");
 }
 
+/// `layer = "auto"` needs the weights, which a plan does not load: it is planned at the deepest
+/// candidate, `L - 1`, the same plan as that index; a model with fewer than 2 layers has no
+/// candidate, an error naming the key.
+#[test]
+fn an_auto_layer_is_planned_at_the_deepest_candidate() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    std::fs::copy(Path::new(FIXTURES).join("llama/config.json"), model.join("config.json")).unwrap();
+    let path = dir.path().join("run.toml");
+    let plan_with = |kind: &str, layer: &str| {
+        let text = format!(
+            "[model]\npath = \"model\"\n[data]\ntrain = \"absent.jsonl\"\nlanguages = [\"en\", \"de\"]\n\
+             [[objective]]\nkind = \"dpo\"\n[[objective]]\nkind = \"{kind}\"\nlayer = {layer}\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        let config = RunConfig::from_file(&path).unwrap();
+        PlanSource::read(&config, &path, &PlanOptions::default()).map(|s| s.plan())
+    };
+    for kind in ["mlc", "cosine"] {
+        let auto = plan_with(kind, "\"auto\"").unwrap();
+        assert_eq!(auto.passes[1].pass.layers, 2, "{kind}: the fixture has 3 layers, the deepest candidate is 2");
+        assert_eq!(auto, plan_with(kind, "2").unwrap(), "{kind}");
+        assert_ne!(auto, plan_with(kind, "1").unwrap(), "{kind}: the depth matters to the plan");
+    }
+    let config = std::fs::read_to_string(model.join("config.json")).unwrap();
+    let one_layer = config.replace("\"num_hidden_layers\": 3", "\"num_hidden_layers\": 1");
+    assert_ne!(one_layer, config);
+    std::fs::write(model.join("config.json"), one_layer).unwrap();
+    let e = plan_with("mlc", "\"auto\"").unwrap_err().to_string();
+    assert!(e.contains("[[objective]] #2 (kind = \"mlc\") `layer`") && e.contains("1 decoder layer(s)"), "{e}");
+}
+
 #[path = "../examples/plan_tables.rs"]
 mod plan_tables;
 

@@ -149,7 +149,7 @@ pub fn evaluate_consistency_with_progress<M: CausalLm + ?Sized>(
     let layers = options.layers.resolve(model.config().num_layers)?;
     let mut prompts: Vec<Vec<i64>> = vec![];
     let mut groups: Vec<Vec<usize>> = vec![];
-    for record in records.iter().filter(|r| r.prompt.len() >= 2) {
+    for record in records.iter().filter(|r| has_prompt_variants(r)) {
         let mut group = vec![];
         for (lang, text) in &record.prompt {
             let ids = encode_prompt(encoder, text).map_err(|why| TrainError::Encode {
@@ -173,6 +173,12 @@ pub fn evaluate_consistency_with_progress<M: CausalLm + ?Sized>(
         .collect::<Result<Vec<_>>>()?;
     let orthogonal_ratio = groups.iter().map(|g| 1.0 / g.len() as f64).sum::<f64>() / groups.len() as f64;
     Ok(ConsistencyReport { n_groups: groups.len(), n_prompts: prompts.len(), orthogonal_ratio, layers: per_layer })
+}
+
+/// True when `record`'s prompt has two or more language variants: a group of the consistency
+/// eval (records with one prompt are left out of it).
+pub fn has_prompt_variants(record: &Record) -> bool {
+    record.prompt.len() >= 2
 }
 
 /// The state at the last token of each prompt, per requested layer: one `[N, D]` float32 CPU

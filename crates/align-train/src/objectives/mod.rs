@@ -20,6 +20,7 @@ mod consistency;
 mod mpo;
 mod preference;
 
+pub use consistency::LayerChoice;
 pub use mpo::{MpoVariant, RetainForm};
 
 use crate::config::TableContext;
@@ -150,8 +151,9 @@ objective_kinds! {
     } => mpo::MPO,
     /// `mlc`: the spectral consistency term over the prompt's language variants.
     Mlc {
-        /// Hidden-state index (required): 0 = embeddings, i = after decoder layer i.
-        layer: usize,
+        /// Hidden-state index, or `"auto"` (required): 0 = embeddings, i = after decoder
+        /// layer i; `"auto"`: chosen by [`crate::auto_layer`].
+        layer: LayerChoice,
         /// Softmax temperature (1.0).
         tau: f64,
         /// Output size of a trainable projection head; 0: none (0).
@@ -159,8 +161,8 @@ objective_kinds! {
     } => consistency::MLC,
     /// `cosine`: the pairwise-cosine consistency ablation.
     Cosine {
-        /// Hidden-state index (required).
-        layer: usize,
+        /// Hidden-state index, or `"auto"` (required), as MLC's.
+        layer: LayerChoice,
     } => consistency::COSINE,
 }
 
@@ -174,6 +176,26 @@ impl ObjectiveKind {
     /// [`KindEntry::chosen_only`].
     pub fn is_chosen_only(&self) -> bool {
         self.entry().chosen_only
+    }
+
+    /// The `layer` of a consistency term (`mlc`, `cosine`); `None` for the other kinds.
+    pub fn layer_choice(&self) -> Option<LayerChoice> {
+        match self {
+            ObjectiveKind::Mlc { layer, .. } | ObjectiveKind::Cosine { layer } => Some(*layer),
+            _ => None,
+        }
+    }
+
+    /// This kind with `layer = "auto"` replaced by hidden-state index `index`; a fixed
+    /// `layer`, and every other kind, unchanged.
+    pub fn with_auto_layer(&self, index: usize) -> ObjectiveKind {
+        let mut kind = self.clone();
+        if let ObjectiveKind::Mlc { layer, .. } | ObjectiveKind::Cosine { layer } = &mut kind {
+            if *layer == LayerChoice::Auto {
+                *layer = LayerChoice::Index(index);
+            }
+        }
+        kind
     }
 }
 

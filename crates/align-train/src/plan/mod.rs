@@ -72,7 +72,7 @@ pub use report::render_table;
 pub use size::{format_gib, parse_memory_size, GIB};
 
 use crate::batch::StepPlan;
-use crate::config::{AttentionImpl, Dtype, ObjectiveKind, RunConfig};
+use crate::config::{AttentionImpl, Dtype, LayerChoice, ObjectiveConfig, ObjectiveKind, RunConfig};
 use crate::terms::{build_objective, ModelShape};
 use crate::{Result, TrainError};
 use align_losses::{Layer, PreferenceObjective};
@@ -582,6 +582,30 @@ pub struct PlanSource {
     world_size: u64,
 }
 
+/// `config`'s objectives with `layer = "auto"` replaced by the deepest candidate, `L - 1`.
+/// The choice needs the model's weights, which a plan does not load; only the depth of the
+/// prompt-variant pass depends on it (the pass stops at the layer read), so the deepest
+/// candidate is the worst case for memory. A model with fewer than 2 layers is the same error
+/// as in training.
+fn worst_case_auto_layers(config: &RunConfig, config_path: &Path, num_layers: usize) -> Result<Vec<ObjectiveConfig>> {
+    let mut objectives = config.objectives.clone();
+    for (i, o) in objectives.iter_mut().enumerate() {
+        if o.kind.layer_choice() == Some(LayerChoice::Auto) {
+            let deepest = crate::auto_layer::candidates(num_layers).map_err(|e| TrainError::InvalidValue {
+                path: config_path.to_path_buf(),
+                table: crate::terms::objective_table(i, o),
+                key: "layer".into(),
+                why: match e {
+                    TrainError::BadInput { why, .. } => format!("\"auto\": {why}"),
+                    other => other.to_string(),
+                },
+            })?;
+            o.kind = o.kind.with_auto_layer(deepest[deepest.len() - 1]);
+        }
+    }
+    Ok(objectives)
+}
+
 impl PlanSource {
     /// Reads what the plan of `config` (read from `config_path`) needs; errors name the file
     /// (a missing or malformed `config.json`, an objective the model cannot serve, a
@@ -596,7 +620,8 @@ impl PlanSource {
         let reference = reference_dir.map(|dir| read(dir)).transpose()?;
         let shape_ctx = ModelShape { num_layers: model.num_layers, hidden_size: model.hidden_size };
         let heads = tch::nn::VarStore::new(tch::Device::Cpu);
-        let objective = build_objective(&config.objectives, shape_ctx, &(heads.root() / "mlc_head"), config_path)?;
+        let objectives = worst_case_auto_layers(config, config_path, model.num_layers)?;
+        let objective = build_objective(&objectives, shape_ctx, &(heads.root() / "mlc_head"), config_path)?;
         let chosen_only = config.objectives.iter().all(|o| o.kind.is_chosen_only());
         let step = StepPlan::new(&objective.needs(), chosen_only);
         let max_length = config.data.max_length as u64;

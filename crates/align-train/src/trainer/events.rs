@@ -71,6 +71,18 @@ pub enum TrainEvent<'a> {
         /// The instruction sets found.
         instructions: &'a [String],
     },
+    /// A consistency term's `layer = "auto"` was resolved ([`crate::auto_layer`]).
+    LayerChosen {
+        /// The term's name.
+        term: &'a str,
+        /// The hidden-state index it reads.
+        layer: usize,
+        /// The profile it was chosen from; `None` when the choice was read back from `record`
+        /// on resume.
+        choice: Option<&'a crate::auto_layer::AutoLayer>,
+        /// The record of the choice, `<output>/auto_layer.json`.
+        record: &'a Path,
+    },
     /// A batch of the reference log-prob cache was computed.
     ReferenceProgress {
         /// Batches done.

@@ -9,7 +9,8 @@
 //! holds their state alone); checkpoints are PEFT adapter folders, and the reference is the
 //! base without adapters, sharing the policy's weights.
 //!
-//! The parts: `setup` (models, objective, data), `step` (the step loop, and
+//! The parts: `setup` (models, objective, data), `layer_choice` (`layer = "auto"`, see
+//! [`crate::auto_layer`]), `step` (the step loop, and
 //! [`micro_batch_backward`]: one micro-batch's passes and backward, with or without
 //! activation checkpointing), [`checkpoint`]
 //! ([`Checkpointer`]: save, find the latest complete, restore), [`reference`](mod@reference) (the reference
@@ -18,6 +19,7 @@
 
 pub mod checkpoint;
 pub mod events;
+mod layer_choice;
 mod optimizer;
 pub mod reference;
 mod setup;
@@ -185,7 +187,8 @@ pub fn train(config: &RunConfig, config_path: &Path, opts: &TrainOptions) -> Res
         w.check_same("checkpoints to resume from", *step)?;
     }
     let policy_dir = resume_from.as_ref().map_or(config.model.path.as_path(), |(_, dir)| dir.as_path());
-    let mut run = Run::build(config, config_path, policy_dir, &opts.output, &events, world)?;
+    let policy = (policy_dir, resume_from.is_some());
+    let mut run = Run::build(config, config_path, policy, &opts.output, &events, world)?;
 
     let total_steps = total_steps(config, run.records.len(), world.map_or(1, |w| w.size()));
     let checkpointer = Checkpointer::new(&opts.output, &config.model.path, total_steps, config.train.seed);

@@ -1,14 +1,16 @@
 //! Run setup: everything a run needs before its first step — the tokenizer's EOS and pad ids,
 //! the policy (from the base model or the checkpoint to resume; with `[lora]`, the base with
-//! fresh adapters or the checkpoint's), the objective and its [`StepPlan`], the encoded
-//! records, the frozen reference (under `[lora]`, the policy's base without adapters) and its
-//! cached log-probs.
+//! fresh adapters or the checkpoint's), the records, the layers of `layer = "auto"` terms
+//! ([`super::layer_choice`]), the objective and its [`StepPlan`], the encoded records, the
+//! frozen reference (under `[lora]`, the policy's base without adapters) and its cached
+//! log-probs.
 
 use super::events::{Events, TrainEvent};
+use super::layer_choice::{resolve_auto_layers, AutoLayerInputs};
 use super::reference::{reference_cache, ReferenceInputs};
 use crate::batch::{ReferenceCache, StepModels, StepPlan};
 use crate::config::{Dtype, RunConfig};
-use crate::data::load_records;
+use crate::data::{load_records, Dataset};
 use crate::dist::World;
 use crate::encode::TextEncoder;
 use crate::prepare::{prepare_records, PreparedRecord, RecordNeeds};
@@ -53,12 +55,12 @@ pub(crate) struct Run {
 
 impl Run {
     /// Sets up the run of `config` (read from `config_path`), with the policy loaded from
-    /// `policy_dir` (the base model, or the checkpoint being resumed) and the reference cache
-    /// under `output`.
+    /// `policy_dir` (the base model, or the checkpoint being resumed: `resuming`) and the
+    /// reference cache and `auto_layer.json` under `output`.
     pub fn build(
         config: &RunConfig,
         config_path: &Path,
-        policy_dir: &Path,
+        (policy_dir, resuming): (&Path, bool),
         output: &Path,
         events: &Events,
         world: Option<&Arc<World>>,
@@ -74,11 +76,15 @@ impl Run {
         let tokenizer = load_tokenizer(config, config_path)?;
         let policy = load_policy(config, policy_dir, load)?;
         let shape = ModelShape { num_layers: policy.num_layers(), hidden_size: policy.config().hidden_size };
+        let data = load_records(&config.data.train, &config.data.languages, config.data.skip_bad_lines)?;
+        let auto =
+            AutoLayerInputs { policy: &policy, encoder: &tokenizer, records: &data.records, output, resuming, world };
+        let objectives = resolve_auto_layers(config, config_path, &auto, events)?;
         let heads = VarStore::new(device);
-        let objective = build_objective(&config.objectives, shape, &(heads.root() / "mlc_head"), config_path)?;
-        let chosen_only = config.objectives.iter().all(|o| o.kind.is_chosen_only());
+        let objective = build_objective(&objectives, shape, &(heads.root() / "mlc_head"), config_path)?;
+        let chosen_only = objectives.iter().all(|o| o.kind.is_chosen_only());
         let plan = StepPlan::new(&objective.needs(), chosen_only);
-        let (records, skipped_lines) = load_data(config, &tokenizer, &plan, events)?;
+        let (records, skipped_lines) = prepare_data(config, data, &tokenizer, &plan, events)?;
         if let Some(world) = world {
             world.check_same("data (the encoded records)", records_fingerprint(&records))?;
         }
@@ -196,15 +202,15 @@ fn load_tokenizer(config: &RunConfig, config_path: &Path) -> Result<Tokenizer> {
     Ok(tokenizer)
 }
 
-/// Reads and encodes the training records with what `plan` needs of each; reports the
-/// records skipped. Returns the records and the number of bad lines skipped.
-fn load_data(
+/// Encodes the training records `data` with what `plan` needs of each; reports the records
+/// skipped and the texts left out. Returns the records and the number of bad lines skipped.
+fn prepare_data(
     config: &RunConfig,
+    data: Dataset,
     tokenizer: &Tokenizer,
     plan: &StepPlan,
     events: &Events,
 ) -> Result<(Vec<PreparedRecord>, usize)> {
-    let data = load_records(&config.data.train, &config.data.languages, config.data.skip_bad_lines)?;
     let needs =
         RecordNeeds { rejected: !plan.chosen_only, variants: !plan.variant_layers.is_empty(), targets: plan.targets };
     let (records, skipped_prep) = prepare_records(
