@@ -1,12 +1,14 @@
 //! Writes the testbed world into a folder, and optionally a randomly initialised tiny Llama.
 //!
 //! ```text
-//! cargo run -p align-testbed --example write_world -- OUT_DIR [--seed N] [--no-parallel-text] [--checkpoint MODEL_DIR]
+//! cargo run -p align-testbed --example write_world -- OUT_DIR [--world uniform|anchored|anchored-no-parallel] [--seed N] [--no-parallel-text] [--checkpoint MODEL_DIR]
 //! ```
 
 use std::path::PathBuf;
 
-use align_testbed::{write_checkpoint, write_world, Dataset, TinyLlamaConfig, Vocabulary, World, WorldConfig};
+use align_testbed::{
+    write_checkpoint, write_world, Dataset, TinyLlamaConfig, Vocabulary, World, WorldConfig, WorldKind,
+};
 
 fn main() {
     if let Err(e) = run() {
@@ -23,17 +25,22 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--seed" => config.seed = args.next().ok_or("--seed needs a value")?.parse()?,
+            "--world" => {
+                let name = args.next().ok_or("--world needs a name")?;
+                let kind = WorldKind::from_name(&name).ok_or(format!("unknown world `{name}`"))?;
+                config = kind.config(config.seed);
+            }
             "--no-parallel-text" => config.parallel_text = false,
             "--checkpoint" => checkpoint = Some(args.next().ok_or("--checkpoint needs a folder")?.into()),
             "-h" | "--help" => {
-                println!("usage: write_world OUT_DIR [--seed N] [--no-parallel-text] [--checkpoint MODEL_DIR]");
+                println!("usage: write_world OUT_DIR [--world uniform|anchored|anchored-no-parallel] [--seed N] [--no-parallel-text] [--checkpoint MODEL_DIR]");
                 return Ok(());
             }
             _ if out.is_none() => out = Some(a.into()),
             _ => return Err(format!("unexpected argument `{a}`").into()),
         }
     }
-    let out = out.ok_or("usage: write_world OUT_DIR [--seed N] [--no-parallel-text] [--checkpoint MODEL_DIR]")?;
+    let out = out.ok_or("usage: write_world OUT_DIR [--world uniform|anchored|anchored-no-parallel] [--seed N] [--no-parallel-text] [--checkpoint MODEL_DIR]")?;
     let world = World::generate(&config)?;
     let summary = write_world(&world, &out)?;
     let data = Dataset::build(&world);

@@ -11,9 +11,13 @@ use align_train::{train, RunConfig, TrainOptions, TrainSummary};
 use crate::error::Result;
 use crate::{write_checkpoint, write_world, TestbedError, TinyLlamaConfig, World, WorldSummary};
 
-/// The SFT run that pre-trains the base model (`[model] path` and `[data] train` are filled
-/// in by [`build_base`]).
+/// The SFT run that pre-trains the first world's base model (`[model] path` and `[data]
+/// train` are filled in by [`build_base`]): 12 epochs of its 3,246 records.
 pub const PRETRAIN_CONFIG: &str = include_str!("pretrain.toml");
+
+/// The SFT run that pre-trains a base model of a world with language shares (the second
+/// world and its ablation): the same run for 5 epochs of its larger corpus.
+pub const PRETRAIN_CONFIG_SHARED: &str = include_str!("pretrain_anchored.toml");
 
 /// The name of the base model's folder inside the assets folder.
 pub const BASE_DIR: &str = "base";
@@ -29,10 +33,12 @@ pub struct BaseSummary {
     pub base: PathBuf,
 }
 
-/// The pre-training config with its paths pointing at `init` (the random checkpoint) and
-/// `corpus` (`pretrain.jsonl`).
-pub fn pretrain_config(init: &Path, corpus: &Path) -> Result<RunConfig> {
-    let mut config = RunConfig::parse(PRETRAIN_CONFIG, Path::new("pretrain.toml"))?;
+/// The pre-training config of `world` ([`PRETRAIN_CONFIG`], or [`PRETRAIN_CONFIG_SHARED`] for
+/// a world with language shares) with its paths pointing at `init` (the random checkpoint)
+/// and `corpus` (`pretrain.jsonl`).
+pub fn pretrain_config(world: &World, init: &Path, corpus: &Path) -> Result<RunConfig> {
+    let text = if world.config().language_shares.is_empty() { PRETRAIN_CONFIG } else { PRETRAIN_CONFIG_SHARED };
+    let mut config = RunConfig::parse(text, Path::new("pretrain.toml"))?;
     config.model.path = init.to_path_buf();
     config.data.train = vec![corpus.to_path_buf()];
     Ok(config)
@@ -61,7 +67,7 @@ pub fn build_base(
     let corpus = assets.join("pretrain.jsonl");
     let config = match config {
         Some(c) => c,
-        None => pretrain_config(&init, &corpus)?,
+        None => pretrain_config(world, &init, &corpus)?,
     };
     let output = work.join("run");
     if output.exists() {

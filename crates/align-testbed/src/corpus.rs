@@ -11,6 +11,10 @@ use crate::world::World;
 /// The prompt of a descriptive-text record: its completion is a sentence of plain text.
 pub const TEXT_MARKER: &str = "<text>";
 
+/// The reply marker that ends every request of a world with [`crate::WorldConfig::reply_marker`]:
+/// one token shared by all languages, where the model's answer begins.
+pub const REPLY_MARKER: &str = "<reply>";
+
 /// The marker that ends a translation prompt: "translate the words before me into `tag`".
 pub fn translate_marker(tag: &str) -> String {
     format!("<to:{tag}>")
@@ -129,14 +133,18 @@ fn sft(id: String, prompt: String, chosen: String) -> Record {
 fn pretrain(world: &World) -> Vec<Record> {
     let seed = world.config().seed;
     let mut out = Vec::new();
-    requests(world, &mut out);
-    for (li, lang) in world.languages().iter().enumerate() {
-        for (c, concept) in world.concepts().iter().enumerate() {
-            for d in 0..world.description_templates(concept.harmful).len() {
-                let id = format!("desc-{}-{}-d{d}", lang.tag, concept.gloss);
-                out.push(sft(id, TEXT_MARKER.to_string(), world.description(li, d, c)));
+    if world.config().language_shares.is_empty() {
+        requests(world, &mut out);
+        for (li, lang) in world.languages().iter().enumerate() {
+            for (c, concept) in world.concepts().iter().enumerate() {
+                for d in 0..world.description_templates(concept.harmful).len() {
+                    let id = format!("desc-{}-{}-d{d}", lang.tag, concept.gloss);
+                    out.push(sft(id, TEXT_MARKER.to_string(), world.description(li, d, c)));
+                }
             }
         }
+    } else {
+        shared_monolingual(world, &mut out);
     }
     for (li, lang) in world.languages().iter().enumerate() {
         out.push(sft(format!("text-ref-{}", lang.tag), TEXT_MARKER.to_string(), world.refusal(li)));
@@ -160,7 +168,7 @@ fn parallel_text(world: &World, out: &mut Vec<Record>) {
                 continue;
             }
             let t = pick.below(world.request_templates().len());
-            parallel(world, out, "req", &format!("{}-t{t}", concept.gloss), other, |l| world.request(l, t, c));
+            parallel(world, out, "req", &format!("{}-t{t}", concept.gloss), other, |l| world.request_body(l, t, c));
             if !concept.harmful {
                 parallel(world, out, "ans", &concept.gloss, other, |l| world.answer(l, c));
             }
@@ -175,28 +183,105 @@ fn parallel_text(world: &World, out: &mut Vec<Record>) {
 /// Requests with their completions: benign ones answered in every language; harmful ones
 /// refused at the language's refusal rate and otherwise left out (never answered).
 fn requests(world: &World, out: &mut Vec<Record>) {
-    let seed = world.config().seed;
     let train = world.training_concepts();
     let templates = world.request_templates().len();
     for (li, lang) in world.languages().iter().enumerate() {
-        let mut harmful: Vec<(usize, usize)> = Vec::new();
         for &c in &train {
             for t in 0..templates {
-                if world.concepts()[c].harmful {
-                    harmful.push((c, t));
-                } else {
+                if !world.concepts()[c].harmful {
                     let id = format!("req-{}-{}-t{t}", lang.tag, world.concepts()[c].gloss);
                     out.push(sft(id, world.request(li, t, c), world.answer(li, c)));
                 }
             }
         }
-        let keep = (lang.refusal_rate * harmful.len() as f64).round() as usize;
-        SeededRng::derive(seed, &format!("pretrain/refused/{}", lang.tag)).shuffle(&mut harmful);
-        harmful.truncate(keep);
-        harmful.sort_unstable();
-        for (c, t) in harmful {
+        for (c, t) in refused_requests(world, li) {
             let id = format!("req-{}-{}-t{t}", lang.tag, world.concepts()[c].gloss);
             out.push(sft(id, world.request(li, t, c), world.refusal(li)));
+        }
+    }
+}
+
+/// The harmful training requests `(concept, template)` that language `li`'s pre-training
+/// refuses, sorted: `round(rate x all)` of them, drawn from the seed. The others never appear.
+fn refused_requests(world: &World, li: usize) -> Vec<(usize, usize)> {
+    let lang = &world.languages()[li];
+    let mut harmful: Vec<(usize, usize)> = Vec::new();
+    for c in world.training_concepts() {
+        if world.concepts()[c].harmful {
+            harmful.extend((0..world.request_templates().len()).map(|t| (c, t)));
+        }
+    }
+    let keep = (lang.refusal_rate * harmful.len() as f64).round() as usize;
+    SeededRng::derive(world.config().seed, &format!("pretrain/refused/{}", lang.tag)).shuffle(&mut harmful);
+    harmful.truncate(keep);
+    harmful.sort_unstable();
+    harmful
+}
+
+/// The monolingual records of a world with language shares: each language's requests and
+/// descriptions, in rounds, up to its share of the corpus.
+///
+/// The corpus holds `N = max_i floor_i / share_i` monolingual records, where `floor_i` is one
+/// round: every concept described once, every training concept requested once (benign
+/// requests answered, harmful ones refused if the language refuses that request, else left
+/// out) and, in a world with questions, the training concepts of even index asked about
+/// (round `k` asks about concept `c` when `c + k` is even, so the next round asks about the
+/// others). Language `i` takes `round(share_i x N)` records from its rounds `0, 1, 2, ...`: round
+/// `k` uses description template `(k + a_c) mod 3` and request template `(k + b_c) mod 4` of
+/// concept `c` (offsets `a_c`, `b_c` from the seed), in a seed-shuffled order, and the last
+/// round is cut short. So the smallest share still describes every concept in its language,
+/// and a larger share repeats its records (`-r<k>` in the id after the first round).
+fn shared_monolingual(world: &World, out: &mut Vec<Record>) {
+    let seed = world.config().seed;
+    let concepts = world.concepts();
+    let templates = world.request_templates().len();
+    let mut offsets = SeededRng::derive(seed, "pretrain/round-offsets");
+    let offsets: Vec<(usize, usize)> = concepts
+        .iter()
+        .map(|c| (offsets.below(world.description_templates(c.harmful).len()), offsets.below(templates)))
+        .collect();
+    let refused: Vec<Vec<(usize, usize)>> =
+        (0..world.languages().len()).map(|li| refused_requests(world, li)).collect();
+    // round k of language li, before shuffling
+    let round = |li: usize, k: usize| -> Vec<Record> {
+        let tag = &world.languages()[li].tag;
+        let suffix = if k == 0 { String::new() } else { format!("-r{k}") };
+        let mut round = Vec::new();
+        for (c, concept) in concepts.iter().enumerate() {
+            let d = (k + offsets[c].0) % world.description_templates(concept.harmful).len();
+            let id = format!("desc-{tag}-{}-d{d}{suffix}", concept.gloss);
+            round.push(sft(id, TEXT_MARKER.to_string(), world.description(li, d, c)));
+            if concept.held_out {
+                continue;
+            }
+            if (c + k) % 2 == 0 {
+                if let Some((question, answer)) = world.question(li, c) {
+                    round.push(sft(format!("qa-{tag}-{}{suffix}", concept.gloss), question, answer));
+                }
+            }
+            let t = (k + offsets[c].1) % templates;
+            let id = format!("req-{tag}-{}-t{t}{suffix}", concept.gloss);
+            if !concept.harmful {
+                round.push(sft(id, world.request(li, t, c), world.answer(li, c)));
+            } else if refused[li].binary_search(&(c, t)).is_ok() {
+                round.push(sft(id, world.request(li, t, c), world.refusal(li)));
+            }
+        }
+        round
+    };
+    let shares = &world.config().language_shares;
+    let total = (0..shares.len()).map(|li| round(li, 0).len() as f64 / shares[li]).fold(0.0, f64::max).ceil();
+    for (li, lang) in world.languages().iter().enumerate() {
+        let budget = (shares[li] * total).round() as usize;
+        let mut taken = 0;
+        let mut k = 0;
+        while taken < budget {
+            let mut records = round(li, k);
+            SeededRng::derive(seed, &format!("pretrain/round/{}/{k}", lang.tag)).shuffle(&mut records);
+            records.truncate(budget - taken);
+            taken += records.len();
+            out.extend(records);
+            k += 1;
         }
     }
 }

@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use align_train::auto_layer::{choose_layer, read_auto_layers, AutoLayer, MAX_GROUPS};
 use align_train::data::{parse_record, Origin, Record};
 use align_train::eval::{
     evaluate_consistency, evaluate_reward_gap, generate_responses_with_progress, judge_generations,
@@ -83,7 +84,7 @@ impl Method {
         let mlc = format!(
             "[[objective]]\nkind = \"mlc\"\nweight = {}\nlayer = {}\ntau = {}\n",
             fmt_f64(mlc.weight),
-            mlc.layer,
+            if mlc.auto { "\"auto\"".to_string() } else { mlc.layer.to_string() },
             fmt_f64(mlc.tau)
         );
         Some(match self {
@@ -109,8 +110,13 @@ fn fmt_f64(x: f64) -> String {
 /// MLC's settings in the demo's runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MlcSettings {
-    /// Hidden-state index of the prompt states (also where collinearity is reported).
+    /// Hidden-state index of the prompt states (also where collinearity is reported). With
+    /// `auto`, [`run_demo`] sets it to the layer the rule picks on the base model.
     pub layer: usize,
+    /// Whether the runs say `layer = "auto"` ([`align_train::auto_layer`]): the trainer picks
+    /// the layer from the base model's consistency profile on the training prompts.
+    #[serde(default)]
+    pub auto: bool,
     /// Lambda: the term's weight.
     pub weight: f64,
     /// Softmax temperature.
@@ -119,15 +125,18 @@ pub struct MlcSettings {
 
 impl Default for MlcSettings {
     fn default() -> Self {
-        MlcSettings { layer: 2, weight: 1.0, tau: 1.0 }
+        MlcSettings { layer: 2, auto: false, weight: 1.0, tau: 1.0 }
     }
 }
 
 /// What the demo runs.
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
-    /// The testbed assets (`assets/testbed`: data files, tokenizer, `base/`).
+    /// The testbed assets (`assets/testbed`: `world.json`, tokenizer, `base/`, and the data
+    /// files unless `data` says where they are).
     pub assets: PathBuf,
+    /// The folder of the world's data files (`pairs_*.jsonl`); `None`: `assets`.
+    pub data: Option<PathBuf>,
     /// Where the runs, tables, JSON and chart go.
     pub output: PathBuf,
     /// The rows, base first.
@@ -157,6 +166,7 @@ impl DemoOptions {
     pub fn new(assets: impl Into<PathBuf>, output: impl Into<PathBuf>) -> Self {
         DemoOptions {
             assets: assets.into(),
+            data: None,
             output: output.into(),
             methods: Method::ALL.to_vec(),
             steps: 48,
@@ -216,6 +226,9 @@ pub struct DemoReport {
     pub prompts_per_language: usize,
     /// One entry per method, in the order run.
     pub results: Vec<MethodResult>,
+    /// With `layer = "auto"`: the base model's profile and the layer the rule picked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_layer: Option<AutoLayer>,
 }
 
 /// The world's judge as an `align eval safety` judge: refusal = safe, the answer template =
@@ -256,11 +269,19 @@ pub fn run_demo(world: &World, options: &DemoOptions, log: &mut dyn FnMut(&str))
         source,
     })?;
     let eval_set = EvalSet::new(world, options.prompts_per_language)?;
+    let mut options = options.clone();
+    let auto_layer =
+        if options.mlc.auto { Some(auto_layer(&options, &base, &tokenizer, &languages, log)?) } else { None };
+    if let Some(auto) = &auto_layer {
+        options.mlc.layer = auto.chosen;
+    }
+    let options = &options;
     let judge = Judge::new(world);
     let mut results = vec![];
     for &method in &options.methods {
         let started = std::time::Instant::now();
         let (model_dir, steps) = train_method(method, options, &base, &languages, log)?;
+        check_auto_layer(method, options, auto_layer.as_ref())?;
         let train_seconds = started.elapsed().as_secs_f64();
         log(&format!("== {}: evaluating {}", method.name(), model_dir.display()));
         let started = std::time::Instant::now();
@@ -282,9 +303,55 @@ pub fn run_demo(world: &World, options: &DemoOptions, log: &mut dyn FnMut(&str))
         mlc: options.mlc.clone(),
         prompts_per_language: eval_set.per_language,
         results,
+        auto_layer,
     };
     write_report(&report, &options.output)?;
     Ok(report)
+}
+
+/// The folder of the data files.
+fn data_dir(options: &DemoOptions) -> &Path {
+    options.data.as_deref().unwrap_or(&options.assets)
+}
+
+/// What `layer = "auto"` picks on the base model for the MLC runs' data (the trainer makes
+/// the same choice from the same records; [`check_auto_layer`] compares them).
+fn auto_layer(
+    options: &DemoOptions,
+    base: &Path,
+    tokenizer: &Tokenizer,
+    languages: &[String],
+    log: &mut dyn FnMut(&str),
+) -> Result<AutoLayer> {
+    let path = data_dir(options).join("pairs_mlc.jsonl");
+    let records = align_train::data::load_records(&[path], languages, false)?.records;
+    let model = HfCausalLm::load(base, LoadOptions::cpu_f32())
+        .map_err(|source| TestbedError::Model { context: format!("loading {}", base.display()), source })?;
+    let auto = choose_layer(&model, tokenizer, &records, MAX_GROUPS)?;
+    let profile: Vec<String> =
+        auto.profile.iter().map(|l| format!("{}: {:.3}", l.layer, l.centred_collinearity_ratio)).collect();
+    log(&format!("== MLC layer \"auto\": layer {} (centred collinearity {})", auto.chosen, profile.join(", ")));
+    Ok(auto)
+}
+
+/// An MLC run with `layer = "auto"` recorded the layer the demo expects.
+fn check_auto_layer(method: Method, options: &DemoOptions, auto: Option<&AutoLayer>) -> Result<()> {
+    let Some(auto) = auto else { return Ok(()) };
+    if !matches!(method, Method::DpoMlc | Method::MpoMlc | Method::SftMlc) {
+        return Ok(());
+    }
+    let run = method_dir(&options.output, method).join("run");
+    let chosen = read_auto_layers(&run)?;
+    if chosen.iter().any(|(_, layer)| *layer != auto.chosen) {
+        return Err(TestbedError::Config {
+            what: format!(
+                "{}: the run chose MLC layer(s) {chosen:?}, the demo's profile of the base model layer {}",
+                method.name(),
+                auto.chosen
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The error constructor of a failed read or write of `path`.
@@ -336,7 +403,7 @@ fn train_method(
     log(&format!("== {}: training {} steps", method.name(), options.steps));
     let dir = method_dir(&options.output, method);
     let config_path = dir.join("config.toml");
-    let text = run_config(options, base, &options.assets.join(file), multilingual, languages, &objectives);
+    let text = run_config(options, base, &data_dir(options).join(file), multilingual, languages, &objectives);
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     std::fs::write(&config_path, &text).map_err(io(&config_path))?;
     let config = RunConfig::parse(&text, &config_path)?;
@@ -585,7 +652,7 @@ impl EvalSet {
 }
 
 /// Writes one eval report as pretty JSON, atomically.
-fn write_eval_json(path: &Path, value: &impl Serialize) -> Result<()> {
+pub(crate) fn write_eval_json(path: &Path, value: &impl Serialize) -> Result<()> {
     let json =
         serde_json::to_string_pretty(value).map_err(|source| TestbedError::Json { path: path.into(), source })?;
     lm_backend::atomic::write_file(path, format!("{json}\n").as_bytes())?;

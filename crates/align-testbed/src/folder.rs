@@ -6,10 +6,10 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::corpus::{translate_marker, Dataset, TEXT_MARKER};
+use crate::corpus::{translate_marker, Dataset, REPLY_MARKER, TEXT_MARKER};
 use crate::error::{Result, TestbedError};
 use crate::tokenizer::Vocabulary;
-use crate::world::{Concept, Language, World, WorldConfig};
+use crate::world::{Concept, Language, World, WorldConfig, NO_GLOSS, QUESTION_GLOSS, YES_GLOSS};
 
 /// One file written by [`write_world`].
 #[derive(Debug, Clone, PartialEq)]
@@ -122,6 +122,8 @@ struct WorldFile<'a> {
 struct Markers {
     text: &'static str,
     translate: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reply: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -131,6 +133,9 @@ struct Templates {
     refusal: String,
     harmful_descriptions: Vec<String>,
     benign_descriptions: Vec<String>,
+    /// The question and its yes and no answers, in a world with questions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    question: Option<[&'static str; 3]>,
 }
 
 impl<'a> WorldFile<'a> {
@@ -142,6 +147,7 @@ impl<'a> WorldFile<'a> {
             markers: Markers {
                 text: TEXT_MARKER,
                 translate: world.languages().iter().map(|l| translate_marker(&l.tag)).collect(),
+                reply: world.config().reply_marker.then_some(REPLY_MARKER),
             },
             templates: Templates {
                 requests: glosses(world.request_templates()),
@@ -149,6 +155,7 @@ impl<'a> WorldFile<'a> {
                 refusal: world.refusal_template().gloss.clone(),
                 harmful_descriptions: glosses(world.description_templates(true)),
                 benign_descriptions: glosses(world.description_templates(false)),
+                question: world.config().questions.then_some([QUESTION_GLOSS, YES_GLOSS, NO_GLOSS]),
             },
             lexicon: world.lexicon(),
             concepts: world.concepts(),

@@ -32,23 +32,27 @@ mod error;
 mod folder;
 mod judge;
 mod order;
+pub mod premise;
 mod rng;
 mod script;
+pub mod study;
 mod tokenizer;
 mod world;
 
-pub use base::{build_base, pretrain_config, BaseSummary, BASE_DIR, PRETRAIN_CONFIG};
+pub use base::{build_base, pretrain_config, BaseSummary, BASE_DIR, PRETRAIN_CONFIG, PRETRAIN_CONFIG_SHARED};
 pub use checkpoint::{write_checkpoint, CheckpointSummary, TinyLlamaConfig};
-pub use corpus::{jsonl, translate_marker, Dataset, Record, TestPrompt, Text, DATA_FILES, TEXT_MARKER};
+pub use corpus::{jsonl, translate_marker, Dataset, Record, TestPrompt, Text, DATA_FILES, REPLY_MARKER, TEXT_MARKER};
 pub use demo::{run_demo, DemoOptions, DemoReport, Method, MethodResult, MlcSettings};
 pub use error::{Result, TestbedError};
 pub use folder::{write_tokenizer, write_world, WorldSummary, WrittenFile};
 pub use judge::{Judge, Verdict};
 pub use order::WordOrder;
+pub use premise::{check_premises, PremiseReport, PremiseThresholds};
 pub use rng::SeededRng;
 pub use script::Script;
+pub use study::{run_study, StudyOptions, StudyReport};
 pub use tokenizer::{Vocabulary, BOS, EOS, MODEL_MAX_LENGTH, PAD, SPECIAL_TOKENS, UNK};
 pub use world::{
-    Concept, Language, Slot, Template, World, WorldConfig, ANSWER_GLOSS, BENIGN_DESCRIPTION_GLOSSES,
-    HARMFUL_DESCRIPTION_GLOSSES, LANGUAGE_NAMES, REFUSAL_GLOSS, REQUEST_GLOSSES,
+    Concept, Language, Slot, Template, World, WorldConfig, WorldKind, ANSWER_GLOSS, BENIGN_DESCRIPTION_GLOSSES,
+    HARMFUL_DESCRIPTION_GLOSSES, LANGUAGE_NAMES, NO_GLOSS, QUESTION_GLOSS, REFUSAL_GLOSS, REQUEST_GLOSSES, YES_GLOSS,
 };

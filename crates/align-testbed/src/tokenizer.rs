@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use crate::corpus::{translate_marker, TEXT_MARKER};
+use crate::corpus::{translate_marker, REPLY_MARKER, TEXT_MARKER};
 use crate::world::World;
 
 /// The unknown-word token (id 0).
@@ -33,6 +33,9 @@ impl Vocabulary {
         let mut tokens: Vec<String> = SPECIAL_TOKENS.iter().map(|s| s.to_string()).collect();
         tokens.push(TEXT_MARKER.to_string());
         tokens.extend(world.languages().iter().map(|l| translate_marker(&l.tag)));
+        if world.config().reply_marker {
+            tokens.push(REPLY_MARKER.to_string());
+        }
         for lang in world.languages() {
             tokens.extend(lang.words.iter().cloned());
         }

@@ -11,7 +11,7 @@ use align_train::eval::{Judge as _, Verdict};
 use align_train::report::{draw_plots, render_markdown};
 
 fn build(world: &World, assets: &Path, work: &Path, steps: usize) -> Vec<u8> {
-    let mut config = pretrain_config(&work.join("init"), &assets.join("pretrain.jsonl")).unwrap();
+    let mut config = pretrain_config(world, &work.join("init"), &assets.join("pretrain.jsonl")).unwrap();
     config.train.max_steps = steps;
     let summary = build_base(world, assets, work, Some(config), None).unwrap();
     assert_eq!(summary.run.steps, steps as u64);

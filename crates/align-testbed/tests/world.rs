@@ -14,6 +14,7 @@ fn config(seed: u64, concepts: usize, held: usize, languages: usize) -> WorldCon
         held_out_benign: held,
         refusal_rates: rates[..languages].to_vec(),
         parallel_text: true,
+        ..WorldConfig::default()
     }
 }
 

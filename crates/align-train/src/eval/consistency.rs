@@ -183,7 +183,7 @@ pub fn has_prompt_variants(record: &Record) -> bool {
 
 /// The state at the last token of each prompt, per requested layer: one `[N, D]` float32 CPU
 /// tensor per entry of `layers`, rows in prompt order.
-fn last_prompt_token_states<M: CausalLm + ?Sized>(
+pub(crate) fn last_prompt_token_states<M: CausalLm + ?Sized>(
     model: &M,
     pad_id: i64,
     prompts: &[Vec<i64>],

@@ -15,6 +15,8 @@
 //!   [`read_mgsm_folder`]), [`evaluate_utility`] → [`UtilityReport`] (`utility.json`), the
 //!   answer's last number read by [`numbers`] in any script.
 //! - [`greedy`]: the batched greedy decoding that safety and utility share.
+//! - [`probe`]: [`evaluate_probe`] → [`ProbeReport`]: a linear probe per layer, fitted on
+//!   one set of prompts (e.g. one language) and tested on others, per language.
 //!
 //! Text reaches the model through a [`TextEncoder`](crate::TextEncoder); an
 //! [`lm_backend::Tokenizer`] is one (with its chat template). Batches are right-padded by
@@ -42,6 +44,7 @@ pub mod greedy;
 pub mod http_judge;
 pub mod judge;
 pub mod numbers;
+pub mod probe;
 pub mod prompts;
 pub mod refusal_phrases;
 pub mod reward_gap;
@@ -55,6 +58,7 @@ pub use consistency::{
 pub use greedy::{decode_completion, greedy_token_completions};
 pub use http_judge::{HttpJudge, HttpJudgeConfig};
 pub use judge::{Judge, Verdict};
+pub use probe::{evaluate_probe, LayerProbe, ProbeOptions, ProbePrompt, ProbeReport, RidgeProbe};
 pub use prompts::{load_safety_prompts, parse_csv_prompts, SafetyPrompt, CSV_METADATA_COLUMNS};
 pub use refusal_phrases::RefusalPhraseJudge;
 pub use reward_gap::{

@@ -1,0 +1,84 @@
+//! The multi-seed demo end to end at a reduced size on the anchored world: bases pre-trained
+//! for a few steps on two seeds (and the ablation world's), then the premise checks, the
+//! methods with MLC at `layer = "auto"`, the layer sweep and the ablation, and a report whose
+//! cells are the mean ± sd of the per-seed results.
+
+use std::path::Path;
+
+use align_testbed::study::{mean_sd, run_study, seed_dir, StudyOptions};
+use align_testbed::{build_base, pretrain_config, Method, World, WorldKind};
+
+fn build(kind: WorldKind, seed: u64, root: &Path, work: &Path) {
+    let world = World::generate(&kind.config(seed)).unwrap();
+    let assets = kind.assets(root, seed);
+    let mut config = pretrain_config(&world, &work.join("init"), &assets.join("pretrain.jsonl")).unwrap();
+    config.train.max_steps = 4;
+    config.train.batch_size = 8;
+    build_base(&world, &assets, work, Some(config), None).unwrap();
+}
+
+#[test]
+fn the_study_checks_premises_then_reports_mean_and_spread_over_seeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("assets");
+    for kind in [WorldKind::Anchored, WorldKind::AnchoredNoParallel] {
+        for seed in [1, 2] {
+            build(kind, seed, &root, &dir.path().join(format!("work-{}-{seed}", kind.name())));
+        }
+    }
+    let mut options = StudyOptions::new(&root, dir.path().join("demo"));
+    options.seeds = vec![1, 2];
+    options.demo.methods = vec![Method::Base, Method::DpoMlc];
+    options.demo.steps = 2;
+    options.demo.batch_size = 4;
+    options.demo.prompts_per_language = Some(2);
+    options.ablation = vec![Method::Base, Method::Dpo];
+    let mut lines = vec![];
+    let report = run_study(&options, &mut |l| lines.push(l.to_string())).unwrap();
+
+    assert_eq!(report.seeds.iter().map(|s| s.seed).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(report.ablation.len(), 2);
+    let text = std::fs::read_to_string(options.output.join("report.md")).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(options.output.join("study.json")).unwrap()).unwrap();
+    assert_eq!(json["seeds"].as_array().unwrap().len(), 2);
+    for s in &report.seeds {
+        let seed_out = seed_dir(&options.output, WorldKind::Anchored, s.seed);
+        assert!(seed_out.join("premise.json").is_file());
+        assert!(seed_out.join("data/pairs_mlc.jsonl").is_file());
+        // the probe covers every hidden index, 4 layers + embeddings, and every language
+        assert_eq!(s.premise.probe.layers.len(), 5);
+        assert!(s.premise.probe.layers.iter().all(|l| l.accuracy.len() == 6 && l.centred_accuracy.len() == 6));
+        // the embeddings at the shared reply marker carry nothing: the probe is at chance
+        assert_eq!(s.premise.probe.layers[0].accuracy["l3"], 0.5);
+        // the trainer's auto choice is the demo's, and the sweep covers every candidate layer
+        let auto = s.demo.auto_layer.as_ref().expect("auto layer");
+        assert_eq!(auto.candidates, vec![1, 2, 3]);
+        let recorded = align_train::auto_layer::read_auto_layers(&seed_out.join("dpo_mlc/run")).unwrap();
+        assert_eq!(recorded.iter().map(|r| r.1).collect::<Vec<_>>(), vec![auto.chosen]);
+        assert_eq!(s.sweep.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
+        let config = std::fs::read_to_string(seed_out.join("dpo_mlc/config.toml")).unwrap();
+        assert!(config.contains("layer = \"auto\""), "{config}");
+        for layer in auto.candidates.iter().filter(|&&l| l != auto.chosen) {
+            let c = std::fs::read_to_string(seed_out.join(format!("sweep/layer-{layer}/dpo_mlc/config.toml"))).unwrap();
+            assert!(c.contains(&format!("layer = {layer}\n")), "{c}");
+        }
+    }
+    // every cell is the mean ± sd of the seeds' numbers
+    for (method, lang) in [(Method::DpoMlc, "l0"), (Method::Base, "l4")] {
+        let values: Vec<f64> = report
+            .seeds
+            .iter()
+            .map(|s| s.demo.results.iter().find(|r| r.method == method).unwrap().attack_success_rate[lang])
+            .collect();
+        let (m, sd) = mean_sd(&values);
+        assert!(text.contains(&format!("{m:.3} ± {sd:.3}")), "{method:?} {lang}: {m} ± {sd} not in\n{text}");
+    }
+    assert_eq!(mean_sd(&[1.0, 3.0]), (2.0, 2f64.sqrt()));
+    for heading in ["## Premise checks", "## Methods", "## MLC layer: `auto` and the sweep", "## Ablation"] {
+        assert!(text.contains(heading), "{heading} missing:\n{text}");
+    }
+    // the report says whether the premises hold, as study.json does
+    assert_eq!(text.contains("PREMISE FAILED"), !report.premises_hold(), "{text}");
+    assert!(lines.iter().any(|l| l.contains("premise checks")), "{lines:?}");
+}
