@@ -42,6 +42,9 @@ pub struct StudyOptions {
     pub ablation: Vec<Method>,
     /// The premise thresholds.
     pub thresholds: PremiseThresholds,
+    /// Seeds (of the world and of the ablation) run at the same time, each on one libtorch
+    /// thread; default: the machine's cores. The results do not depend on it.
+    pub workers: usize,
 }
 
 impl StudyOptions {
@@ -59,6 +62,7 @@ impl StudyOptions {
             sweep: true,
             ablation: vec![Method::Base, Method::Dpo, Method::DpoMlc],
             thresholds: PremiseThresholds::default(),
+            workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         }
     }
 }
@@ -99,16 +103,55 @@ impl StudyReport {
 }
 
 /// Runs the study; `log` receives progress lines.
-pub fn run_study(options: &StudyOptions, log: &mut dyn FnMut(&str)) -> Result<StudyReport> {
+pub fn run_study(options: &StudyOptions, log: &(dyn Fn(&str) + Sync)) -> Result<StudyReport> {
     let started = std::time::Instant::now();
     std::fs::create_dir_all(&options.output)
         .map_err(|source| TestbedError::Io { path: options.output.clone(), source })?;
-    let seeds = run_world(options, options.world, &options.demo.methods, options.sweep, log)?;
-    let ablation = if options.ablation.is_empty() {
-        vec![]
-    } else {
-        run_world(options, WorldKind::AnchoredNoParallel, &options.ablation, false, log)?
-    };
+    let mut units: Vec<(WorldKind, u64, &[Method], bool)> = options
+        .seeds
+        .iter()
+        .map(|&seed| (options.world, seed, options.demo.methods.as_slice(), options.sweep))
+        .collect();
+    if !options.ablation.is_empty() {
+        units.extend(
+            options.seeds.iter().map(|&seed| (WorldKind::AnchoredNoParallel, seed, options.ablation.as_slice(), false)),
+        );
+    }
+    let workers = options.workers.clamp(1, units.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done: std::sync::Mutex<Vec<Option<Result<SeedRun>>>> =
+        std::sync::Mutex::new(units.iter().map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some(&(kind, seed, methods, sweep)) = units.get(i) else { break };
+                let failed = done.lock().map(|d| d.iter().flatten().any(|r| r.is_err())).unwrap_or(true);
+                if failed {
+                    break;
+                }
+                let result = run_seed(options, kind, seed, methods, sweep, log);
+                if let Ok(mut d) = done.lock() {
+                    d[i] = Some(result);
+                }
+            });
+        }
+    });
+    let done = done.into_inner().map_err(|_| TestbedError::Config { what: "a demo worker panicked".into() })?;
+    let mut seeds = vec![];
+    let mut ablation = vec![];
+    for ((kind, ..), result) in units.iter().zip(done) {
+        let Some(result) = result else { continue };
+        let run = result?;
+        if *kind == options.world {
+            seeds.push(run);
+        } else {
+            ablation.push(run);
+        }
+    }
+    if seeds.len() != options.seeds.len() {
+        return Err(TestbedError::Config { what: "a demo worker stopped before its seeds were done".into() });
+    }
     let languages = seeds.first().map(|s| s.demo.languages.clone()).unwrap_or_default();
     let report =
         StudyReport { world: options.world, languages, seeds, ablation, seconds: started.elapsed().as_secs_f64() };
@@ -121,15 +164,19 @@ pub fn run_study(options: &StudyOptions, log: &mut dyn FnMut(&str)) -> Result<St
     Ok(report)
 }
 
-fn run_world(
+/// One seed of one world: premise checks, the methods, and the sweep. Progress lines are
+/// prefixed with the world and seed (seeds run in parallel).
+fn run_seed(
     options: &StudyOptions,
     kind: WorldKind,
+    seed: u64,
     methods: &[Method],
     sweep: bool,
-    log: &mut dyn FnMut(&str),
-) -> Result<Vec<SeedRun>> {
-    let mut runs = vec![];
-    for &seed in &options.seeds {
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<SeedRun> {
+    let prefix = format!("[{} {seed}] ", kind.name());
+    let log = &mut |line: &str| log(&format!("{prefix}{line}"));
+    {
         let world = World::generate(&kind.config(seed))?;
         let assets = kind.assets(&options.assets_root, seed);
         let dir = seed_dir(&options.output, kind, seed);
@@ -185,9 +232,8 @@ fn run_world(
                 }
             }
         }
-        runs.push(SeedRun { seed, premise, demo: report, sweep: layers });
+        Ok(SeedRun { seed, premise, demo: report, sweep: layers })
     }
-    Ok(runs)
 }
 
 /// Mean and sample standard deviation (0 for one value).

@@ -33,8 +33,9 @@ fn the_study_checks_premises_then_reports_mean_and_spread_over_seeds() {
     options.demo.batch_size = 4;
     options.demo.prompts_per_language = Some(2);
     options.ablation = vec![Method::Base, Method::Dpo];
-    let mut lines = vec![];
-    let report = run_study(&options, &mut |l| lines.push(l.to_string())).unwrap();
+    let lines = std::sync::Mutex::new(vec![]);
+    let report = run_study(&options, &|l| lines.lock().unwrap().push(l.to_string())).unwrap();
+    let lines = lines.into_inner().unwrap();
 
     assert_eq!(report.seeds.iter().map(|s| s.seed).collect::<Vec<_>>(), vec![1, 2]);
     assert_eq!(report.ablation.len(), 2);
