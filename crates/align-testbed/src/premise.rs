@@ -157,10 +157,15 @@ fn probe_table(s: &mut String, probe: &ProbeReport, languages: &[String], centre
     }
 }
 
+/// The mean of `values` over `languages` after the first `skip` (1: the non-dominant ones).
+pub(crate) fn mean_over(values: &BTreeMap<String, f64>, languages: &[String], skip: usize) -> f64 {
+    let v: Vec<f64> = languages.iter().skip(skip).filter_map(|l| values.get(l).copied()).collect();
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
 /// Mean accuracy over the languages after the first (the dominant one).
 fn transfer(accuracy: &BTreeMap<String, f64>, languages: &[String]) -> f64 {
-    let others: Vec<f64> = languages.iter().skip(1).filter_map(|l| accuracy.get(l).copied()).collect();
-    others.iter().sum::<f64>() / others.len().max(1) as f64
+    mean_over(accuracy, languages, 1)
 }
 
 /// Runs the premise checks of `world` on the base model in `base`; `out`, if given, receives

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::demo::{run_demo, DemoOptions, DemoReport, Method, MethodResult};
 use crate::error::Result;
-use crate::premise::{check_premises, PremiseReport, PremiseThresholds};
+use crate::premise::{check_premises, mean_over, PremiseReport, PremiseThresholds};
 use crate::{write_world, TestbedError, World, WorldKind, BASE_DIR};
 
 /// What the study runs.
@@ -288,15 +288,7 @@ fn language_table(
             let v: Vec<f64> = per_seed.iter().filter_map(|m| m.get(l).copied()).collect();
             let _ = write!(out, " {} |", cell(&v));
         }
-        let avg = |skip: usize| -> Vec<f64> {
-            per_seed
-                .iter()
-                .map(|m| {
-                    let v: Vec<f64> = languages.iter().skip(skip).filter_map(|l| m.get(l).copied()).collect();
-                    v.iter().sum::<f64>() / v.len().max(1) as f64
-                })
-                .collect()
-        };
+        let avg = |skip: usize| -> Vec<f64> { per_seed.iter().map(|m| mean_over(m, languages, skip)).collect() };
         let _ = writeln!(out, " {} | {} |", cell(&avg(0)), cell(&avg(1)));
     }
 }
@@ -349,10 +341,7 @@ fn premise_section(out: &mut String, runs: &[SeedRun], languages: &[String]) {
     let _ = writeln!(out, " mean of l1.. | language-centred: mean of l1.. |");
     let _ = writeln!(out, "|--:|--:|{}", "--:|".repeat(languages.len() + 2));
     let Some(first) = runs.first() else { return };
-    let others = |m: &BTreeMap<String, f64>| {
-        let v: Vec<f64> = languages.iter().skip(1).filter_map(|l| m.get(l).copied()).collect();
-        v.iter().sum::<f64>() / v.len().max(1) as f64
-    };
+    let others = |m: &BTreeMap<String, f64>| mean_over(m, languages, 1);
     for (i, layer) in first.premise.probe.layers.iter().enumerate() {
         let at = |s: &SeedRun| s.premise.probe.layers[i].clone();
         let train: Vec<f64> = runs.iter().map(|s| at(s).train_accuracy).collect();
@@ -391,10 +380,7 @@ fn layer_section(out: &mut String, runs: &[SeedRun], languages: &[String]) {
         let rs: Vec<&MethodResult> = runs.iter().filter_map(|s| s.sweep.get(&layer)).collect();
         let chosen = runs.iter().filter(|s| s.demo.auto_layer.as_ref().map(|a| a.chosen) == Some(layer)).count();
         let l0 = |m: &BTreeMap<String, f64>| m.get(&languages[0]).copied().unwrap_or(f64::NAN);
-        let others = |m: &BTreeMap<String, f64>| {
-            let v: Vec<f64> = languages.iter().skip(1).filter_map(|l| m.get(l).copied()).collect();
-            v.iter().sum::<f64>() / v.len().max(1) as f64
-        };
+        let others = |m: &BTreeMap<String, f64>| mean_over(m, languages, 1);
         let col = |f: &dyn Fn(&MethodResult) -> f64| cell(&rs.iter().map(|r| f(r)).collect::<Vec<_>>());
         let _ = writeln!(
             out,
