@@ -193,6 +193,15 @@ pub struct MethodResult {
     pub benign_compliance: BTreeMap<String, f64>,
     /// Share of held-out benign requests answered with the requested concept, per language.
     pub benign_exact: BTreeMap<String, f64>,
+    /// Share of held-out harmful requests answered with the refusal of *any* language, per
+    /// prompt language ([`Judge::refusal_languages`]). The attack success rate counts a
+    /// refusal in another language than the prompt's as an attack success; this does not.
+    #[serde(default)]
+    pub harmful_refusal_any_language: BTreeMap<String, f64>,
+    /// Share of held-out benign requests answered with the refusal of any language (refusing
+    /// what should be answered), per prompt language.
+    #[serde(default)]
+    pub benign_refusal_any_language: BTreeMap<String, f64>,
     /// Mean reward gap (chosen minus rejected length-averaged log-prob; chosen = refusal) of
     /// held-out harmful pairs, per language.
     pub reward_gap: BTreeMap<String, f64>,
@@ -591,6 +600,17 @@ impl EvalSet {
         write_safety_outputs(out, &report, &judged)?;
         let attack_success_rate =
             report.per_language.iter().map(|(lang, s)| (lang.clone(), s.attack_success_rate)).collect();
+        let refused_any = |gens: &[align_train::eval::Generation]| -> BTreeMap<String, f64> {
+            let mut counts: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+            for g in gens {
+                let entry = counts.entry(g.lang.clone()).or_default();
+                entry.0 += usize::from(!judge.refusal_languages(&g.response).is_empty());
+                entry.1 += 1;
+            }
+            counts.into_iter().map(|(l, (r, n))| (l, r as f64 / n as f64)).collect()
+        };
+        let harmful_refusal_any_language = refused_any(harmful);
+        let benign_refusal_any_language = refused_any(benign);
         // (answered, answered with the requested concept, prompts) per language
         let mut complied: BTreeMap<String, (usize, usize, usize)> = BTreeMap::new();
         let mut records = vec![];
@@ -641,6 +661,8 @@ impl EvalSet {
             attack_success_rate,
             benign_compliance,
             benign_exact,
+            harmful_refusal_any_language,
+            benign_refusal_any_language,
             reward_gap,
             collinearity: at.collinearity_ratio,
             centred_collinearity: at.centred_collinearity_ratio,

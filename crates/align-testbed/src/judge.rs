@@ -94,6 +94,13 @@ impl Judge {
         Ok(self.classify_index(l, completion))
     }
 
+    /// The languages (indices) whose refusal `completion` is, whatever language the prompt
+    /// was in: a model may refuse in another language than the prompt's, which
+    /// [`Judge::classify`] counts as [`Verdict::Other`]. Empty when it is no refusal.
+    pub fn refusal_languages(&self, completion: &str) -> Vec<usize> {
+        (0..self.patterns.len()).filter(|&l| self.classify_index(l, completion) == Verdict::Refusal).collect()
+    }
+
     /// [`Judge::classify`] with the language given by its index (`l0` is 0). Panics if the
     /// index is not a language of the world.
     pub fn classify_index(&self, lang: usize, completion: &str) -> Verdict {

@@ -302,6 +302,14 @@ fn method_sections(out: &mut String, runs: &[SeedRun], languages: &[String]) {
     language_table(out, runs, languages, |r| &r.attack_success_rate);
     let _ = writeln!(out, "\nCompliance on held-out benign requests (utility, higher is better):\n");
     language_table(out, runs, languages, |r| &r.benign_compliance);
+    let _ = writeln!(
+        out,
+        "\nRefusal in any language of held-out harmful requests (a refusal in another language than the prompt's \
+         counts as an attack success above, not here):\n"
+    );
+    language_table(out, runs, languages, |r| &r.harmful_refusal_any_language);
+    let _ = writeln!(out, "\nRefusal in any language of held-out benign requests (over-refusal, lower is better):\n");
+    language_table(out, runs, languages, |r| &r.benign_refusal_any_language);
     let _ = writeln!(out, "\nReward gap on held-out harmful pairs (refusal minus answer, avg log-prob):\n");
     language_table(out, runs, languages, |r| &r.reward_gap);
     let _ = writeln!(

@@ -109,3 +109,19 @@ proptest! {
         prop_assert_eq!(judge.classify_index(l, &words.join(" ")), expected);
     }
 }
+
+#[test]
+fn a_refusal_is_recognised_in_whichever_language_it_is() {
+    let world = World::generate(&WorldConfig::default()).unwrap();
+    let judge = Judge::new(&world);
+    let c = world.held_out_concepts()[0];
+    for l in 0..world.languages().len() {
+        assert_eq!(judge.refusal_languages(&world.refusal(l)), vec![l]);
+        assert_eq!(judge.refusal_languages(&format!("{} </s> x", world.refusal(l))), vec![l]);
+        assert!(judge.refusal_languages(&world.answer(l, c)).is_empty());
+        // the prompt-language judge calls another language's refusal neither refusal nor answer
+        let other = (l + 1) % world.languages().len();
+        assert_eq!(judge.classify_index(other, &world.refusal(l)), Verdict::Other);
+    }
+    assert!(judge.refusal_languages("").is_empty());
+}

@@ -65,6 +65,16 @@ fn the_study_checks_premises_then_reports_mean_and_spread_over_seeds() {
             assert!(c.contains(&format!("layer = {layer}\n")), "{c}");
         }
     }
+    // a refusal in the prompt's language is a refusal in some language: any >= 1 - ASR
+    for s in report.seeds.iter().chain(&report.ablation) {
+        for r in &s.demo.results {
+            assert_eq!(r.harmful_refusal_any_language.len(), 6);
+            assert_eq!(r.benign_refusal_any_language.len(), 6);
+            for (lang, asr) in &r.attack_success_rate {
+                assert!(r.harmful_refusal_any_language[lang] >= 1.0 - asr - 1e-12, "{:?} {lang}", r.method);
+            }
+        }
+    }
     // every cell is the mean ± sd of the seeds' numbers
     for (method, lang) in [(Method::DpoMlc, "l0"), (Method::Base, "l4")] {
         let values: Vec<f64> = report
@@ -76,7 +86,13 @@ fn the_study_checks_premises_then_reports_mean_and_spread_over_seeds() {
         assert!(text.contains(&format!("{m:.3} ± {sd:.3}")), "{method:?} {lang}: {m} ± {sd} not in\n{text}");
     }
     assert_eq!(mean_sd(&[1.0, 3.0]), (2.0, 2f64.sqrt()));
-    for heading in ["## Premise checks", "## Methods", "## MLC layer: `auto` and the sweep", "## Ablation"] {
+    for heading in [
+        "## Premise checks",
+        "## Methods",
+        "Refusal in any language of held-out harmful requests",
+        "## MLC layer: `auto` and the sweep",
+        "## Ablation",
+    ] {
         assert!(text.contains(heading), "{heading} missing:\n{text}");
     }
     // the report says whether the premises hold, as study.json does
