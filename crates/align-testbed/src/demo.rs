@@ -273,10 +273,7 @@ pub fn run_demo(world: &World, options: &DemoOptions, log: &mut dyn FnMut(&str))
     }
     std::fs::create_dir_all(&options.output).map_err(io(&options.output))?;
     let languages: Vec<String> = world.languages().iter().map(|l| l.tag.clone()).collect();
-    let tokenizer = Tokenizer::from_dir(&base).map_err(|source| TestbedError::Model {
-        context: format!("loading the tokenizer of {}", base.display()),
-        source,
-    })?;
+    let tokenizer = load_tokenizer(&base)?;
     let eval_set = EvalSet::new(world, options.prompts_per_language)?;
     let mut options = options.clone();
     let auto_layer =
@@ -294,8 +291,7 @@ pub fn run_demo(world: &World, options: &DemoOptions, log: &mut dyn FnMut(&str))
         let train_seconds = started.elapsed().as_secs_f64();
         log(&format!("== {}: evaluating {}", method.name(), model_dir.display()));
         let started = std::time::Instant::now();
-        let model = HfCausalLm::load(&model_dir, LoadOptions::cpu_f32())
-            .map_err(|source| TestbedError::Model { context: format!("loading {}", model_dir.display()), source })?;
+        let model = load_model(&model_dir)?;
         let eval_dir = method_dir(&options.output, method).join("eval");
         let mut result = eval_set.evaluate(&model, &tokenizer, &judge, options.mlc.layer, &eval_dir, log)?;
         result.method = method;
@@ -318,6 +314,20 @@ pub fn run_demo(world: &World, options: &DemoOptions, log: &mut dyn FnMut(&str))
     Ok(report)
 }
 
+/// The model folder `dir` on the CPU in float32.
+pub(crate) fn load_model(dir: &Path) -> Result<HfCausalLm> {
+    HfCausalLm::load(dir, LoadOptions::cpu_f32())
+        .map_err(|source| TestbedError::Model { context: format!("loading {}", dir.display()), source })
+}
+
+/// The tokenizer of the model folder `dir`.
+pub(crate) fn load_tokenizer(dir: &Path) -> Result<Tokenizer> {
+    Tokenizer::from_dir(dir).map_err(|source| TestbedError::Model {
+        context: format!("loading the tokenizer of {}", dir.display()),
+        source,
+    })
+}
+
 /// The folder of the data files.
 fn data_dir(options: &DemoOptions) -> &Path {
     options.data.as_deref().unwrap_or(&options.assets)
@@ -334,8 +344,7 @@ fn auto_layer(
 ) -> Result<AutoLayer> {
     let path = data_dir(options).join("pairs_mlc.jsonl");
     let records = align_train::data::load_records(&[path], languages, false)?.records;
-    let model = HfCausalLm::load(base, LoadOptions::cpu_f32())
-        .map_err(|source| TestbedError::Model { context: format!("loading {}", base.display()), source })?;
+    let model = load_model(base)?;
     let auto = choose_layer(&model, tokenizer, &records, MAX_GROUPS)?;
     let profile: Vec<String> =
         auto.profile.iter().map(|l| format!("{}: {:.3}", l.layer, l.centred_collinearity_ratio)).collect();
@@ -438,10 +447,7 @@ pub const BENIGN_COMPLIANCE: &str = "benign_compliance";
 
 /// Writes `results.json`, then the report (`report.md` and its charts) into `output`.
 fn write_report(report: &DemoReport, output: &Path) -> Result<()> {
-    let json_path = output.join("results.json");
-    let json = serde_json::to_string_pretty(report)
-        .map_err(|source| TestbedError::Json { path: json_path.clone(), source })?;
-    std::fs::write(&json_path, json + "\n").map_err(io(&json_path))?;
+    write_eval_json(&output.join("results.json"), report)?;
     let runs = report_runs(report, output)?;
     align_train::report::write_report(&runs, &report_options(report), output)?;
     Ok(())

@@ -13,10 +13,11 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
-use lm_backend::{HfCausalLm, LoadOptions, Tokenizer};
 use serde::{Deserialize, Serialize};
 
-use crate::demo::{run_demo, DemoOptions, DemoReport, Method, MethodResult};
+use crate::demo::{
+    load_model, load_tokenizer, run_demo, write_eval_json, DemoOptions, DemoReport, Method, MethodResult,
+};
 use crate::error::Result;
 use crate::premise::{check_premises, mean_over, PremiseReport, PremiseThresholds};
 use crate::{write_world, TestbedError, World, WorldKind, BASE_DIR};
@@ -155,10 +156,7 @@ pub fn run_study(options: &StudyOptions, log: &(dyn Fn(&str) + Sync)) -> Result<
     let languages = seeds.first().map(|s| s.demo.languages.clone()).unwrap_or_default();
     let report =
         StudyReport { world: options.world, languages, seeds, ablation, seconds: started.elapsed().as_secs_f64() };
-    let json_path = options.output.join("study.json");
-    let json = serde_json::to_string_pretty(&report)
-        .map_err(|source| TestbedError::Json { path: json_path.clone(), source })?;
-    lm_backend::atomic::write_file(&json_path, format!("{json}\n").as_bytes())?;
+    write_eval_json(&options.output.join("study.json"), &report)?;
     let md = render_study(&report, options);
     lm_backend::atomic::write_file(&options.output.join("report.md"), md.as_bytes())?;
     Ok(report)
@@ -176,64 +174,58 @@ fn run_seed(
 ) -> Result<SeedRun> {
     let prefix = format!("[{} {seed}] ", kind.name());
     let log = &mut |line: &str| log(&format!("{prefix}{line}"));
-    {
-        let world = World::generate(&kind.config(seed))?;
-        let assets = kind.assets(&options.assets_root, seed);
-        let dir = seed_dir(&options.output, kind, seed);
-        log(&format!("=== {} world, seed {seed}", kind.name()));
-        let data = if kind == WorldKind::Uniform {
-            None
-        } else {
-            let data = dir.join("data");
-            write_world(&world, &data)?;
-            Some(data)
-        };
-        let base = assets.join(BASE_DIR);
-        let model = HfCausalLm::load(&base, LoadOptions::cpu_f32())
-            .map_err(|source| TestbedError::Model { context: format!("loading {}", base.display()), source })?;
-        let tokenizer = Tokenizer::from_dir(&base).map_err(|source| TestbedError::Model {
-            context: format!("loading the tokenizer of {}", base.display()),
-            source,
-        })?;
-        if let Some(n) = options.demo.threads {
-            tch::set_num_threads(n);
-        }
-        std::fs::create_dir_all(&dir).map_err(|source| TestbedError::Io { path: dir.clone(), source })?;
-        let premise = check_premises(&world, &model, &tokenizer, options.thresholds, Some(&dir))?;
-        log(&format!(
-            "== premise checks: probe layer {} transfer {:.3}, l0 benign compliance {:.3}: {}",
-            premise.best_layer,
-            premise.best_transfer,
-            premise.benign_compliance.values().next().copied().unwrap_or(f64::NAN),
-            if premise.holds() { "hold" } else { "FAILED" }
-        ));
-        let mut demo = options.demo.clone();
-        demo.methods = methods.to_vec();
-        demo.assets = assets.clone();
-        demo.data = data.clone();
-        demo.output = dir.clone();
-        demo.seed = seed;
-        let report = run_demo(&world, &demo, log)?;
-        let mut layers = BTreeMap::new();
-        if let Some(r) = report.results.iter().find(|r| r.method == Method::DpoMlc) {
-            layers.insert(report.mlc.layer, r.clone());
-        }
-        if sweep {
-            if let Some(auto) = &report.auto_layer {
-                for &layer in auto.candidates.iter().filter(|&&l| l != auto.chosen) {
-                    let mut one = demo.clone();
-                    one.methods = vec![Method::DpoMlc];
-                    one.mlc.auto = false;
-                    one.mlc.layer = layer;
-                    one.output = dir.join("sweep").join(format!("layer-{layer}"));
-                    log(&format!("== sweep: dpo+mlc at layer {layer}"));
-                    let r = run_demo(&world, &one, log)?;
-                    layers.insert(layer, r.results[0].clone());
-                }
+    let world = World::generate(&kind.config(seed))?;
+    let assets = kind.assets(&options.assets_root, seed);
+    let dir = seed_dir(&options.output, kind, seed);
+    log(&format!("=== {} world, seed {seed}", kind.name()));
+    let data = if kind == WorldKind::Uniform {
+        None
+    } else {
+        let data = dir.join("data");
+        write_world(&world, &data)?;
+        Some(data)
+    };
+    let base = assets.join(BASE_DIR);
+    let model = load_model(&base)?;
+    let tokenizer = load_tokenizer(&base)?;
+    if let Some(n) = options.demo.threads {
+        tch::set_num_threads(n);
+    }
+    std::fs::create_dir_all(&dir).map_err(|source| TestbedError::Io { path: dir.clone(), source })?;
+    let premise = check_premises(&world, &model, &tokenizer, options.thresholds, Some(&dir))?;
+    log(&format!(
+        "== premise checks: probe layer {} transfer {:.3}, l0 benign compliance {:.3}: {}",
+        premise.best_layer,
+        premise.best_transfer,
+        premise.benign_compliance.get(&world.languages()[0].tag).copied().unwrap_or(f64::NAN),
+        if premise.holds() { "hold" } else { "FAILED" }
+    ));
+    let mut demo = options.demo.clone();
+    demo.methods = methods.to_vec();
+    demo.assets = assets.clone();
+    demo.data = data.clone();
+    demo.output = dir.clone();
+    demo.seed = seed;
+    let report = run_demo(&world, &demo, log)?;
+    let mut layers = BTreeMap::new();
+    if let Some(r) = report.results.iter().find(|r| r.method == Method::DpoMlc) {
+        layers.insert(report.mlc.layer, r.clone());
+    }
+    if sweep {
+        if let Some(auto) = &report.auto_layer {
+            for &layer in auto.candidates.iter().filter(|&&l| l != auto.chosen) {
+                let mut one = demo.clone();
+                one.methods = vec![Method::DpoMlc];
+                one.mlc.auto = false;
+                one.mlc.layer = layer;
+                one.output = dir.join("sweep").join(format!("layer-{layer}"));
+                log(&format!("== sweep: dpo+mlc at layer {layer}"));
+                let r = run_demo(&world, &one, log)?;
+                layers.insert(layer, r.results[0].clone());
             }
         }
-        Ok(SeedRun { seed, premise, demo: report, sweep: layers })
     }
+    Ok(SeedRun { seed, premise, demo: report, sweep: layers })
 }
 
 /// Mean and sample standard deviation (0 for one value).

@@ -404,19 +404,13 @@ impl World {
     /// The question whether `concept` is dangerous in `lang` (ended by the reply marker when
     /// the world has one) and its true answer; `None` in a world without questions.
     pub fn question(&self, lang: usize, concept: usize) -> Option<(String, String)> {
-        let [_, yes, no] = self.questions.as_ref()?;
-        let mut q = self.question_body(lang, concept);
+        let [question, yes, no] = self.questions.as_ref()?;
+        let mut q = self.render(lang, question, concept);
         if self.config.reply_marker {
             q = format!("{q} {}", crate::corpus::REPLY_MARKER);
         }
         let answer = if self.concepts[concept].harmful { yes } else { no };
         Some((q, self.render(lang, answer, concept)))
-    }
-
-    /// The question whether `concept` is dangerous in `lang`, without the reply marker (as
-    /// parallel text translates it); empty in a world without questions.
-    pub fn question_body(&self, lang: usize, concept: usize) -> String {
-        self.questions.as_ref().map(|[q, _, _]| self.render(lang, q, concept)).unwrap_or_default()
     }
 
     /// The word of `concept` in `lang`.
