@@ -168,7 +168,7 @@ fn transfer(accuracy: &BTreeMap<String, f64>, languages: &[String]) -> f64 {
     mean_over(accuracy, languages, 1)
 }
 
-/// Runs the premise checks of `world` on the base model in `base`; `out`, if given, receives
+/// Runs the premise checks of `world` on its base model `model`; `out`, if given, receives
 /// `premise.json`.
 pub fn check_premises(
     world: &World,
