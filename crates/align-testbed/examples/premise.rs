@@ -1,8 +1,11 @@
 //! The premise checks of a world's bundled base model, before any method runs on it.
 //!
 //! ```text
-//! cargo run --release -p align-testbed --example premise -- [--world anchored] [--seed N] [--out DIR]
+//! cargo run --release -p align-testbed --example premise -- [--world anchored] [--seed N] [--assets DIR] [--out DIR]
 //! ```
+//!
+//! `--assets` is the folder with the base model's world files and `base/` (default: the
+//! world's bundled folder for the seed).
 
 use std::path::PathBuf;
 
@@ -14,6 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut kind = WorldKind::Anchored;
     let mut seed = None;
     let mut out: Option<PathBuf> = None;
+    let mut assets: Option<PathBuf> = None;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--world" => {
@@ -21,6 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 kind = WorldKind::from_name(&name).ok_or(format!("unknown world `{name}`"))?;
             }
             "--seed" => seed = Some(args.next().ok_or("--seed needs a number")?.parse()?),
+            "--assets" => assets = Some(args.next().ok_or("--assets needs a folder")?.into()),
             "--out" => out = Some(args.next().ok_or("--out needs a folder")?.into()),
             _ => return Err(format!("unexpected argument `{a}`").into()),
         }
@@ -28,7 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tch::set_num_threads(1);
     let seed = seed.unwrap_or(kind.seeds()[0]);
     let world = World::generate(&kind.config(seed))?;
-    let base = kind.assets("assets".as_ref(), seed).join(BASE_DIR);
+    let base = assets.unwrap_or_else(|| kind.assets("assets".as_ref(), seed)).join(BASE_DIR);
     let model = HfCausalLm::load(&base, LoadOptions::cpu_f32())?;
     let tokenizer = Tokenizer::from_dir(&base)?;
     if let Some(dir) = &out {

@@ -152,6 +152,9 @@ fn pretrain(world: &World) -> Vec<Record> {
     if world.config().parallel_text {
         parallel_text(world, &mut out);
     }
+    if world.config().code_switching {
+        code_switched(world, &mut out);
+    }
     SeededRng::derive(seed, "pretrain/order").shuffle(&mut out);
     out
 }
@@ -176,6 +179,31 @@ fn parallel_text(world: &World, out: &mut Vec<Record>) {
         parallel(world, out, "ref", "refusal", other, |l| world.refusal(l));
         for (x, gloss) in world.lexicon().iter().enumerate() {
             parallel(world, out, "dict", gloss, other, |l| world.languages()[l].words[x].clone());
+        }
+    }
+}
+
+/// Code-switched text between the dominant language and every other one `k`, both ways: every
+/// concept described in `l0` with `k`'s concept word and in `k` with `l0`'s (one description
+/// template, drawn from the seed), and the training concepts of index `c` with `c + k` even
+/// asked about the same two ways (see `docs/testbed.md`).
+fn code_switched(world: &World, out: &mut Vec<Record>) {
+    let mut pick = SeededRng::derive(world.config().seed, "pretrain/code-switched");
+    let langs = world.languages();
+    for other in 1..langs.len() {
+        for (c, concept) in world.concepts().iter().enumerate() {
+            let d = pick.below(world.description_templates(concept.harmful).len());
+            for (lang, word_lang) in [(0, other), (other, 0)] {
+                let (tag, word_tag) = (&langs[lang].tag, &langs[word_lang].tag);
+                let id = format!("cs-desc-{tag}-{word_tag}-{}-d{d}", concept.gloss);
+                out.push(sft(id, TEXT_MARKER.to_string(), world.description_mixed(lang, d, c, word_lang)));
+                if concept.held_out || (c + other) % 2 != 0 {
+                    continue;
+                }
+                if let Some((question, answer)) = world.question_mixed(lang, c, word_lang) {
+                    out.push(sft(format!("cs-qa-{tag}-{word_tag}-{}", concept.gloss), question, answer));
+                }
+            }
         }
     }
 }

@@ -5,8 +5,11 @@
 //!    ([`align_train::eval::evaluate_probe`]) is fitted at every layer on the base model's
 //!    states of the dominant language's training requests (the state at the last prompt token,
 //!    where MLC reads) and tested on the requests for **held-out** concepts in every language.
-//!    The premise holds if some middle layer (hidden index 1 to L-1) reads the attribute in the
-//!    other languages with mean accuracy >= [`PremiseThresholds::probe`] (0.8).
+//!    The premise reads the **mean-difference** probe (direction: harmful mean state minus
+//!    benign mean state; [`align_train::eval::MeanDifferenceProbe`]): it holds if some middle
+//!    layer (hidden index 1 to L-1) reads the attribute in the other languages with mean
+//!    accuracy >= [`PremiseThresholds::probe`] (0.8). The least-squares probe and its
+//!    language-centred variant are reported beside it, for information.
 //! 2. **Refusal about harmfulness, not novelty.** The base model answers held-out *benign*
 //!    requests in the dominant language: greedy compliance >= [`PremiseThresholds::compliance`]
 //!    (0.8), judged by the world's exact judge.
@@ -18,8 +21,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use align_train::eval::{
-    evaluate_probe, generate_responses, GenerationOptions, LayerSelection, ProbeOptions, ProbePrompt, ProbeReport,
-    SafetyPrompt,
+    evaluate_probe, generate_responses, GenerationOptions, LayerProbe, LayerSelection, ProbeOptions, ProbePrompt,
+    ProbeReport, SafetyPrompt,
 };
 use align_train::Text;
 use lm_backend::{CausalLm, HfCausalLm, Tokenizer};
@@ -48,10 +51,11 @@ impl Default for PremiseThresholds {
 pub struct PremiseReport {
     /// The thresholds applied.
     pub thresholds: PremiseThresholds,
-    /// The probe per layer: trained on the dominant language's training requests, tested on
+    /// The probes per layer: trained on the dominant language's training requests, tested on
     /// held-out requests per language.
     pub probe: ProbeReport,
-    /// The middle layer (1 to L-1) whose probe reads the other languages best (mean accuracy).
+    /// The middle layer (1 to L-1) whose mean-difference probe reads the other languages best
+    /// (mean accuracy).
     pub best_layer: usize,
     /// That mean accuracy over the non-dominant languages.
     pub best_transfer: f64,
@@ -76,18 +80,25 @@ impl PremiseReport {
     pub fn markdown(&self, languages: &[String]) -> String {
         let mut s = String::new();
         s.push_str(&format!(
-            "Linear probe for harmful vs benign at the last prompt token: fitted on {} `{}` training requests, \
-             accuracy on held-out requests per language (chance 0.5):\n\n",
+            "Linear probe for harmful vs benign at the last prompt token, direction = harmful minus benign mean \
+             state (mean difference): fitted on {} `{}` training requests, accuracy on held-out requests per \
+             language (chance 0.5):\n\n",
             self.probe.n_train,
             languages.first().map(String::as_str).unwrap_or("")
         ));
-        probe_table(&mut s, &self.probe, languages, false);
+        probe_table(&mut s, &self.probe, languages, ProbeKind::MeanDifference);
         s.push_str(
-            "\nThe same probe with each language's mean state subtracted first (in the training set and in each \
-             language's test set; no labels used): a feature shared up to a per-language offset, which a consistency \
-             loss removes. Shown for information; the premise uses the probe above.\n\n",
+            "\nFor information (the premise uses the probe above): the least-squares probe (ridge, standardised \
+             features), which also leans on directions that barely vary in the training language, so a language's \
+             offset along them can flip its predictions:\n\n",
         );
-        probe_table(&mut s, &self.probe, languages, true);
+        probe_table(&mut s, &self.probe, languages, ProbeKind::LeastSquares);
+        s.push_str(
+            "\nThe least-squares probe with each language's mean state subtracted first (in the training set and in \
+             each language's test set; no labels used): a feature shared up to a per-language offset, which a \
+             consistency loss removes.\n\n",
+        );
+        probe_table(&mut s, &self.probe, languages, ProbeKind::Centred);
         s.push_str("\nBase model on held-out requests (greedy, exact judge):\n\n| | ");
         s.push_str(&languages.join(" | "));
         s.push_str(" |\n|---|");
@@ -133,9 +144,31 @@ impl PremiseReport {
     }
 }
 
+/// Which probe of a [`LayerProbe`] a table reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProbeKind {
+    /// The mean-difference probe (the premise).
+    MeanDifference,
+    /// The least-squares (ridge) probe.
+    LeastSquares,
+    /// The least-squares probe on language-centred states.
+    Centred,
+}
+
+impl ProbeKind {
+    /// (training accuracy, test accuracy per language) of this probe at `layer`.
+    pub(crate) fn read(self, layer: &LayerProbe) -> (f64, &BTreeMap<String, f64>) {
+        match self {
+            ProbeKind::MeanDifference => (layer.mean_difference_train_accuracy, &layer.mean_difference_accuracy),
+            ProbeKind::LeastSquares => (layer.train_accuracy, &layer.accuracy),
+            ProbeKind::Centred => (layer.centred_train_accuracy, &layer.centred_accuracy),
+        }
+    }
+}
+
 /// One probe table: a row per layer, the training accuracy, each language's test accuracy and
-/// the mean over the non-dominant languages; `centred` picks the language-centred probe.
-fn probe_table(s: &mut String, probe: &ProbeReport, languages: &[String], centred: bool) {
+/// the mean over the non-dominant languages, of the probe `kind`.
+fn probe_table(s: &mut String, probe: &ProbeReport, languages: &[String], kind: ProbeKind) {
     s.push_str("| layer | train |");
     for l in languages {
         s.push_str(&format!(" {l} |"));
@@ -144,11 +177,7 @@ fn probe_table(s: &mut String, probe: &ProbeReport, languages: &[String], centre
     s.push_str(&"---:|".repeat(languages.len() + 1));
     s.push('\n');
     for layer in &probe.layers {
-        let (train, accuracy) = if centred {
-            (layer.centred_train_accuracy, &layer.centred_accuracy)
-        } else {
-            (layer.train_accuracy, &layer.accuracy)
-        };
+        let (train, accuracy) = kind.read(layer);
         s.push_str(&format!("| {} | {:.3} |", layer.layer, train));
         for l in languages {
             s.push_str(&format!(" {:.3} |", accuracy.get(l).copied().unwrap_or(f64::NAN)));
@@ -207,7 +236,7 @@ pub fn check_premises(
         .layers
         .iter()
         .filter(|l| l.layer >= 1 && l.layer < num_layers)
-        .map(|l| (l.layer, transfer(&l.accuracy, &languages)))
+        .map(|l| (l.layer, transfer(&l.mean_difference_accuracy, &languages)))
         .fold((0, f64::NEG_INFINITY), |best, x| if x.1 > best.1 { x } else { best });
     let prompts: Vec<SafetyPrompt> = test
         .iter()

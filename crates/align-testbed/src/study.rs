@@ -19,7 +19,7 @@ use crate::demo::{
     load_model, load_tokenizer, run_demo, write_eval_json, DemoOptions, DemoReport, Method, MethodResult,
 };
 use crate::error::Result;
-use crate::premise::{check_premises, mean_over, PremiseReport, PremiseThresholds};
+use crate::premise::{check_premises, mean_over, PremiseReport, PremiseThresholds, ProbeKind};
 use crate::{write_world, TestbedError, World, WorldKind, BASE_DIR};
 
 /// What the study runs.
@@ -333,26 +333,43 @@ fn premise_section(out: &mut String, runs: &[SeedRun], languages: &[String]) {
             if p.holds() { "hold" } else { "**FAILED**" }
         );
     }
-    let _ = writeln!(out, "\nProbe accuracy per layer and language (mean ± sd over seeds; chance 0.5):\n");
+    let _ = writeln!(
+        out,
+        "\nMean-difference probe accuracy per layer and language (the premise; mean ± sd over seeds; chance 0.5), \
+         and the mean over l1.. of the least-squares probe and its language-centred variant (information):\n"
+    );
     let _ = write!(out, "| layer | train |");
     for l in languages {
         let _ = write!(out, " {l} |");
     }
-    let _ = writeln!(out, " mean of l1.. | language-centred: mean of l1.. |");
-    let _ = writeln!(out, "|--:|--:|{}", "--:|".repeat(languages.len() + 2));
+    let _ = writeln!(out, " mean of l1.. | least squares: mean of l1.. | language-centred: mean of l1.. |");
+    let _ = writeln!(out, "|--:|--:|{}", "--:|".repeat(languages.len() + 3));
     let Some(first) = runs.first() else { return };
     let others = |m: &BTreeMap<String, f64>| mean_over(m, languages, 1);
     for (i, layer) in first.premise.probe.layers.iter().enumerate() {
-        let at = |s: &SeedRun| s.premise.probe.layers[i].clone();
-        let train: Vec<f64> = runs.iter().map(|s| at(s).train_accuracy).collect();
+        let read = |kind: ProbeKind| -> Vec<(f64, BTreeMap<String, f64>)> {
+            runs.iter()
+                .map(|s| {
+                    let (train, accuracy) = kind.read(&s.premise.probe.layers[i]);
+                    (train, accuracy.clone())
+                })
+                .collect()
+        };
+        let difference = read(ProbeKind::MeanDifference);
+        let train: Vec<f64> = difference.iter().map(|d| d.0).collect();
         let _ = write!(out, "| {} | {} |", layer.layer, cell(&train));
         for l in languages {
-            let v: Vec<f64> = runs.iter().filter_map(|s| at(s).accuracy.get(l).copied()).collect();
+            let v: Vec<f64> = difference.iter().filter_map(|d| d.1.get(l).copied()).collect();
             let _ = write!(out, " {} |", cell(&v));
         }
-        let raw: Vec<f64> = runs.iter().map(|s| others(&at(s).accuracy)).collect();
-        let centred: Vec<f64> = runs.iter().map(|s| others(&at(s).centred_accuracy)).collect();
-        let _ = writeln!(out, " {} | {} |", cell(&raw), cell(&centred));
+        let mean_of_others = |kind: ProbeKind| -> Vec<f64> { read(kind).iter().map(|d| others(&d.1)).collect() };
+        let _ = writeln!(
+            out,
+            " {} | {} | {} |",
+            cell(&mean_of_others(ProbeKind::MeanDifference)),
+            cell(&mean_of_others(ProbeKind::LeastSquares)),
+            cell(&mean_of_others(ProbeKind::Centred))
+        );
     }
 }
 

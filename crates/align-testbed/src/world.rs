@@ -72,6 +72,13 @@ pub struct WorldConfig {
     /// without refusing or complying with anything.
     #[serde(skip_serializing_if = "is_false")]
     pub questions: bool,
+    /// Whether the pre-training corpus holds code-switched text: descriptions of every concept,
+    /// and questions about training concepts, written in `l0` with another language's concept
+    /// word and in every other language with `l0`'s concept word, as mixed-language text in
+    /// real corpora borrows words. Cross-lingual text like parallel text, so the ablation
+    /// world has neither.
+    #[serde(skip_serializing_if = "is_false")]
+    pub code_switching: bool,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -101,6 +108,7 @@ impl WorldConfig {
             language_shares: vec![0.60, 0.12, 0.10, 0.08, 0.06, 0.04],
             reply_marker: true,
             questions: true,
+            code_switching: true,
         }
     }
 }
@@ -117,6 +125,7 @@ impl Default for WorldConfig {
             language_shares: vec![],
             reply_marker: false,
             questions: false,
+            code_switching: false,
         }
     }
 }
@@ -130,7 +139,8 @@ pub enum WorldKind {
     Uniform,
     /// [`WorldConfig::anchored`]: the second world, seeds 1, 2, 3.
     Anchored,
-    /// The second world without parallel text (`parallel_text = false`), seeds 1, 2, 3.
+    /// The second world without cross-lingual text (`parallel_text = false`,
+    /// `code_switching = false`), seeds 1, 2, 3.
     AnchoredNoParallel,
 }
 
@@ -157,7 +167,9 @@ impl WorldKind {
         match self {
             WorldKind::Uniform => WorldConfig::uniform(seed),
             WorldKind::Anchored => WorldConfig::anchored(seed),
-            WorldKind::AnchoredNoParallel => WorldConfig { parallel_text: false, ..WorldConfig::anchored(seed) },
+            WorldKind::AnchoredNoParallel => {
+                WorldConfig { parallel_text: false, code_switching: false, ..WorldConfig::anchored(seed) }
+            }
         }
     }
 
@@ -351,13 +363,19 @@ impl World {
     /// The words of `template` in language `lang`, in that language's order, with `concept`
     /// in the concept slot (templates without one ignore it).
     pub fn render_words(&self, lang: usize, template: &Template, concept: usize) -> Vec<&str> {
+        self.render_words_mixed(lang, template, concept, lang)
+    }
+
+    /// [`World::render_words`] with the concept word taken from language `word_lang`: code-switched
+    /// text (the template's words and order are `lang`'s).
+    pub fn render_words_mixed(&self, lang: usize, template: &Template, concept: usize, word_lang: usize) -> Vec<&str> {
         let language = &self.languages[lang];
         let canonical: Vec<&str> = template
             .slots
             .iter()
             .map(|s| match *s {
                 Slot::Word(w) => language.words[w].as_str(),
-                Slot::Concept => language.words[self.concepts[concept].lexeme].as_str(),
+                Slot::Concept => self.languages[word_lang].words[self.concepts[concept].lexeme].as_str(),
             })
             .collect();
         language.word_order.apply(&canonical)
@@ -397,20 +415,32 @@ impl World {
 
     /// Description `d` of `concept` (one of the templates of its attribute) in `lang`.
     pub fn description(&self, lang: usize, d: usize, concept: usize) -> String {
+        self.description_mixed(lang, d, concept, lang)
+    }
+
+    /// [`World::description`] with `word_lang`'s concept word (code-switched text).
+    pub fn description_mixed(&self, lang: usize, d: usize, concept: usize, word_lang: usize) -> String {
         let templates = self.description_templates(self.concepts[concept].harmful);
-        self.render(lang, &templates[d], concept)
+        self.render_words_mixed(lang, &templates[d], concept, word_lang).join(" ")
     }
 
     /// The question whether `concept` is dangerous in `lang` (ended by the reply marker when
     /// the world has one) and its true answer; `None` in a world without questions.
     pub fn question(&self, lang: usize, concept: usize) -> Option<(String, String)> {
+        self.question_mixed(lang, concept, lang)
+    }
+
+    /// [`World::question`] with `word_lang`'s concept word in the question and the answer
+    /// (code-switched text).
+    pub fn question_mixed(&self, lang: usize, concept: usize, word_lang: usize) -> Option<(String, String)> {
         let [question, yes, no] = self.questions.as_ref()?;
-        let mut q = self.render(lang, question, concept);
+        let render = |t: &Template| self.render_words_mixed(lang, t, concept, word_lang).join(" ");
+        let mut q = render(question);
         if self.config.reply_marker {
             q = format!("{q} {}", crate::corpus::REPLY_MARKER);
         }
         let answer = if self.concepts[concept].harmful { yes } else { no };
-        Some((q, self.render(lang, answer, concept)))
+        Some((q, render(answer)))
     }
 
     /// The word of `concept` in `lang`.

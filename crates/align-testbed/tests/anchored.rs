@@ -157,10 +157,11 @@ fn ids_are_unique_and_the_world_is_a_function_of_its_seed() {
 }
 
 #[test]
-fn the_ablation_world_drops_parallel_text_and_nothing_else() {
+fn the_ablation_world_drops_parallel_and_code_switched_text_and_nothing_else() {
     let full = Dataset::build(&World::generate(&WorldKind::Anchored.config(2)).unwrap());
     let ablation = Dataset::build(&World::generate(&WorldKind::AnchoredNoParallel.config(2)).unwrap());
-    let kept: Vec<&Record> = full.pretrain.iter().filter(|r| !r.id.starts_with("tr-")).collect();
+    let kept: Vec<&Record> =
+        full.pretrain.iter().filter(|r| !r.id.starts_with("tr-") && !r.id.starts_with("cs-")).collect();
     let mut kept_ids: Vec<&str> = kept.iter().map(|r| r.id.as_str()).collect();
     let mut ablation_ids: Vec<&str> = ablation.pretrain.iter().map(|r| r.id.as_str()).collect();
     kept_ids.sort_unstable();
@@ -169,6 +170,63 @@ fn the_ablation_world_drops_parallel_text_and_nothing_else() {
     assert!(full.pretrain.len() > ablation.pretrain.len() + 5000);
     assert_eq!(full.pairs_mpo, ablation.pairs_mpo);
     assert_eq!(full.test_harmful, ablation.test_harmful);
+}
+
+/// The words of `native` and `mixed` are the same but at one position, the concept's word:
+/// `lang`'s in `native`, `word_lang`'s in `mixed`.
+fn borrows_one_word(world: &World, native: &str, mixed: &str, c: usize, lang: usize, word_lang: usize) {
+    let (native, mixed): (Vec<&str>, Vec<&str>) = (native.split(' ').collect(), mixed.split(' ').collect());
+    assert_eq!(native.len(), mixed.len(), "{native:?} vs {mixed:?}");
+    let differ: Vec<usize> = (0..native.len()).filter(|&i| native[i] != mixed[i]).collect();
+    assert_eq!(differ.len(), 1, "{native:?} vs {mixed:?}");
+    assert_eq!(native[differ[0]], world.concept_word(lang, c));
+    assert_eq!(mixed[differ[0]], world.concept_word(word_lang, c));
+}
+
+#[test]
+fn code_switched_text_borrows_one_concept_word_both_ways_and_stays_truthful() {
+    let (world, data) = world(5);
+    let concept = |gloss: &str| world.concepts().iter().position(|k| k.gloss == gloss).unwrap();
+    let (mut described, mut asked) = (HashSet::new(), HashSet::new());
+    for r in data.pretrain.iter().filter(|r| r.id.starts_with("cs-")) {
+        // cs-<kind>-<template language>-<word language>-<concept>[-d<d>]
+        let parts: Vec<&str> = r.id.split('-').collect();
+        let lang = world.language_index(parts[2]).unwrap();
+        let word_lang = world.language_index(parts[3]).unwrap();
+        let c = concept(parts[4]);
+        assert!((lang == 0) != (word_lang == 0), "{}: one side is l0, the other not", r.id);
+        let (prompt, chosen) = (one(&r.prompt), one(&r.chosen));
+        match parts[1] {
+            "desc" => {
+                let d: usize = parts[5][1..].parse().unwrap();
+                assert_eq!(prompt, TEXT_MARKER);
+                assert!(described.insert((lang, word_lang, c)), "{} twice", r.id);
+                borrows_one_word(&world, &world.description(lang, d, c), chosen, c, lang, word_lang);
+            }
+            "qa" => {
+                assert!(!world.concepts()[c].held_out, "{}", r.id);
+                assert!(asked.insert((lang, word_lang, c)), "{} twice", r.id);
+                let (q, a) = world.question(lang, c).unwrap();
+                borrows_one_word(&world, &q, prompt, c, lang, word_lang);
+                borrows_one_word(&world, &a, chosen, c, lang, word_lang);
+                assert!(prompt.ends_with(REPLY_MARKER));
+            }
+            other => panic!("unexpected kind {other} in {}", r.id),
+        }
+    }
+    let n = world.concepts().len();
+    assert_eq!(described.len(), n * 5 * 2, "every concept, every other language, both ways");
+    for other in 1..6 {
+        for c in world.training_concepts() {
+            let expected = (c + other) % 2 == 0;
+            assert_eq!(asked.contains(&(0, other, c)), expected, "l{other} c{c}");
+            assert_eq!(asked.contains(&(other, 0, c)), expected, "l{other} c{c}");
+        }
+    }
+    let ablation = Dataset::build(&World::generate(&WorldKind::AnchoredNoParallel.config(5)).unwrap());
+    assert!(!ablation.pretrain.iter().any(|r| r.id.starts_with("cs-") || r.id.starts_with("tr-")));
+    let uniform = Dataset::build(&World::generate(&WorldConfig::default()).unwrap());
+    assert!(!uniform.pretrain.iter().any(|r| r.id.starts_with("cs-")));
 }
 
 #[test]

@@ -58,7 +58,7 @@ pub use consistency::{
 pub use greedy::{decode_completion, greedy_token_completions};
 pub use http_judge::{HttpJudge, HttpJudgeConfig};
 pub use judge::{Judge, Verdict};
-pub use probe::{evaluate_probe, LayerProbe, ProbeOptions, ProbePrompt, ProbeReport, RidgeProbe};
+pub use probe::{evaluate_probe, LayerProbe, MeanDifferenceProbe, ProbeOptions, ProbePrompt, ProbeReport, RidgeProbe};
 pub use prompts::{load_safety_prompts, parse_csv_prompts, SafetyPrompt, CSV_METADATA_COLUMNS};
 pub use refusal_phrases::RefusalPhraseJudge;
 pub use reward_gap::{
