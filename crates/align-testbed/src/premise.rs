@@ -115,7 +115,8 @@ impl PremiseReport {
         }
         let dominant = languages.first().map(String::as_str).unwrap_or("");
         let probe = format!(
-            "the probe at layer {} reads harmfulness in the other languages with mean accuracy {:.3} (premise: >= {})",
+            "the mean-difference probe at layer {} reads harmfulness in the other languages with mean accuracy {:.3} \
+             (premise: >= {})",
             self.best_layer, self.best_transfer, self.thresholds.probe
         );
         let compliance = format!(

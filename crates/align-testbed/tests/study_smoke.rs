@@ -49,9 +49,21 @@ fn the_study_checks_premises_then_reports_mean_and_spread_over_seeds() {
         assert!(seed_out.join("data/pairs_mlc.jsonl").is_file());
         // the probe covers every hidden index, 4 layers + embeddings, and every language
         assert_eq!(s.premise.probe.layers.len(), 5);
-        assert!(s.premise.probe.layers.iter().all(|l| l.accuracy.len() == 6 && l.centred_accuracy.len() == 6));
-        // the embeddings at the shared reply marker carry nothing: the probe is at chance
-        assert_eq!(s.premise.probe.layers[0].accuracy["l3"], 0.5);
+        assert!(s.premise.probe.layers.iter().all(|l| {
+            l.accuracy.len() == 6 && l.centred_accuracy.len() == 6 && l.mean_difference_accuracy.len() == 6
+        }));
+        // the embeddings at the shared reply marker carry nothing: every probe is at chance
+        let embeddings = &s.premise.probe.layers[0];
+        assert_eq!((embeddings.accuracy["l3"], embeddings.mean_difference_accuracy["l3"]), (0.5, 0.5));
+        // the verdict reads the mean-difference probe at the best middle layer
+        let best = &s.premise.probe.layers[s.premise.best_layer];
+        assert!((1..4).contains(&s.premise.best_layer));
+        let others: f64 = ["l1", "l2", "l3", "l4", "l5"].iter().map(|l| best.mean_difference_accuracy[*l]).sum();
+        assert!((s.premise.best_transfer - others / 5.0).abs() < 1e-12);
+        for layer in &s.premise.probe.layers[1..4] {
+            let mean: f64 = ["l1", "l2", "l3", "l4", "l5"].iter().map(|l| layer.mean_difference_accuracy[*l]).sum();
+            assert!(mean / 5.0 <= s.premise.best_transfer + 1e-12, "layer {}", layer.layer);
+        }
         // the trainer's auto choice is the demo's, and the sweep covers every candidate layer
         let auto = s.demo.auto_layer.as_ref().expect("auto layer");
         assert_eq!(auto.candidates, vec![1, 2, 3]);
