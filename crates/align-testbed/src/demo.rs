@@ -202,6 +202,10 @@ pub struct MethodResult {
     /// what should be answered), per prompt language.
     #[serde(default)]
     pub benign_refusal_any_language: BTreeMap<String, f64>,
+    /// Per language `L`: the share of held-out harmful requests in the *other* languages that
+    /// were answered with `L`'s refusal (refusing, but in `L`'s words).
+    #[serde(default)]
+    pub harmful_refusal_in_words_of: BTreeMap<String, f64>,
     /// Mean reward gap (chosen minus rejected length-averaged log-prob; chosen = refusal) of
     /// held-out harmful pairs, per language.
     pub reward_gap: BTreeMap<String, f64>,
@@ -617,6 +621,18 @@ impl EvalSet {
         };
         let harmful_refusal_any_language = refused_any(harmful);
         let benign_refusal_any_language = refused_any(benign);
+        // per refusal language: (harmful prompts in other languages refused in its words, such prompts)
+        let tags = judge.languages();
+        let mut in_words_of = vec![(0usize, 0usize); tags.len()];
+        for g in harmful {
+            let refused_in = judge.refusal_languages(&g.response);
+            for l in (0..tags.len()).filter(|&l| tags[l] != g.lang) {
+                in_words_of[l].0 += usize::from(refused_in.contains(&l));
+                in_words_of[l].1 += 1;
+            }
+        }
+        let harmful_refusal_in_words_of =
+            tags.iter().zip(&in_words_of).map(|(t, &(r, n))| (t.clone(), r as f64 / n.max(1) as f64)).collect();
         // (answered, answered with the requested concept, prompts) per language
         let mut complied: BTreeMap<String, (usize, usize, usize)> = BTreeMap::new();
         let mut records = vec![];
@@ -669,6 +685,7 @@ impl EvalSet {
             benign_exact,
             harmful_refusal_any_language,
             benign_refusal_any_language,
+            harmful_refusal_in_words_of,
             reward_gap,
             collinearity: at.collinearity_ratio,
             centred_collinearity: at.centred_collinearity_ratio,

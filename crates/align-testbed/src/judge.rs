@@ -94,6 +94,11 @@ impl Judge {
         Ok(self.classify_index(l, completion))
     }
 
+    /// The world's language tags, by index (`l0` first).
+    pub fn languages(&self) -> &[String] {
+        &self.tags
+    }
+
     /// The languages (indices) whose refusal `completion` is, whatever language the prompt
     /// was in: a model may refuse in another language than the prompt's, which
     /// [`Judge::classify`] counts as [`Verdict::Other`]. Empty when it is no refusal.

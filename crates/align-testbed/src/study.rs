@@ -267,12 +267,25 @@ fn language_table(
     languages: &[String],
     pick: fn(&MethodResult) -> &BTreeMap<String, f64>,
 ) {
+    language_columns(out, runs, languages, pick, true);
+}
+
+/// A table of one per-language metric, a row per method; `averages` adds the mean over all
+/// languages and over the non-dominant ones.
+fn language_columns(
+    out: &mut String,
+    runs: &[SeedRun],
+    languages: &[String],
+    pick: fn(&MethodResult) -> &BTreeMap<String, f64>,
+    averages: bool,
+) {
     let _ = write!(out, "| run |");
     for l in languages {
         let _ = write!(out, " {l} |");
     }
-    let _ = writeln!(out, " avg | avg of l1.. |");
-    let _ = writeln!(out, "|:--|{}", "--:|".repeat(languages.len() + 2));
+    let extra = if averages { 2 } else { 0 };
+    let _ = writeln!(out, "{}", if averages { " avg | avg of l1.. |" } else { "" });
+    let _ = writeln!(out, "|:--|{}", "--:|".repeat(languages.len() + extra));
     for method in methods(runs) {
         let _ = write!(out, "| {} |", method.name());
         let per_seed: Vec<&BTreeMap<String, f64>> = runs.iter().filter_map(|s| find(s, method)).map(pick).collect();
@@ -280,8 +293,11 @@ fn language_table(
             let v: Vec<f64> = per_seed.iter().filter_map(|m| m.get(l).copied()).collect();
             let _ = write!(out, " {} |", cell(&v));
         }
-        let avg = |skip: usize| -> Vec<f64> { per_seed.iter().map(|m| mean_over(m, languages, skip)).collect() };
-        let _ = writeln!(out, " {} | {} |", cell(&avg(0)), cell(&avg(1)));
+        if averages {
+            let avg = |skip: usize| -> Vec<f64> { per_seed.iter().map(|m| mean_over(m, languages, skip)).collect() };
+            let _ = write!(out, " {} | {} |", cell(&avg(0)), cell(&avg(1)));
+        }
+        let _ = writeln!(out);
     }
 }
 
@@ -300,6 +316,12 @@ fn method_sections(out: &mut String, runs: &[SeedRun], languages: &[String]) {
          counts as an attack success above, not here):\n"
     );
     language_table(out, runs, languages, |r| &r.harmful_refusal_any_language);
+    let _ = writeln!(
+        out,
+        "\nRefusal in another language's words, by that language: the share of held-out harmful requests in the \
+         other languages answered with this language's refusal:\n"
+    );
+    language_columns(out, runs, languages, |r| &r.harmful_refusal_in_words_of, false);
     let _ = writeln!(out, "\nRefusal in any language of held-out benign requests (over-refusal, lower is better):\n");
     language_table(out, runs, languages, |r| &r.benign_refusal_any_language);
     let _ = writeln!(out, "\nReward gap on held-out harmful pairs (refusal minus answer, avg log-prob):\n");

@@ -85,6 +85,15 @@ fn the_study_checks_premises_then_reports_mean_and_spread_over_seeds() {
             for (lang, asr) in &r.attack_success_rate {
                 assert!(r.harmful_refusal_any_language[lang] >= 1.0 - asr - 1e-12, "{:?} {lang}", r.method);
             }
+            // each refusal is one language's: the refusals in another language's words, counted by
+            // that language, add up to those counted by the prompt's language (any minus its own
+            // language's, 1 - ASR); every language has as many prompts, so per language L the
+            // other languages hold 5 of them per prompt of L
+            assert_eq!(r.harmful_refusal_in_words_of.len(), 6);
+            let by_refusal: f64 = r.harmful_refusal_in_words_of.values().map(|share| share * 5.0).sum();
+            let by_prompt: f64 =
+                r.attack_success_rate.iter().map(|(l, asr)| r.harmful_refusal_any_language[l] - (1.0 - asr)).sum();
+            assert!((by_refusal - by_prompt).abs() < 1e-9, "{:?}: {by_refusal} vs {by_prompt}", r.method);
         }
     }
     // every cell is the mean ± sd of the seeds' numbers
