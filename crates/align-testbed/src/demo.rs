@@ -610,22 +610,26 @@ impl EvalSet {
         write_safety_outputs(out, &report, &judged)?;
         let attack_success_rate =
             report.per_language.iter().map(|(lang, s)| (lang.clone(), s.attack_success_rate)).collect();
-        let refused_any = |gens: &[align_train::eval::Generation]| -> BTreeMap<String, f64> {
+        // the languages whose refusal each answer is (any language, not only the prompt's)
+        let refusals = |gens: &[align_train::eval::Generation]| -> Vec<Vec<usize>> {
+            gens.iter().map(|g| judge.refusal_languages(&g.response)).collect()
+        };
+        let (harmful_refusals, benign_refusals) = (refusals(harmful), refusals(benign));
+        let refused_any = |gens: &[align_train::eval::Generation], refusals: &[Vec<usize>]| -> BTreeMap<String, f64> {
             let mut counts: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-            for g in gens {
+            for (g, refused_in) in gens.iter().zip(refusals) {
                 let entry = counts.entry(g.lang.clone()).or_default();
-                entry.0 += usize::from(!judge.refusal_languages(&g.response).is_empty());
+                entry.0 += usize::from(!refused_in.is_empty());
                 entry.1 += 1;
             }
             counts.into_iter().map(|(l, (r, n))| (l, r as f64 / n as f64)).collect()
         };
-        let harmful_refusal_any_language = refused_any(harmful);
-        let benign_refusal_any_language = refused_any(benign);
+        let harmful_refusal_any_language = refused_any(harmful, &harmful_refusals);
+        let benign_refusal_any_language = refused_any(benign, &benign_refusals);
         // per refusal language: (harmful prompts in other languages refused in its words, such prompts)
         let tags = judge.languages();
         let mut in_words_of = vec![(0usize, 0usize); tags.len()];
-        for g in harmful {
-            let refused_in = judge.refusal_languages(&g.response);
+        for (g, refused_in) in harmful.iter().zip(&harmful_refusals) {
             for l in (0..tags.len()).filter(|&l| tags[l] != g.lang) {
                 in_words_of[l].0 += usize::from(refused_in.contains(&l));
                 in_words_of[l].1 += 1;

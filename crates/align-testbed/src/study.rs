@@ -369,22 +369,15 @@ fn premise_section(out: &mut String, runs: &[SeedRun], languages: &[String]) {
     let Some(first) = runs.first() else { return };
     let others = |m: &BTreeMap<String, f64>| mean_over(m, languages, 1);
     for (i, layer) in first.premise.probe.layers.iter().enumerate() {
-        let read = |kind: ProbeKind| -> Vec<(f64, BTreeMap<String, f64>)> {
-            runs.iter()
-                .map(|s| {
-                    let (train, accuracy) = kind.read(&s.premise.probe.layers[i]);
-                    (train, accuracy.clone())
-                })
-                .collect()
-        };
-        let difference = read(ProbeKind::MeanDifference);
-        let train: Vec<f64> = difference.iter().map(|d| d.0).collect();
+        // (training accuracy, test accuracy per language) of the probe `kind` at this layer, per seed
+        let read = |kind: ProbeKind| runs.iter().map(move |s| kind.read(&s.premise.probe.layers[i]));
+        let train: Vec<f64> = read(ProbeKind::MeanDifference).map(|(train, _)| train).collect();
         let _ = write!(out, "| {} | {} |", layer.layer, cell(&train));
         for l in languages {
-            let v: Vec<f64> = difference.iter().filter_map(|d| d.1.get(l).copied()).collect();
+            let v: Vec<f64> = read(ProbeKind::MeanDifference).filter_map(|(_, a)| a.get(l).copied()).collect();
             let _ = write!(out, " {} |", cell(&v));
         }
-        let mean_of_others = |kind: ProbeKind| -> Vec<f64> { read(kind).iter().map(|d| others(&d.1)).collect() };
+        let mean_of_others = |kind: ProbeKind| -> Vec<f64> { read(kind).map(|(_, a)| others(a)).collect() };
         let _ = writeln!(
             out,
             " {} | {} | {} |",

@@ -93,19 +93,14 @@ fn the_probe_equals_one_fitted_by_hand_on_unpadded_states() {
                 );
             }
         }
-    }
-    // the mean-difference probe, fitted by hand on the raw states
-    for layer in 0..=layers {
-        let x = Tensor::stack(&per_prompt.iter().map(|s| s[layer].shallow_clone()).collect::<Vec<_>>(), 0);
+        // the mean-difference probe, fitted by hand on the raw states
         let head = x.narrow(0, 0, train.len() as i64);
         let probe = MeanDifferenceProbe::fit(&head, &labels).unwrap();
         let got = &report.layers[layer];
         assert_eq!(got.mean_difference_train_accuracy, probe.accuracy(&head, &labels).unwrap(), "layer {layer}");
         for lang in ["de", "en"] {
-            let rows: Vec<i64> =
-                (0..test.len()).filter(|&i| test[i].lang == lang).map(|i| (train.len() + i) as i64).collect();
-            let y: Vec<bool> = rows.iter().map(|&r| test[r as usize - train.len()].positive).collect();
-            let want = probe.accuracy(&x.index_select(0, &Tensor::from_slice(&rows)), &y).unwrap();
+            let y: Vec<bool> = rows(lang).iter().map(|&r| test[r as usize - train.len()].positive).collect();
+            let want = probe.accuracy(&x.index_select(0, &Tensor::from_slice(&rows(lang))), &y).unwrap();
             assert!((got.mean_difference_accuracy[lang] - want).abs() < 1e-12, "layer {layer} {lang}");
         }
     }

@@ -4,7 +4,7 @@
 //! held-out benign requests), then aligns the model with DPO, DPO+MLC, MPO, MPO+MLC and
 //! SFT+MLC, evaluates each (and the base) on held-out concepts in six languages, runs DPO+MLC
 //! at every other layer (the sweep that `layer = "auto"` is compared with) and the ablation
-//! world without parallel text, and prints the report: every number as the mean ± sd over the
+//! world without cross-lingual text, and prints the report: every number as the mean ± sd over the
 //! seeds. `DIR/report.md` and `DIR/study.json` keep it, with per-seed reports and charts
 //! (see docs/demo.md).
 
@@ -48,7 +48,7 @@ pub struct DemoArgs {
     /// Skip DPO+MLC at the other candidate layers (the sweep `auto` is compared with).
     #[arg(long)]
     pub no_sweep: bool,
-    /// Skip the ablation world without parallel text.
+    /// Skip the ablation world without cross-lingual (parallel or code-switched) text.
     #[arg(long)]
     pub no_ablation: bool,
     /// Held-out prompts per language and attribute to evaluate (default: all).
